@@ -1,0 +1,1 @@
+"""The durable workflow coordinator: a gRPC server keeping workflow state in Postgres."""

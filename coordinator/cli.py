@@ -1,0 +1,106 @@
+"""Command line: flags and DURABLE_* environment variables become a Config, then serve()."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from coordinator.config import Config
+from coordinator.embedded import start_embedded_postgres
+from coordinator.server import serve
+
+_DEFAULTS = Config()
+
+
+def _env(name: str, default: object) -> str:
+    return os.environ.get(name, str(default))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m coordinator",
+        description="Durable workflow coordinator: a gRPC server keeping state in Postgres. "
+        "Every flag can also be set by the environment variable shown.",
+    )
+    parser.add_argument(
+        "--listen",
+        default=_env("DURABLE_LISTEN", _DEFAULTS.listen),
+        help="host:port to serve gRPC on (env DURABLE_LISTEN; default %(default)s)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or None,
+        help="Postgres URL (env DATABASE_URL); without one, an embedded Postgres is started",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("DURABLE_DATA_DIR", _DEFAULTS.data_dir)),
+        help="embedded Postgres data directory, kept between runs "
+        "(env DURABLE_DATA_DIR; default %(default)s)",
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=int(_env("DURABLE_POOL_SIZE", _DEFAULTS.pool_max_size)),
+        help="maximum database connections (env DURABLE_POOL_SIZE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=int(_env("DURABLE_MAX_PAYLOAD_BYTES", _DEFAULTS.max_payload_bytes)),
+        help="largest accepted payload (env DURABLE_MAX_PAYLOAD_BYTES; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-wait-seconds",
+        type=float,
+        default=float(_env("DURABLE_MAX_WAIT_SECONDS", _DEFAULTS.max_wait_seconds)),
+        help="longest wait a client may ask for (env DURABLE_MAX_WAIT_SECONDS; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(_env("DURABLE_SHUTDOWN_GRACE", _DEFAULTS.shutdown_grace_seconds)),
+        help="seconds open calls get to finish on SIGTERM (env DURABLE_SHUTDOWN_GRACE; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env("DURABLE_LOG_LEVEL", _DEFAULTS.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (env DURABLE_LOG_LEVEL; default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if args.pool_size < 1:
+        parser.error("--pool-size must be at least 1")
+    if args.max_payload_bytes < 1:
+        parser.error("--max-payload-bytes must be at least 1")
+    if args.max_wait_seconds <= 0:
+        parser.error("--max-wait-seconds must be positive")
+    return Config(
+        listen=args.listen,
+        database_url=args.database_url,
+        data_dir=args.data_dir,
+        pool_min_size=min(_DEFAULTS.pool_min_size, args.pool_size),
+        pool_max_size=args.pool_size,
+        max_payload_bytes=args.max_payload_bytes,
+        max_wait_seconds=args.max_wait_seconds,
+        history_budget_bytes=max(_DEFAULTS.history_budget_bytes, args.max_payload_bytes),
+        shutdown_grace_seconds=args.shutdown_grace,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    database_url = config.database_url or start_embedded_postgres(config.data_dir)
+    asyncio.run(serve(config, database_url))

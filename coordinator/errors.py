@@ -1,0 +1,100 @@
+"""Domain errors, and their one mapping to gRPC status codes with an ErrorInfo reason.
+
+The store and the validation layer raise these; only the servicer edge turns them into a
+status. Reasons are stable strings clients may branch on (docs/wire-contract.md).
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "durable.v1"
+
+
+class CoordinatorError(Exception):
+    """A request that cannot be served as asked; maps to one status code and reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata
+
+    def to_status(self) -> status_pb2.Status:
+        """The google.rpc.Status this error is sent as."""
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+
+
+class InvalidArgument(CoordinatorError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", field=field)
+
+
+class WorkflowNotFound(CoordinatorError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "WORKFLOW_NOT_FOUND"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} does not exist", workflow_id=workflow_id)
+
+
+class WorkflowNameMismatch(CoordinatorError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "WORKFLOW_NAME_MISMATCH"
+
+    def __init__(self, workflow_id: str, recorded: str, requested: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} was started as {recorded!r}, not {requested!r}",
+            workflow_id=workflow_id,
+            recorded_name=recorded,
+            requested_name=requested,
+        )
+
+
+class StepNameMismatch(CoordinatorError):
+    """A replay reached a recorded step under another name: the workflow is not deterministic."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "STEP_NAME_MISMATCH"
+
+    def __init__(self, workflow_id: str, step_id: int, recorded: str, requested: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} step {step_id} was recorded as {recorded}, "
+            f"but the replay asked for {requested}: the workflow is not deterministic",
+            workflow_id=workflow_id,
+            step_id=str(step_id),
+            recorded_name=recorded,
+            requested_name=requested,
+        )
+
+
+class WorkflowNotPending(CoordinatorError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "WORKFLOW_NOT_PENDING"
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is {status}; no new step can be recorded",
+            workflow_id=workflow_id,
+            status=status,
+        )
+
+
+class DatabaseUnavailable(CoordinatorError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("the database cannot be reached; retry")

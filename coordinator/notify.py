@@ -1,0 +1,134 @@
+"""Wake-ups for waiting readers: an in-memory hub fed by this process and by LISTEN/NOTIFY.
+
+A waiter subscribes to topics, reads the database, and sleeps until a topic is published
+or its deadline passes; then it reads again. Nothing polls: a write on this coordinator
+publishes directly after commit, and a write on any other coordinator arrives through one
+LISTEN connection per process. If that connection drops, notifications may have been
+missed, so every waiter is woken to re-read once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+
+import psycopg
+
+from coordinator.store.events import EVENT_CHANNEL
+from coordinator.store.workflows import WORKFLOW_CHANNEL
+
+log = logging.getLogger(__name__)
+
+# ("event", workflow_id, key) or ("workflow", workflow_id)
+Topic = tuple[str, ...]
+
+
+def event_topic(workflow_id: str, key: str) -> Topic:
+    return ("event", workflow_id, key)
+
+
+def workflow_topic(workflow_id: str) -> Topic:
+    return ("workflow", workflow_id)
+
+
+class Waiter:
+    """One reader's wake-up flag. Arm it before reading, so no publish can slip between."""
+
+    def __init__(self) -> None:
+        self._woken = asyncio.Event()
+        # The newest event version this reader has seen; older publishes don't wake it.
+        self.seen_version = 0
+
+    def arm(self) -> None:
+        self._woken.clear()
+
+    def wake(self, version: int | None = None) -> None:
+        if version is None or version > self.seen_version:
+            self._woken.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep until woken or `timeout` seconds pass; True if woken."""
+        try:
+            await asyncio.wait_for(self._woken.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+class Hub:
+    """Fans published topics out to the waiters of this process."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[Topic, set[Waiter]] = {}
+
+    @contextlib.contextmanager
+    def subscribe(self, *topics: Topic) -> Iterator[Waiter]:
+        """A waiter for `topics`, removed when the block exits (also on cancellation)."""
+        waiter = Waiter()
+        for topic in topics:
+            self._waiters.setdefault(topic, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            for topic in topics:
+                waiters = self._waiters.get(topic)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiters[topic]
+
+    def publish(self, topic: Topic, version: int | None = None) -> None:
+        for waiter in self._waiters.get(topic, ()):
+            waiter.wake(version)
+
+    def wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.wake()
+
+    @property
+    def waiter_count(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
+
+class Listener:
+    """Holds one LISTEN connection and feeds what it hears into the hub; reconnects."""
+
+    def __init__(self, url: str, hub: Hub, *, retry_seconds: float = 1.0) -> None:
+        self._url = url
+        self._hub = hub
+        self._retry_seconds = retry_seconds
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Listen until cancelled."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {EVENT_CHANNEL}")
+                    await conn.execute(f"LISTEN {WORKFLOW_CHANNEL}")
+                    self.connected.set()
+                    # Anything published while we were not listening was missed.
+                    self._hub.wake_all()
+                    async for notify in conn.notifies():
+                        self._dispatch(notify.channel, notify.payload)
+            except psycopg.OperationalError as exc:
+                if self.connected.is_set():
+                    log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                self.connected.clear()
+                await asyncio.sleep(self._retry_seconds)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == WORKFLOW_CHANNEL:
+            self._hub.publish(workflow_topic(payload))
+        elif channel == EVENT_CHANNEL:
+            try:
+                note = json.loads(payload)
+                self._hub.publish(event_topic(note["w"], note["k"]), int(note["v"]))
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring malformed notification on %s: %.200r", channel, payload)

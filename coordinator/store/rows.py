@@ -1,0 +1,81 @@
+"""Turning result rows into records. Column lists live beside the queries that use them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from coordinator.store.records import (
+    Failure,
+    Outcome,
+    Payload,
+    Status,
+    StepKind,
+    StepRecord,
+    WorkflowRecord,
+)
+
+Row = tuple[Any, ...]
+
+WORKFLOW_COLUMNS = """workflow_id, name, status, input_encoding, input_data,
+    output_encoding, output_data, error_type, error_message, error_details,
+    created_at, updated_at"""
+
+STEP_COLUMNS = """step_id, name, kind, output_encoding, output_data,
+    error_type, error_message, error_details, recorded_at"""
+
+
+def outcome(
+    encoding: str | None,
+    data: bytes | None,
+    error_type: str | None,
+    error_message: str | None,
+    error_details: str | None,
+) -> Outcome | None:
+    if encoding is not None:
+        return Payload(encoding, bytes(data or b""))
+    if error_type is not None:
+        return Failure(error_type, error_message or "", error_details or "")
+    return None
+
+
+def outcome_columns(value: Outcome) -> dict[str, Any]:
+    """The five outcome columns as query parameters."""
+    if isinstance(value, Payload):
+        return {
+            "out_enc": value.encoding,
+            "out_data": value.data,
+            "err_type": None,
+            "err_msg": None,
+            "err_details": None,
+        }
+    return {
+        "out_enc": None,
+        "out_data": None,
+        "err_type": value.type,
+        "err_msg": value.message,
+        "err_details": value.details,
+    }
+
+
+def workflow(row: Row) -> WorkflowRecord:
+    wid, name, status, in_enc, in_data, out_enc, out_data, e_type, e_msg, e_det = row[:10]
+    created_at: datetime = row[10]
+    updated_at: datetime = row[11]
+    return WorkflowRecord(
+        workflow_id=wid,
+        name=name,
+        status=Status(status),
+        input=Payload(in_enc, bytes(in_data)) if in_enc is not None else None,
+        result=outcome(out_enc, out_data, e_type, e_msg, e_det),
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+def step(row: Row) -> StepRecord:
+    step_id, name, kind, out_enc, out_data, e_type, e_msg, e_det, recorded_at = row[:9]
+    result = outcome(out_enc, out_data, e_type, e_msg, e_det)
+    # The table's CHECK constraint guarantees exactly one outcome.
+    assert result is not None
+    return StepRecord(step_id, name, StepKind(kind), result, recorded_at)

@@ -1,0 +1,84 @@
+"""Workflow rows: idempotent start, finish (first writer wins), read."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+
+from coordinator.errors import WorkflowNameMismatch, WorkflowNotFound
+from coordinator.store import rows
+from coordinator.store.records import Outcome, Payload, Status, WorkflowRecord
+
+WORKFLOW_CHANNEL = "durable_workflow"
+
+_INSERT = f"""
+INSERT INTO durable.workflows (workflow_id, name, status, input_encoding, input_data)
+VALUES (%(wf)s, %(name)s, 'PENDING', %(in_enc)s, %(in_data)s)
+ON CONFLICT (workflow_id) DO NOTHING
+RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+_SELECT = f"SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows WHERE workflow_id = %s"
+
+# The NOTIFY is sent at commit, so a woken reader always finds the new status.
+_FINISH = f"""
+WITH finished AS (
+    UPDATE durable.workflows
+       SET status = %(status)s,
+           output_encoding = %(out_enc)s, output_data = %(out_data)s,
+           error_type = %(err_type)s, error_message = %(err_msg)s,
+           error_details = %(err_details)s,
+           updated_at = clock_timestamp()
+     WHERE workflow_id = %(wf)s AND status = 'PENDING'
+ RETURNING {rows.WORKFLOW_COLUMNS}
+)
+SELECT finished.*, pg_notify('{WORKFLOW_CHANNEL}', finished.workflow_id) FROM finished"""
+
+
+async def start(
+    pool: AsyncConnectionPool, workflow_id: str, name: str, input: Payload | None
+) -> tuple[WorkflowRecord, bool]:
+    """Create the workflow, or return the existing one; the bool says whether it was created."""
+    params = {
+        "wf": workflow_id,
+        "name": name,
+        "in_enc": input.encoding if input else None,
+        "in_data": input.data if input else None,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(_INSERT, params)
+        row = await cur.fetchone()
+        if row is not None:
+            return rows.workflow(row), True
+        # The row exists (or existed when we inserted): this read sees it, committed.
+        cur = await conn.execute(_SELECT, (workflow_id,))
+        row = await cur.fetchone()
+    if row is None:
+        # Deleted between the two statements; nothing deletes workflows today.
+        raise WorkflowNotFound(workflow_id)
+    existing = rows.workflow(row)
+    if existing.name != name:
+        raise WorkflowNameMismatch(workflow_id, existing.name, name)
+    return existing, False
+
+
+async def get(pool: AsyncConnectionPool, workflow_id: str) -> WorkflowRecord:
+    """The workflow as recorded; WorkflowNotFound if it does not exist."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SELECT, (workflow_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    return rows.workflow(row)
+
+
+async def finish(
+    pool: AsyncConnectionPool, workflow_id: str, result: Outcome
+) -> tuple[WorkflowRecord, bool]:
+    """Record the result of a PENDING workflow; the bool says it had already finished."""
+    status = Status.SUCCESS if isinstance(result, Payload) else Status.ERROR
+    params = {"wf": workflow_id, "status": status.value, **rows.outcome_columns(result)}
+    async with pool.connection() as conn:
+        cur = await conn.execute(_FINISH, params)
+        row = await cur.fetchone()
+    if row is not None:
+        return rows.workflow(row), False
+    return await get(pool, workflow_id), True

@@ -1,0 +1,117 @@
+"""Checks at the edge: every request field is validated here before it reaches the store.
+
+Each function returns the clean value or raises InvalidArgument naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import NoReturn
+
+from durable.v1 import coordinator_pb2 as pb
+from google.protobuf import duration_pb2
+
+from coordinator.errors import InvalidArgument
+from coordinator.store.records import Failure, Payload
+
+MAX_NAME_CHARS = 256
+MAX_ERROR_TEXT_BYTES = 64 * 1024
+DEFAULT_WAIT_SECONDS = 60.0
+MAX_STEP_ID = 2**31 - 1
+
+_WORKFLOW_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,256}")
+_ENCODING = re.compile(r"[a-z0-9][a-z0-9._+/-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+JSON_ENCODING = "json"
+
+
+def workflow_id(value: str, field: str = "workflow_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "required")
+    if not _WORKFLOW_ID.fullmatch(value):
+        raise InvalidArgument(
+            field, "must be 1-256 characters from letters, digits and . _ : @ / + = -"
+        )
+    return value
+
+
+def name(value: str, field: str) -> str:
+    """A workflow name, step name or event key: 1-256 characters, no control characters."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidArgument(field, f"longer than {MAX_NAME_CHARS} characters")
+    if _CONTROL.search(value):
+        raise InvalidArgument(field, "contains control characters")
+    return value
+
+
+def step_id(value: int, field: str = "step_id") -> int:
+    if value <= 0:
+        raise InvalidArgument(field, "must be 1 or greater (steps are numbered from 1)")
+    return value
+
+
+def _reject_constant(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def payload(message: pb.Payload, field: str, max_bytes: int) -> Payload:
+    """A payload; an empty encoding means JSON, and JSON must parse (strict RFC 8259)."""
+    encoding = message.encoding or JSON_ENCODING
+    if not _ENCODING.fullmatch(encoding):
+        raise InvalidArgument(f"{field}.encoding", "must match [a-z0-9][a-z0-9._+/-]{0,63}")
+    data = message.data
+    if len(data) > max_bytes:
+        raise InvalidArgument(f"{field}.data", f"{len(data)} bytes is over the {max_bytes} limit")
+    if encoding == JSON_ENCODING:
+        try:
+            # NaN and Infinity are Python extensions other languages' parsers reject.
+            json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidArgument(f"{field}.data", f"not valid UTF-8 JSON: {exc}") from None
+    return Payload(encoding, data)
+
+
+def _text(value: str, field: str, max_bytes: int) -> str:
+    if "\x00" in value:
+        raise InvalidArgument(field, "contains a NUL character")
+    if len(value.encode("utf-8")) > max_bytes:
+        raise InvalidArgument(field, f"longer than {max_bytes} bytes")
+    return value
+
+
+def failure(message: pb.Failure, field: str, max_bytes: int) -> Failure:
+    return Failure(
+        type=name(message.type, f"{field}.type"),
+        message=_text(message.message, f"{field}.message", MAX_ERROR_TEXT_BYTES),
+        details=_text(message.details, f"{field}.details", max_bytes),
+    )
+
+
+def outcome(
+    which: str | None, output: pb.Payload, error: pb.Failure, field: str, max_bytes: int
+) -> Payload | Failure:
+    """The oneof `output` | `error` of a step or workflow result; exactly one is required."""
+    if which == "output":
+        return payload(output, "output", max_bytes)
+    if which == "error":
+        return failure(error, "error", max_bytes)
+    raise InvalidArgument(field, "required: set output or error")
+
+
+def timeout(present: bool, value: duration_pb2.Duration, field: str, max_seconds: float) -> float:
+    """A wait in seconds: absent means the default, zero means look once."""
+    if not present:
+        return min(DEFAULT_WAIT_SECONDS, max_seconds)
+    if not -315_576_000_000 <= value.seconds <= 315_576_000_000 or abs(value.nanos) >= 10**9:
+        raise InvalidArgument(field, "not a valid Duration")
+    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
+        raise InvalidArgument(field, "not a valid Duration (seconds and nanos differ in sign)")
+    seconds = value.seconds + value.nanos / 1e9
+    if seconds < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if seconds > max_seconds:
+        raise InvalidArgument(field, f"must be at most {max_seconds:g} seconds")
+    return seconds

@@ -1,0 +1,84 @@
+"""Records to wire messages: the one place the store's types meet the proto's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from durable.v1 import coordinator_pb2 as pb
+from google.protobuf import timestamp_pb2
+
+from coordinator.store.records import (
+    EventValue,
+    Failure,
+    Outcome,
+    Payload,
+    Status,
+    StepKind,
+    StepRecord,
+    WorkflowRecord,
+)
+
+_STATUS = {
+    Status.PENDING: pb.WORKFLOW_STATUS_PENDING,
+    Status.SUCCESS: pb.WORKFLOW_STATUS_SUCCESS,
+    Status.ERROR: pb.WORKFLOW_STATUS_ERROR,
+}
+_KIND = {StepKind.STEP: pb.STEP_KIND_STEP, StepKind.SET_EVENT: pb.STEP_KIND_SET_EVENT}
+
+
+def status(value: Status) -> pb.WorkflowStatus.ValueType:
+    return _STATUS[value]
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def payload(value: Payload) -> pb.Payload:
+    return pb.Payload(encoding=value.encoding, data=value.data)
+
+
+def failure(value: Failure) -> pb.Failure:
+    return pb.Failure(type=value.type, message=value.message, details=value.details)
+
+
+def _outcome_fields(value: Outcome | None) -> dict[str, pb.Payload | pb.Failure]:
+    if isinstance(value, Payload):
+        return {"output": payload(value)}
+    if isinstance(value, Failure):
+        return {"error": failure(value)}
+    return {}
+
+
+def workflow(record: WorkflowRecord) -> pb.Workflow:
+    message = pb.Workflow(
+        workflow_id=record.workflow_id,
+        name=record.name,
+        status=status(record.status),
+        create_time=timestamp(record.created_at),
+        update_time=timestamp(record.updated_at),
+        **_outcome_fields(record.result),  # type: ignore[arg-type]
+    )
+    if record.input is not None:
+        message.input.CopyFrom(payload(record.input))
+    return message
+
+
+def step(record: StepRecord) -> pb.Step:
+    return pb.Step(
+        step_id=record.step_id,
+        name=record.name,
+        kind=_KIND[record.kind],
+        record_time=timestamp(record.recorded_at),
+        **_outcome_fields(record.outcome),  # type: ignore[arg-type]
+    )
+
+
+def event(value: EventValue) -> pb.GetEventResponse:
+    return pb.GetEventResponse(
+        event=pb.EventValue(
+            value=payload(value.value), version=value.version, set_time=timestamp(value.set_at)
+        )
+    )
