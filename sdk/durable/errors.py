@@ -1,0 +1,94 @@
+"""Exceptions the SDK raises. Catch DurableError for all of them.
+
+Coordinator errors carry a stable reason (google.rpc.ErrorInfo); each reason maps to one
+class here, registered by its `reason` attribute.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class DurableError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class CoordinatorError(DurableError):
+    """The coordinator refused a call. `reason` is its stable ErrorInfo reason."""
+
+    reason: ClassVar[str] = ""
+    _by_reason: ClassVar[dict[str, type[CoordinatorError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.reason:
+            CoordinatorError._by_reason[cls.reason] = cls
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode, metadata: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.metadata = metadata or {}
+
+    @classmethod
+    def for_reason(cls, reason: str) -> type[CoordinatorError]:
+        return cls._by_reason.get(reason, CoordinatorError)
+
+
+class InvalidRequestError(CoordinatorError):
+    """A request field was rejected; `metadata["field"]` names it."""
+
+    reason = "INVALID_ARGUMENT"
+
+
+class WorkflowNotFoundError(CoordinatorError):
+    reason = "WORKFLOW_NOT_FOUND"
+
+
+class WorkflowConflictError(CoordinatorError):
+    """A workflow ID was started again under a different workflow name."""
+
+    reason = "WORKFLOW_NAME_MISMATCH"
+
+
+class NonDeterminismError(CoordinatorError):
+    """A replay reached a recorded step under another name: the workflow code changed."""
+
+    reason = "STEP_NAME_MISMATCH"
+
+
+class WorkflowNotPendingError(CoordinatorError):
+    """The workflow already finished (perhaps run elsewhere); no new step is recorded."""
+
+    reason = "WORKFLOW_NOT_PENDING"
+
+
+class CoordinatorUnavailableError(CoordinatorError):
+    """The coordinator or its database cannot be reached; the call is safe to retry."""
+
+    reason = "DATABASE_UNAVAILABLE"
+
+
+class NotInWorkflowError(DurableError):
+    """An operation that only a running workflow may do was called outside one."""
+
+
+class PayloadError(DurableError):
+    """A value cannot be encoded as JSON, or a payload cannot be decoded."""
+
+
+class RecordedError(DurableError):
+    """A recorded step or workflow error whose original exception type is not available.
+
+    On replay, a recorded error is raised again as its original type when that type is an
+    exception class already imported in this process; otherwise as this.
+    """
+
+    def __init__(self, type: str, message: str, details: str = "") -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.details = details

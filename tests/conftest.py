@@ -1,0 +1,63 @@
+"""Fixtures: a real Postgres (DATABASE_URL or an embedded one), a fresh database per test
+module, and real coordinator processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
+
+from tests.support import Coordinator, create_database, drop_database
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A Postgres server: DATABASE_URL when set, else an embedded one for this session."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="durable-pg-") as data_dir:
+        server = pgserver.get_server(Path(data_dir) / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
+        yield server.get_uri()
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test module."""
+    url = create_database(postgres_url)
+    yield url
+    drop_database(postgres_url, url)
+
+
+@pytest.fixture(scope="module")
+def coordinator(database_url: str) -> Iterator[Coordinator]:
+    """A coordinator process serving the module's database."""
+    process = Coordinator(database_url)
+    try:
+        process.wait_serving()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(coordinator: Coordinator) -> pb_grpc.CoordinatorServiceStub:
+    return coordinator.stub
+
+
+@pytest.fixture(scope="module")
+def sdk(coordinator: Coordinator) -> Iterator[None]:
+    """The SDK's default client pointed at the module's coordinator."""
+    import durable
+
+    client = durable.configure(coordinator.address)
+    yield
+    client.close()
