@@ -24,6 +24,7 @@ from typing import Any
 import durable
 from durable.v1 import coordinator_pb2 as pb
 
+from coordinator.embedded import start_embedded_postgres
 from tests.support import Coordinator, create_database, drop_database
 
 RESULTS = Path(__file__).parent / "results"
@@ -127,12 +128,9 @@ def main() -> None:
     server_url = os.environ.get("DATABASE_URL")
     embedded = None
     if not server_url:
-        import pgserver
-
-        embedded = pgserver.get_server(
-            Path(tempfile.mkdtemp(prefix="durable-bench-")) / "pg", cleanup_mode="delete"
-        )  # type: ignore[attr-defined]
-        server_url = embedded.get_uri()
+        data_dir = Path(tempfile.mkdtemp(prefix="durable-bench-")) / "pgdata"
+        embedded = start_embedded_postgres(data_dir, temporary=True)
+        server_url = embedded.url
     database_url = create_database(server_url)
     a, b = Coordinator(database_url), Coordinator(database_url)
     try:

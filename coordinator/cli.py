@@ -102,5 +102,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    database_url = config.database_url or start_embedded_postgres(config.data_dir)
+    database_url = config.database_url or start_embedded_postgres(config.data_dir).url
     asyncio.run(serve(config, database_url))

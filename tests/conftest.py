@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
+from coordinator.embedded import start_embedded_postgres
 from tests.support import Coordinator, create_database, drop_database
 
 
@@ -21,12 +22,10 @@ def postgres_url() -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver
-
     with tempfile.TemporaryDirectory(prefix="durable-pg-") as data_dir:
-        server = pgserver.get_server(Path(data_dir) / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
-        yield server.get_uri()
-        server.cleanup()
+        embedded = start_embedded_postgres(Path(data_dir) / "pgdata", temporary=True)
+        yield embedded.url
+        embedded.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,8 @@ def test_data_processing_prints_progress_live_then_status_and_result(
 ) -> None:
     workflow_id = f"data-{uuid.uuid4().hex}"
     args = ["--coordinator", coordinator.address, "--workflow-id", workflow_id]
-    output = lines(run_example("data_processing", *args, "--step-seconds", "0.2"))
+    # Steps of a second leave the watcher ample time to connect before progress 50 is set.
+    output = lines(run_example("data_processing", *args, "--step-seconds", "1"))
 
     assert output[0] == f"workflow: {workflow_id}"
     progress = progress_values(output)
