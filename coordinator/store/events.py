@@ -20,12 +20,15 @@ EVENT_CHANNEL = "durable_event"
 # One statement, one commit: record the step (only for a PENDING workflow and only once),
 # then upsert the latest value, append history, and NOTIFY (delivered at commit). If the
 # step was already recorded, `step` is empty and nothing else happens.
+# FOR SHARE on the workflow row (see steps.py) keeps a value from being set after the
+# workflow finished, which a follower that got `workflow_finished` would never see.
 _SET = f"""
 WITH step AS (
     INSERT INTO durable.steps (workflow_id, step_id, name, kind, output_encoding, output_data)
     SELECT %(wf)s, %(step)s, %(key)s, 'SET_EVENT', 'json', 'null'
      WHERE EXISTS (SELECT 1 FROM durable.workflows
-                    WHERE workflow_id = %(wf)s AND status = 'PENDING')
+                    WHERE workflow_id = %(wf)s AND status = 'PENDING'
+                       FOR SHARE)
     ON CONFLICT (workflow_id, step_id) DO NOTHING
     RETURNING {rows.STEP_COLUMNS}
 ), latest AS (

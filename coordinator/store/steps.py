@@ -12,13 +12,17 @@ from coordinator.store import rows
 from coordinator.store.records import Outcome, StepKind, StepRecord
 
 # Records only for a PENDING workflow; on conflict the row stays as first written.
+# FOR SHARE holds the workflow row until commit: a concurrent FinishWorkflow waits for this
+# step, or, if it committed first, the row is re-checked, no longer PENDING, and nothing is
+# recorded. Without the lock a step could land after the workflow finished.
 _RECORD = f"""
 INSERT INTO durable.steps (workflow_id, step_id, name, kind, output_encoding, output_data,
                            error_type, error_message, error_details)
 SELECT %(wf)s, %(step)s, %(name)s, 'STEP', %(out_enc)s, %(out_data)s,
        %(err_type)s, %(err_msg)s, %(err_details)s
  WHERE EXISTS (SELECT 1 FROM durable.workflows
-                WHERE workflow_id = %(wf)s AND status = 'PENDING')
+                WHERE workflow_id = %(wf)s AND status = 'PENDING'
+                   FOR SHARE)
 ON CONFLICT (workflow_id, step_id) DO NOTHING
 RETURNING {rows.STEP_COLUMNS}"""
 

@@ -1,0 +1,430 @@
+"""Bad input over real gRPC: every RPC rejects each malformed field with INVALID_ARGUMENT and
+an ErrorInfo naming the field; oversized messages get RESOURCE_EXHAUSTED; and afterwards the
+coordinator is still healthy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from tests.support import Coordinator
+
+Stub = pb_grpc.CoordinatorServiceStub
+
+RPC_TIMEOUT = 10.0
+# The small coordinator's payload limit; its gRPC receive limit is this plus 64 KiB.
+PAYLOAD_LIMIT = 1000
+# The small coordinator's longest allowed wait.
+MAX_WAIT_SECONDS = 120
+
+GOOD_ID = "bad-input-workflow"  # need not exist: validation comes before any lookup
+GOOD = pb.Payload(encoding="json", data=b'{"ok": true}')
+
+
+@pytest.fixture(scope="module")
+def small(database_url: str) -> Iterator[Coordinator]:
+    """A coordinator with a small payload limit and a short maximum wait."""
+    process = Coordinator(
+        database_url,
+        "--max-payload-bytes",
+        str(PAYLOAD_LIMIT),
+        "--max-wait-seconds",
+        str(MAX_WAIT_SECONDS),
+    )
+    try:
+        process.wait_serving()
+        yield process
+    finally:
+        process.stop()
+
+
+def call(stub: Stub, request: Message) -> object:
+    """Send `request` to the RPC it belongs to; a GetEvent stream is read to its end."""
+    if isinstance(request, pb.StartWorkflowRequest):
+        return stub.StartWorkflow(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.RunStepRequest):
+        return stub.RunStep(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.SetEventRequest):
+        return stub.SetEvent(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.GetEventRequest):
+        return list(stub.GetEvent(request, timeout=RPC_TIMEOUT))
+    if isinstance(request, pb.FinishWorkflowRequest):
+        return stub.FinishWorkflow(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.GetWorkflowRequest):
+        return stub.GetWorkflow(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.AwaitWorkflowRequest):
+        return stub.AwaitWorkflow(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.ListStepsRequest):
+        return stub.ListSteps(request, timeout=RPC_TIMEOUT)
+    raise TypeError(f"not a request: {type(request)}")
+
+
+def error_info(err: grpc.RpcError) -> Any:
+    """The google.rpc.ErrorInfo detail of a failed call."""
+    status = rpc_status.from_call(err)
+    assert status is not None, f"no status details on {err!r}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError(f"no ErrorInfo detail on {err!r}")
+
+
+# --- request builders: a valid request of each kind, with one field changed -----------------
+
+
+def start_req(**fields: Any) -> pb.StartWorkflowRequest:
+    return pb.StartWorkflowRequest(**{"workflow_id": GOOD_ID, "name": "flow", **fields})
+
+
+def step_req(**fields: Any) -> pb.RunStepRequest:
+    return pb.RunStepRequest(
+        **{"workflow_id": GOOD_ID, "step_id": 1, "name": "step", "output": GOOD, **fields}
+    )
+
+
+def step_req_without_outcome() -> pb.RunStepRequest:
+    return pb.RunStepRequest(workflow_id=GOOD_ID, step_id=1, name="step")
+
+
+def set_req(**fields: Any) -> pb.SetEventRequest:
+    return pb.SetEventRequest(
+        **{"workflow_id": GOOD_ID, "step_id": 1, "key": "key", "value": GOOD, **fields}
+    )
+
+
+def get_req(**fields: Any) -> pb.GetEventRequest:
+    return pb.GetEventRequest(
+        **{"workflow_id": GOOD_ID, "key": "key", "timeout": Duration(), **fields}
+    )
+
+
+def finish_req(**fields: Any) -> pb.FinishWorkflowRequest:
+    if "error" in fields:
+        return pb.FinishWorkflowRequest(workflow_id=GOOD_ID, **fields)
+    return pb.FinishWorkflowRequest(**{"workflow_id": GOOD_ID, "output": GOOD, **fields})
+
+
+def await_req(**fields: Any) -> pb.AwaitWorkflowRequest:
+    return pb.AwaitWorkflowRequest(**{"workflow_id": GOOD_ID, "timeout": Duration(), **fields})
+
+
+def list_req(**fields: Any) -> pb.ListStepsRequest:
+    return pb.ListStepsRequest(**{"workflow_id": GOOD_ID, **fields})
+
+
+def json_payload(data: bytes) -> pb.Payload:
+    return pb.Payload(encoding="json", data=data)
+
+
+def failure(**fields: str) -> pb.Failure:
+    return pb.Failure(**{"type": "builtins.ValueError", **fields})
+
+
+# Workflow IDs every RPC must reject, with the field they are reported under.
+BAD_WORKFLOW_IDS = {
+    "space": "order 1",
+    "257-chars": "w" * 257,
+    "newline": "order\n1",
+    "trailing-newline": "order-1\n",
+    "tab": "order\t1",
+    "nul": "order\x001",
+    "del": "order\x7f1",
+    "unicode-letter": "bestellung-ä",
+    "unicode-fullwidth-digit": "order-\uff11",
+    "emoji": "order-\U0001f600",
+    "comma": "a,b",
+    "star": "a*b",
+    "quote": "a'b",
+    "backslash": "a\\b",
+}
+# IDs that only RPCs with a required ID reject (StartWorkflow generates one when empty).
+EMPTY_ID = {"empty": ""}
+
+BAD_NAMES = {
+    "empty": "",
+    "257-chars": "n" * 257,
+    "257-unicode-chars": "\u00e9" * 257,
+    "nul": "a\x00b",
+    "newline": "a\nb",
+    "carriage-return": "a\rb",
+    "escape": "a\x1bb",
+    "del": "a\x7fb",
+}
+
+BAD_JSON = {
+    "not-json": b"{not json",
+    "empty": b"",
+    "python-literal": b"None",
+    "single-quotes": b"{'a': 1}",
+    "trailing-comma": b"[1, 2,]",
+    "two-values": b"1 2",
+    "invalid-utf8": b'"\xff\xfe"',
+    "nan": b"NaN",
+    "nan-in-list": b"[1, NaN]",
+    "infinity": b"Infinity",
+    "minus-infinity": b"-Infinity",
+}
+
+BAD_ENCODINGS = {
+    "uppercase": "JSON",
+    "leading-dash": "-json",
+    "leading-dot": ".bin",
+    "space": "text plain",
+    "65-chars": "a" * 65,
+    "unicode": "j\u00e9son",
+    "semicolon": "text/plain;charset=utf-8",
+}
+
+BAD_DURATIONS = {
+    "negative-seconds": Duration(seconds=-1),
+    "negative-nanos": Duration(nanos=-1),
+    "mixed-sign-positive-seconds": Duration(seconds=1, nanos=-1),
+    "mixed-sign-negative-seconds": Duration(seconds=-1, nanos=1),
+    "nanos-out-of-range": Duration(seconds=0, nanos=1_000_000_000),
+    "seconds-out-of-range": Duration(seconds=315_576_000_001),
+    "over-the-maximum": Duration(seconds=MAX_WAIT_SECONDS + 1),
+    "over-the-maximum-by-a-nanosecond": Duration(seconds=MAX_WAIT_SECONDS, nanos=1),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    request: Message
+    field: str
+
+
+def cases() -> list[Case]:
+    found: list[Case] = []
+
+    def add(case_id: str, request: Message, field: str) -> None:
+        found.append(
+            Case(f"{type(request).__name__.removesuffix('Request')}-{case_id}", request, field)
+        )
+
+    id_builders: list[tuple[Callable[..., Message], bool]] = [
+        (start_req, False),
+        (step_req, True),
+        (set_req, True),
+        (get_req, True),
+        (finish_req, True),
+        (lambda **f: pb.GetWorkflowRequest(**f), True),
+        (await_req, True),
+        (list_req, True),
+    ]
+    for build, id_required in id_builders:
+        bad_ids = {**BAD_WORKFLOW_IDS, **(EMPTY_ID if id_required else {})}
+        for label, value in bad_ids.items():
+            add(f"workflow_id-{label}", build(workflow_id=value), "workflow_id")
+
+    for label, value in BAD_NAMES.items():
+        add(f"name-{label}", start_req(name=value), "name")
+        add(f"name-{label}", step_req(name=value), "name")
+        add(f"key-{label}", set_req(key=value), "key")
+        add(f"key-{label}", get_req(key=value), "key")
+        add(f"error.type-{label}", step_req(error=failure(type=value)), "error.type")
+        add(f"error.type-{label}", finish_req(error=failure(type=value)), "error.type")
+
+    for label, data in BAD_JSON.items():
+        add(f"input-{label}", start_req(input=json_payload(data)), "input.data")
+        add(f"output-{label}", step_req(output=json_payload(data)), "output.data")
+        add(f"value-{label}", set_req(value=json_payload(data)), "value.data")
+        add(f"output-{label}", finish_req(output=json_payload(data)), "output.data")
+    # An empty encoding means JSON, so its data must be JSON too.
+    add("value-default-encoding-not-json", set_req(value=pb.Payload(data=b"nope")), "value.data")
+
+    for label, encoding in BAD_ENCODINGS.items():
+        bad = pb.Payload(encoding=encoding, data=b"1")
+        add(f"input.encoding-{label}", start_req(input=bad), "input.encoding")
+        add(f"output.encoding-{label}", step_req(output=bad), "output.encoding")
+        add(f"value.encoding-{label}", set_req(value=bad), "value.encoding")
+        add(f"output.encoding-{label}", finish_req(output=bad), "output.encoding")
+
+    too_big = json_payload(json.dumps("x" * (PAYLOAD_LIMIT - 1)).encode())  # limit + 1 bytes
+    too_big_opaque = pb.Payload(encoding="bytes", data=b"\0" * (PAYLOAD_LIMIT + 1))
+    add("input-over-the-limit", start_req(input=too_big), "input.data")
+    add("output-over-the-limit", step_req(output=too_big), "output.data")
+    add("value-over-the-limit", set_req(value=too_big), "value.data")
+    add("opaque-value-over-the-limit", set_req(value=too_big_opaque), "value.data")
+    add("output-over-the-limit", finish_req(output=too_big), "output.data")
+    add(
+        "error.details-over-the-limit",
+        step_req(error=failure(details="d" * (PAYLOAD_LIMIT + 1))),
+        "error.details",
+    )
+    add("error.message-nul", step_req(error=failure(message="a\x00b")), "error.message")
+    add("error.details-nul", finish_req(error=failure(details="a\x00b")), "error.details")
+
+    for step_id in (0, -1, -(2**31)):
+        add(f"step_id-{step_id}", step_req(step_id=step_id), "step_id")
+        add(f"step_id-{step_id}", set_req(step_id=step_id), "step_id")
+
+    add("missing-outcome", step_req_without_outcome(), "outcome")
+    add("missing-result", pb.FinishWorkflowRequest(workflow_id=GOOD_ID), "result")
+    add("missing-value", pb.SetEventRequest(workflow_id=GOOD_ID, step_id=1, key="k"), "value")
+
+    for label, timeout in BAD_DURATIONS.items():
+        add(f"timeout-{label}", get_req(timeout=timeout), "timeout")
+        add(f"timeout-{label}", get_req(timeout=timeout, follow=True), "timeout")
+        add(f"timeout-{label}", await_req(timeout=timeout), "timeout")
+
+    for after_version in (-1, -(2**63)):
+        add(f"after_version-{after_version}", get_req(after_version=after_version), "after_version")
+        add(
+            f"follow-after_version-{after_version}",
+            get_req(after_version=after_version, follow=True),
+            "after_version",
+        )
+
+    for page_size in (-1, 1001, 2**31 - 1):
+        add(f"page_size-{page_size}", list_req(page_size=page_size), "page_size")
+    add("after_step_id-negative", list_req(after_step_id=-1), "after_step_id")
+    return found
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_rejected_with_invalid_argument_naming_the_field(
+    small: Coordinator, case: Case
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(small.stub, case.request)
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert info.reason == "INVALID_ARGUMENT"
+    assert info.domain == "durable.v1"
+    assert info.metadata["field"] == case.field
+    assert (err.details() or "").startswith(f"{case.field}:")
+
+
+def test_error_message_over_64_kib_is_rejected(stub: Stub) -> None:
+    # 64 KiB + 1 would not even reach the small coordinator; the default one takes it.
+    request = step_req(error=failure(message="m" * (64 * 1024 + 1)))
+    with pytest.raises(grpc.RpcError) as caught:
+        call(stub, request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).metadata["field"] == "error.message"
+
+
+# --- what is accepted at the edges ---------------------------------------------------------
+
+
+def test_edge_values_are_accepted(small: Coordinator) -> None:
+    stub = small.stub
+    long_id = "w" * 255 + "1"
+    punctuation_id = "a.b_c:d@e/f+g=h-i"
+    for workflow_id in (long_id, punctuation_id):
+        assert call(stub, start_req(workflow_id=workflow_id, name="\u00e9" * 256))
+
+    exact = json_payload(json.dumps("x" * (PAYLOAD_LIMIT - 2)).encode())
+    assert len(exact.data) == PAYLOAD_LIMIT
+    requests: list[Message] = [
+        step_req(workflow_id=long_id, step_id=2**31 - 1, name="n" * 256, output=exact),
+        step_req(workflow_id=long_id, step_id=1, name="\u6b65\u9aa4 with spaces", output=GOOD),
+        step_req(
+            workflow_id=long_id,
+            step_id=2,
+            name="fails",
+            error=pb.Failure(type="builtins.ValueError"),  # message and details optional
+        ),
+        step_req(
+            workflow_id=long_id,
+            step_id=3,
+            name="opaque",
+            output=pb.Payload(encoding="a" * 64, data=b"\xff\x00"),
+        ),
+        step_req(
+            workflow_id=long_id,
+            step_id=4,
+            name="whitespace",
+            output=json_payload(b' \n\t{"a": [1e300, -0.5, "\\u00e9", null]} \n'),
+        ),
+        set_req(workflow_id=long_id, step_id=5, key="k" * 256, value=exact),
+        set_req(workflow_id=long_id, step_id=6, key="\U0001f600 progress", value=GOOD),
+        get_req(workflow_id=long_id, key="k" * 256, timeout=Duration()),
+        get_req(workflow_id=long_id, key="k" * 256, timeout=Duration(seconds=MAX_WAIT_SECONDS)),
+        await_req(workflow_id=long_id, timeout=Duration()),
+        list_req(workflow_id=long_id, page_size=1000),
+        pb.GetWorkflowRequest(workflow_id=punctuation_id),
+        finish_req(workflow_id=punctuation_id, output=exact),
+    ]
+    for request in requests:
+        call(stub, request)
+
+
+# --- oversized and malformed messages ------------------------------------------------------
+
+
+def test_message_over_the_receive_limit_gets_resource_exhausted(
+    small: Coordinator, stub: Stub
+) -> None:
+    huge = json_payload(json.dumps("x" * 200_000).encode())
+    with pytest.raises(grpc.RpcError) as caught:
+        small.stub.StartWorkflow(start_req(input=huge), timeout=RPC_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # The default coordinator takes payloads up to 1 MiB; 2 MiB is past its receive limit.
+    huge = json_payload(json.dumps("x" * (2 * 1024 * 1024)).encode())
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SetEvent(set_req(value=huge), timeout=RPC_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_request_that_is_not_a_valid_message_fails_without_harming_the_server(
+    small: Coordinator,
+) -> None:
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = small.channel.unary_unary(
+        "/durable.v1.CoordinatorService/StartWorkflow"
+    )
+    for garbage in (
+        b"\x12\x02\xff\xfe",  # field 2 (name) holding invalid UTF-8
+        b"\xff\xff\xff\xff",  # not a protobuf message
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(garbage, timeout=RPC_TIMEOUT)
+        assert caught.value.code() != grpc.StatusCode.OK
+
+
+# --- afterwards ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["small", "default"])
+def test_coordinator_is_still_healthy_after_bad_input(
+    which: str, small: Coordinator, coordinator: Coordinator
+) -> None:
+    process = small if which == "small" else coordinator
+    health = health_pb2_grpc.HealthStub(process.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    workflow_id = f"healthy-after-bad-input-{which}"
+    stub = process.stub
+    started = stub.StartWorkflow(start_req(workflow_id=workflow_id), timeout=RPC_TIMEOUT)
+    assert started.created
+    stub.SetEvent(set_req(workflow_id=workflow_id), timeout=RPC_TIMEOUT)
+    [event] = stub.GetEvent(get_req(workflow_id=workflow_id), timeout=RPC_TIMEOUT)
+    assert event.event.value == GOOD
+    finished = stub.FinishWorkflow(finish_req(workflow_id=workflow_id), timeout=RPC_TIMEOUT)
+    assert finished.workflow.status == pb.WORKFLOW_STATUS_SUCCESS
+
+    assert process.process.poll() is None
+    # Nothing reached the coordinator's own error handling (an unexpected exception would be
+    # logged by coordinator.edge). grpc itself logs the undecodable requests sent above.
+    assert " ERROR coordinator." not in process.log()
