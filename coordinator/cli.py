@@ -90,7 +90,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         pool_max_size=args.pool_size,
         max_payload_bytes=args.max_payload_bytes,
         max_wait_seconds=args.max_wait_seconds,
-        history_budget_bytes=max(_DEFAULTS.history_budget_bytes, args.max_payload_bytes),
         shutdown_grace_seconds=args.shutdown_grace,
         log_level=args.log_level,
     )

@@ -19,7 +19,9 @@ class Config:
     max_payload_bytes: int = 1024 * 1024
     # Upper bound for any wait a client may ask for (GetEvent, AwaitWorkflow).
     max_wait_seconds: float = 24 * 3600.0
-    # Byte budget for the step history returned by StartWorkflow.
-    history_budget_bytes: int = 4 * 1024 * 1024
+    # Byte budget of a StartWorkflow history or a ListSteps page. A page may pass it by one
+    # step, so with the default payload limit every reply stays under gRPC's default 4 MiB
+    # receive limit, which clients in other languages keep unless they raise it.
+    history_budget_bytes: int = 2 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
     log_level: str = "INFO"

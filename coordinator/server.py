@@ -41,7 +41,8 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
     listener = Listener(database_url, hub)
     listen_task = asyncio.create_task(listener.run(), name="listen")
 
-    max_message = max(config.max_payload_bytes, config.history_budget_bytes) * 2 + _MESSAGE_SLACK
+    # A history page is its budget plus at most one more step.
+    max_message = config.history_budget_bytes + config.max_payload_bytes + _MESSAGE_SLACK
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", config.max_payload_bytes + _MESSAGE_SLACK),
