@@ -101,5 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # pgserver narrates every start-up step at INFO; its warnings still show.
+    logging.getLogger("pgserver").setLevel(
+        max(logging.WARNING, logging.getLevelName(config.log_level))
+    )
     database_url = config.database_url or start_embedded_postgres(config.data_dir).url
     asyncio.run(serve(config, database_url))
