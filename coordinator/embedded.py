@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ def start_embedded_postgres(data_dir: Path, *, temporary: bool = False) -> Embed
     The server stops when the last process that started it exits. The data directory
     persists between runs unless `temporary`, in which case it is deleted then.
     """
-    import pgserver  # imported here: only this mode needs it
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is
+        # unset (containers, CI); the fallback it picks is fine.
+        warnings.simplefilter("ignore", UserWarning)
+        import pgserver  # imported here: only this mode needs it
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
