@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from coordinator.auth import parse_tokens
 from coordinator.config import Config
 from coordinator.embedded import start_embedded_postgres
 from coordinator.server import serve
@@ -29,7 +30,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--listen",
         default=_env("DURABLE_LISTEN", _DEFAULTS.listen),
-        help="host:port to serve gRPC on (env DURABLE_LISTEN; default %(default)s)",
+        help="host:port, or unix:/path/to.sock, to serve gRPC on (env DURABLE_LISTEN; "
+        "default %(default)s)",
     )
     parser.add_argument(
         "--database-url",
@@ -75,6 +77,53 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (env DURABLE_LOG_LEVEL; default %(default)s)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=_env("DURABLE_LOG_FORMAT", _DEFAULTS.log_format),
+        choices=["text", "json"],
+        help="log format: text, or json (one object per line) "
+        "(env DURABLE_LOG_FORMAT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("DURABLE_METRICS_LISTEN") or None,
+        help="host:port for a Prometheus /metrics endpoint (env DURABLE_METRICS_LISTEN; "
+        "default: off)",
+    )
+    parser.add_argument(
+        "--otel",
+        action=argparse.BooleanOptionalAction,
+        default=_env("DURABLE_OTEL", "false").lower() in ("1", "true", "yes"),
+        help="trace RPCs with OpenTelemetry, exporting per the standard OTEL_* variables "
+        "(env DURABLE_OTEL; default off; needs the 'otel' extra)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=os.environ.get("DURABLE_TLS_CERT") or None,
+        help="server certificate chain, PEM (env DURABLE_TLS_CERT); with --tls-key, serve TLS",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=os.environ.get("DURABLE_TLS_KEY") or None,
+        help="server private key, PEM (env DURABLE_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=os.environ.get("DURABLE_TLS_CLIENT_CA") or None,
+        help="CA bundle, PEM: require client certificates it signed (mutual TLS) "
+        "(env DURABLE_TLS_CLIENT_CA)",
+    )
+    parser.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=os.environ.get("DURABLE_TOKENS_FILE") or None,
+        help="file of 'namespace=token' lines: require 'authorization: Bearer <token>' and "
+        "confine each token to its namespace (env DURABLE_TOKENS_FILE; DURABLE_TOKENS may "
+        "hold the same entries comma-separated)",
+    )
     args = parser.parse_args(argv)
     if args.pool_size < 1:
         parser.error("--pool-size must be at least 1")
@@ -82,6 +131,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--max-payload-bytes must be at least 1")
     if args.max_wait_seconds <= 0:
         parser.error("--max-wait-seconds must be positive")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    try:
+        tokens = parse_tokens(os.environ.get("DURABLE_TOKENS", "").split(","), "DURABLE_TOKENS")
+        if args.tokens_file is not None:
+            lines = args.tokens_file.read_text(encoding="utf-8").splitlines()
+            tokens.update(parse_tokens(lines, str(args.tokens_file)))
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     return Config(
         listen=args.listen,
         database_url=args.database_url,
@@ -92,6 +152,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         max_wait_seconds=args.max_wait_seconds,
         shutdown_grace_seconds=args.shutdown_grace,
         log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
+        otel=args.otel,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tokens=tokens,
     )
 
 

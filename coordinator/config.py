@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+DEFAULT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -25,3 +28,18 @@ class Config:
     history_budget_bytes: int = 2 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
     log_level: str = "INFO"
+    # "text" for people, "json" for log collectors (one object per line).
+    log_format: str = "text"
+    # host:port of the Prometheus /metrics endpoint; None: no endpoint.
+    metrics_listen: str | None = None
+    # Trace RPCs with OpenTelemetry (exporter configured by the standard OTEL_* variables).
+    otel: bool = False
+    # How often the database is probed for the health service.
+    health_probe_seconds: float = 1.0
+    # TLS: server certificate chain and key (PEM); with a client CA, clients must present a
+    # certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Bearer token -> namespace. Empty: no authentication, every call in DEFAULT_NAMESPACE.
+    tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
