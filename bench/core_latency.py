@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import durable
-from durable.v1 import coordinator_pb2 as pb
-
 from coordinator.embedded import start_embedded_postgres
+from durable.v1 import coordinator_pb2 as pb
 from tests.support import Coordinator, create_database, drop_database
 
 RESULTS = Path(__file__).parent / "results"

@@ -8,8 +8,6 @@ import logging
 import signal
 
 import grpc
-from durable.v1 import coordinator_pb2 as pb
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -17,6 +15,8 @@ from coordinator.config import Config
 from coordinator.notify import Hub, Listener
 from coordinator.service import CoordinatorService
 from coordinator.store import db
+from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

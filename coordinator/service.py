@@ -6,8 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-from durable.v1 import coordinator_pb2 as pb
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
@@ -17,6 +15,8 @@ from coordinator.edge import Context, streaming, unary
 from coordinator.errors import InvalidArgument
 from coordinator.notify import Hub, event_topic, workflow_topic
 from coordinator.store import events, steps, workflows
+from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

@@ -9,11 +9,11 @@ import json
 import re
 from typing import NoReturn
 
-from durable.v1 import coordinator_pb2 as pb
 from google.protobuf import duration_pb2
 
 from coordinator.errors import InvalidArgument
 from coordinator.store.records import Failure, Payload
+from durable.v1 import coordinator_pb2 as pb
 
 MAX_NAME_CHARS = 256
 MAX_ERROR_TEXT_BYTES = 64 * 1024

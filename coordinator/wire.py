@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from durable.v1 import coordinator_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from coordinator.store.records import (
@@ -17,6 +16,7 @@ from coordinator.store.records import (
     StepRecord,
     WorkflowRecord,
 )
+from durable.v1 import coordinator_pb2 as pb
 
 _STATUS = {
     Status.PENDING: pb.WORKFLOW_STATUS_PENDING,

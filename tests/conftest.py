@@ -6,13 +6,20 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
 from coordinator.embedded import start_embedded_postgres
-from tests.support import Coordinator, create_database, drop_database
+from tests.support import (
+    Activity,
+    Coordinator,
+    Stub,
+    create_database,
+    drop_database,
+    running_coordinator,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,16 +46,19 @@ def database_url(postgres_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def coordinator(database_url: str) -> Iterator[Coordinator]:
     """A coordinator process serving the module's database."""
-    process = Coordinator(database_url)
-    try:
-        process.wait_serving()
+    with running_coordinator(database_url) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
-def stub(coordinator: Coordinator) -> pb_grpc.CoordinatorServiceStub:
+def other_coordinator(database_url: str, coordinator: Coordinator) -> Iterator[Coordinator]:
+    """A second coordinator process on the same database as `coordinator`."""
+    with running_coordinator(database_url) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def stub(coordinator: Coordinator) -> Stub:
     return coordinator.stub
 
 
@@ -60,3 +70,17 @@ def sdk(coordinator: Coordinator) -> Iterator[None]:
     client = durable.configure(coordinator.address)
     yield
     client.close()
+
+
+@pytest.fixture(scope="module")
+def activity(database_url: str) -> Iterator[Activity]:
+    """A watcher of the module database's sessions in pg_stat_activity."""
+    watcher = Activity(database_url)
+    yield watcher
+    watcher.close()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        yield executor

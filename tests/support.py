@@ -1,7 +1,9 @@
-"""Test helpers: real coordinator processes, fresh databases, bounded waits."""
+"""Test helpers: real coordinator processes, fresh databases, bounded waits, and the small
+gRPC and Postgres helpers the coordinator tests share."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,18 +11,36 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from psycopg.conninfo import make_conninfo
+
+from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+Stub = pb_grpc.CoordinatorServiceStub
+
+# The deadline of every call that is not itself a timed wait.
+RPC_TIMEOUT = 10.0
+# How long a woken reader or waiter may take to answer.
+PROMPT = 5.0
+# Text of the coordinator's workflow read (coordinator/store/workflows.py). AwaitWorkflow
+# arms its wake-up before this read, so once a session shows it finished the call is parked.
+WORKFLOW_READ_SQL = "FROM durable.workflows WHERE workflow_id ="
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02) -> T:
@@ -82,7 +102,7 @@ class Coordinator:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.channel = grpc.insecure_channel(self.address)
-        self.stub = pb_grpc.CoordinatorServiceStub(self.channel)
+        self.stub = Stub(self.channel)
 
     def wait_serving(self, timeout: float = 30.0) -> None:
         health = health_pb2_grpc.HealthStub(self.channel)
@@ -114,3 +134,133 @@ class Coordinator:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+@contextmanager
+def running_coordinator(database_url: str, *extra_args: str) -> Iterator[Coordinator]:
+    """A coordinator process that is SERVING for the body of the `with`, stopped after it."""
+    process = Coordinator(database_url, *extra_args)
+    try:
+        process.wait_serving()
+        yield process
+    finally:
+        process.stop()
+
+
+# --- messages and errors -------------------------------------------------------------------
+
+
+def payload(value: Any) -> pb.Payload:
+    return pb.Payload(encoding="json", data=json.dumps(value).encode())
+
+
+def value_of(message: pb.Payload) -> Any:
+    return json.loads(message.data)
+
+
+def duration(seconds: float) -> Duration:
+    result = Duration()
+    result.FromNanoseconds(round(seconds * 1e9))
+    return result
+
+
+def new_id(prefix: str = "wf") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def error_info(err: grpc.RpcError) -> Any:
+    """The google.rpc.ErrorInfo detail of a failed call."""
+    status = rpc_status.from_call(err)
+    assert status is not None, f"no status details on {err!r}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError(f"no ErrorInfo detail on {err!r}")
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+# --- calls ---------------------------------------------------------------------------------
+
+
+def set_event(
+    stub: Stub, workflow_id: str, step_id: int, key: str, value: Any
+) -> pb.SetEventResponse:
+    return stub.SetEvent(
+        pb.SetEventRequest(workflow_id=workflow_id, step_id=step_id, key=key, value=payload(value)),
+        timeout=RPC_TIMEOUT,
+    )
+
+
+def finish(stub: Stub, workflow_id: str, output: Any = "done") -> pb.FinishWorkflowResponse:
+    return stub.FinishWorkflow(
+        pb.FinishWorkflowRequest(workflow_id=workflow_id, output=payload(output)),
+        timeout=RPC_TIMEOUT,
+    )
+
+
+# --- server-side state ---------------------------------------------------------------------
+
+
+class Activity:
+    """Watches the coordinators' sessions in pg_stat_activity, to wait on server-side state
+    (a reader or waiter has parked, a statement waits on a lock) instead of sleeping."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conn = psycopg.connect(database_url, autocommit=True)
+
+    def now(self) -> datetime:
+        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        value: datetime = row[0]
+        return value
+
+    def finished_queries(self, sql: str, since: datetime) -> int:
+        """Sessions whose last statement contains `sql`, started after `since`, and is done."""
+        row = self.conn.execute(
+            """SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND state = 'idle' AND query_start >= %s AND strpos(query, %s) > 0""",
+            (since, sql),
+        ).fetchone()
+        assert row is not None
+        count: int = row[0]
+        return count
+
+    def wait_parked(self, since: datetime, sql: str, count: int = 1) -> None:
+        """Wait until `count` sessions have finished a statement containing `sql` that started
+        after `since`: the callers that armed a wake-up before that read are now waiting."""
+        eventually(
+            lambda: self.finished_queries(sql, since) >= count,
+            timeout=PROMPT,
+        )
+
+    def lock_waiters(self) -> int:
+        row = self.conn.execute(
+            """SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        ).fetchone()
+        assert row is not None
+        count: int = row[0]
+        return count
+
+    def listen_sessions(self) -> list[int]:
+        found = self.conn.execute(
+            """SELECT pid FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND query LIKE 'LISTEN %'"""
+        ).fetchall()
+        return [row[0] for row in found]
+
+    def terminate(self, pids: list[int]) -> None:
+        for pid in pids:
+            self.conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def close(self) -> None:
+        self.conn.close()

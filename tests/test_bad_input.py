@@ -11,19 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
-from durable.v1 import coordinator_pb2 as pb
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
-from tests.support import Coordinator
+from durable.v1 import coordinator_pb2 as pb
+from tests.support import RPC_TIMEOUT, Coordinator, Stub, error_info, running_coordinator
 
-Stub = pb_grpc.CoordinatorServiceStub
-
-RPC_TIMEOUT = 10.0
 # The small coordinator's payload limit; its gRPC receive limit is this plus 64 KiB.
 PAYLOAD_LIMIT = 1000
 # The small coordinator's longest allowed wait.
@@ -36,18 +30,14 @@ GOOD = pb.Payload(encoding="json", data=b'{"ok": true}')
 @pytest.fixture(scope="module")
 def small(database_url: str) -> Iterator[Coordinator]:
     """A coordinator with a small payload limit and a short maximum wait."""
-    process = Coordinator(
+    with running_coordinator(
         database_url,
         "--max-payload-bytes",
         str(PAYLOAD_LIMIT),
         "--max-wait-seconds",
         str(MAX_WAIT_SECONDS),
-    )
-    try:
-        process.wait_serving()
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def call(stub: Stub, request: Message) -> object:
@@ -69,18 +59,6 @@ def call(stub: Stub, request: Message) -> object:
     if isinstance(request, pb.ListStepsRequest):
         return stub.ListSteps(request, timeout=RPC_TIMEOUT)
     raise TypeError(f"not a request: {type(request)}")
-
-
-def error_info(err: grpc.RpcError) -> Any:
-    """The google.rpc.ErrorInfo detail of a failed call."""
-    status = rpc_status.from_call(err)
-    assert status is not None, f"no status details on {err!r}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"no ErrorInfo detail on {err!r}")
 
 
 # --- request builders: a valid request of each kind, with one field changed -----------------

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import durable
 from durable.v1 import coordinator_pb2 as pb
-
 from tests.support import ROOT, Coordinator, eventually
 
 

@@ -3,76 +3,44 @@ streams, replay safety, cancellation, and wake-ups that cross coordinators via L
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import grpc
 import psycopg
-import pytest
-from durable.v1 import coordinator_pb2 as pb
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
-from tests.support import Coordinator, eventually
-
-Stub = pb_grpc.CoordinatorServiceStub
-
-# The deadline of every call that is not itself a timed wait.
-RPC_TIMEOUT = 10.0
-# How long a woken reader may take to deliver a value it was waiting for.
-PROMPT = 5.0
+from durable.v1 import coordinator_pb2 as pb
+from tests.support import (
+    PROMPT,
+    RPC_TIMEOUT,
+    WORKFLOW_READ_SQL,
+    Activity,
+    Coordinator,
+    Stub,
+    duration,
+    error_info,
+    eventually,
+    finish,
+    payload,
+    rpc_error,
+    set_event,
+    value_of,
+)
 
 # Text of the coordinator's event read (coordinator/store/events.py). A reader arms its
 # wake-up before this read, so once a session shows the read as finished the reader is
 # parked: anything set from then on must wake it.
 EVENT_READ_SQL = "FROM (SELECT 1) AS one"
-# Text of the coordinator's workflow read (coordinator/store/workflows.py).
-WORKFLOW_READ_SQL = "FROM durable.workflows WHERE workflow_id ="
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def payload(value: Any) -> pb.Payload:
-    return pb.Payload(encoding="json", data=json.dumps(value).encode())
-
-
-def value_of(message: pb.Payload) -> Any:
-    return json.loads(message.data)
-
-
-def duration(seconds: float) -> Duration:
-    result = Duration()
-    result.FromNanoseconds(round(seconds * 1e9))
-    return result
-
-
-def error_info(err: grpc.RpcError) -> Any:
-    """The google.rpc.ErrorInfo detail of a failed call."""
-    status = rpc_status.from_call(err)
-    assert status is not None, f"no status details on {err!r}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"no ErrorInfo detail on {err!r}")
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
 
 
 def start_workflow(stub: Stub, workflow_id: str | None = None) -> str:
@@ -82,15 +50,6 @@ def start_workflow(stub: Stub, workflow_id: str | None = None) -> str:
     )
     assert reply.created
     return workflow_id
-
-
-def set_event(
-    stub: Stub, workflow_id: str, step_id: int, key: str, value: Any
-) -> pb.SetEventResponse:
-    return stub.SetEvent(
-        pb.SetEventRequest(workflow_id=workflow_id, step_id=step_id, key=key, value=payload(value)),
-        timeout=RPC_TIMEOUT,
-    )
 
 
 def event_request(
@@ -121,13 +80,6 @@ def get_event(
     """The whole GetEvent stream."""
     request = event_request(workflow_id, key, timeout, follow=follow, after_version=after_version)
     return list(stub.GetEvent(request, timeout=(timeout or 0) + RPC_TIMEOUT))
-
-
-def finish(stub: Stub, workflow_id: str, output: Any = "done") -> pb.FinishWorkflowResponse:
-    return stub.FinishWorkflow(
-        pb.FinishWorkflowRequest(workflow_id=workflow_id, output=payload(output)),
-        timeout=RPC_TIMEOUT,
-    )
 
 
 def kind(message: pb.GetEventResponse) -> str | None:
@@ -192,87 +144,6 @@ class Follower:
                 return item
             if item is None:
                 raise AssertionError("the stream ended without an error")
-
-
-class Activity:
-    """Watches the coordinators' sessions in pg_stat_activity, to wait on server-side state
-    (a reader has parked, a statement waits on a lock) instead of sleeping."""
-
-    def __init__(self, database_url: str) -> None:
-        self.conn = psycopg.connect(database_url, autocommit=True)
-
-    def now(self) -> datetime:
-        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
-        assert row is not None
-        value: datetime = row[0]
-        return value
-
-    def finished_queries(self, sql: str, since: datetime) -> int:
-        """Sessions whose last statement contains `sql`, started after `since`, and is done."""
-        row = self.conn.execute(
-            """SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND state = 'idle' AND query_start >= %s AND strpos(query, %s) > 0""",
-            (since, sql),
-        ).fetchone()
-        assert row is not None
-        count: int = row[0]
-        return count
-
-    def wait_parked(self, since: datetime, sql: str = EVENT_READ_SQL, count: int = 1) -> None:
-        """Wait until `count` readers started after `since` have read and are waiting."""
-        eventually(
-            lambda: self.finished_queries(sql, since) >= count,
-            timeout=PROMPT,
-        )
-
-    def lock_waiters(self) -> int:
-        row = self.conn.execute(
-            """SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-        ).fetchone()
-        assert row is not None
-        count: int = row[0]
-        return count
-
-    def listen_sessions(self) -> list[int]:
-        found = self.conn.execute(
-            """SELECT pid FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND query LIKE 'LISTEN %'"""
-        ).fetchall()
-        return [row[0] for row in found]
-
-    def terminate(self, pids: list[int]) -> None:
-        for pid in pids:
-            self.conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-@pytest.fixture(scope="module")
-def activity(database_url: str) -> Iterator[Activity]:
-    watcher = Activity(database_url)
-    yield watcher
-    watcher.close()
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=32) as executor:
-        yield executor
-
-
-@pytest.fixture(scope="module")
-def other_coordinator(database_url: str, coordinator: Coordinator) -> Iterator[Coordinator]:
-    """A second coordinator process on the same database as `coordinator`."""
-    process = Coordinator(database_url)
-    try:
-        process.wait_serving()
-        yield process
-    finally:
-        process.stop()
 
 
 def history_count(database_url: str, workflow_id: str, key: str) -> int:
@@ -342,7 +213,7 @@ def test_get_event_waits_for_a_value_set_later(
     workflow_id = start_workflow(stub)
     since = activity.now()
     reader = pool.submit(get_event, stub, workflow_id, "url", RPC_TIMEOUT)
-    activity.wait_parked(since)
+    activity.wait_parked(since, EVENT_READ_SQL)
     assert not reader.done()
 
     started = time.monotonic()
@@ -400,7 +271,7 @@ def test_get_event_without_timeout_waits_instead_of_looking_once(
     workflow_id = start_workflow(stub)
     since = activity.now()
     reader = pool.submit(get_event, stub, workflow_id, "k", None)
-    activity.wait_parked(since)
+    activity.wait_parked(since, EVENT_READ_SQL)
     set_event(stub, workflow_id, 1, "k", "late")
     assert values(reader.result(timeout=PROMPT)) == [("late", 1)]
 
@@ -424,7 +295,7 @@ def test_get_event_for_a_workflow_that_starts_later_gets_its_value(
     workflow_id = f"later-{uuid.uuid4().hex}"
     since = activity.now()
     reader = pool.submit(get_event, stub, workflow_id, "k", RPC_TIMEOUT)
-    activity.wait_parked(since)
+    activity.wait_parked(since, EVENT_READ_SQL)
 
     start_workflow(stub, workflow_id)
     set_event(stub, workflow_id, 1, "k", "hello")
@@ -729,7 +600,7 @@ def test_cancelling_get_event_streams_leaves_the_server_serving(
     # A reader cancelled while it waits for a value that never comes.
     since = activity.now()
     waiting = Follower(stub, event_request(workflow_id, "k", 30), rpc_timeout=60)
-    activity.wait_parked(since)
+    activity.wait_parked(since, EVENT_READ_SQL)
     waiting.call.cancel()
     assert waiting.error().code() == grpc.StatusCode.CANCELLED
 
@@ -746,7 +617,8 @@ def test_cancelling_get_event_streams_leaves_the_server_serving(
         Follower(stub, event_request(workflow_id, "other", 30, follow=True), rpc_timeout=60)
         for _ in range(20)
     ]
-    activity.wait_parked(since)  # some are parked; the rest may still be reading
+    # Some are parked; the rest may still be reading.
+    activity.wait_parked(since, EVENT_READ_SQL)
     for member in crowd:
         member.call.cancel()
     for member in crowd:
@@ -771,7 +643,7 @@ def test_reader_on_one_coordinator_gets_a_value_set_through_another(
     workflow_id = start_workflow(stub)
     since = activity.now()
     reader = pool.submit(get_event, other_coordinator.stub, workflow_id, "k", RPC_TIMEOUT)
-    activity.wait_parked(since)
+    activity.wait_parked(since, EVENT_READ_SQL)
 
     started = time.monotonic()
     set_event(stub, workflow_id, 1, "k", "across")
@@ -807,7 +679,7 @@ def test_await_workflow_on_one_coordinator_sees_a_finish_through_another(
         pb.AwaitWorkflowRequest(workflow_id=workflow_id, timeout=duration(RPC_TIMEOUT)),
         timeout=RPC_TIMEOUT * 2,
     )
-    activity.wait_parked(since, sql=WORKFLOW_READ_SQL)
+    activity.wait_parked(since, WORKFLOW_READ_SQL)
     finish(stub, workflow_id, "ok")
     reply = waiter.result(timeout=PROMPT)
     assert not reply.timed_out
@@ -828,7 +700,7 @@ def test_cross_coordinator_wake_ups_survive_a_lost_listen_connection(
     workflow_id = start_workflow(stub)
     since = activity.now()
     reader = pool.submit(get_event, other_coordinator.stub, workflow_id, "k", RPC_TIMEOUT)
-    activity.wait_parked(since)
+    activity.wait_parked(since, EVENT_READ_SQL)
     set_event(stub, workflow_id, 1, "k", "after reconnect")
     assert values(reader.result(timeout=PROMPT)) == [("after reconnect", 1)]
 

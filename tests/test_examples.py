@@ -9,8 +9,8 @@ import sys
 import uuid
 
 import pytest
-from durable.v1 import coordinator_pb2 as pb
 
+from durable.v1 import coordinator_pb2 as pb
 from tests.support import ROOT, Coordinator
 
 RUN_TIMEOUT = 60.0

@@ -8,11 +8,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from durable.v1 import coordinator_pb2 as pb
+from tests.support import (
+    ROOT,
+    RPC_TIMEOUT,
+    Coordinator,
+    create_database,
+    drop_database,
+    running_coordinator,
+)
 
-from tests.support import ROOT, Coordinator, create_database, drop_database
-
-RPC_TIMEOUT = 10.0
 MIGRATIONS = sorted(
     (int(match[1]), match[2])
     for path in Path(ROOT, "coordinator", "migrations").glob("*.sql")
@@ -74,24 +80,16 @@ def test_coordinators_starting_together_apply_each_migration_exactly_once(
 def test_restarting_on_a_migrated_database_applies_nothing_and_keeps_data(
     fresh_database: str,
 ) -> None:
-    first = Coordinator(fresh_database)
-    try:
-        first.wait_serving()
+    with running_coordinator(fresh_database) as first:
         first.stub.StartWorkflow(
             pb.StartWorkflowRequest(workflow_id="kept", name="m"), timeout=RPC_TIMEOUT
         )
-    finally:
-        first.stop()
     assert len(applying_lines(first)) == len(MIGRATIONS)
 
-    second = Coordinator(fresh_database)
-    try:
-        second.wait_serving()
+    with running_coordinator(fresh_database) as second:
         assert applying_lines(second) == []
         assert applied_migrations(fresh_database) == MIGRATIONS
         reply = second.stub.GetWorkflow(
             pb.GetWorkflowRequest(workflow_id="kept"), timeout=RPC_TIMEOUT
         )
         assert reply.workflow.status == pb.WORKFLOW_STATUS_PENDING
-    finally:
-        second.stop()

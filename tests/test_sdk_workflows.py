@@ -4,15 +4,14 @@ outcomes, events are published and read."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-import durable
 import pytest
 
-from tests.support import eventually
+import durable
+from tests.support import eventually, new_id
 
 pytestmark = pytest.mark.usefixtures("sdk")
 
@@ -34,10 +33,6 @@ def start_as(
 ) -> durable.WorkflowHandle[R]:
     with durable.set_workflow_id(workflow_id):
         return durable.start_workflow(fn, *args, **kwargs)
-
-
-def new_id() -> str:
-    return f"wf-{uuid.uuid4().hex}"
 
 
 @durable.step

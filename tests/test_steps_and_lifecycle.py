@@ -16,63 +16,30 @@ from typing import Any, TypeVar
 import grpc
 import psycopg
 import pytest
+
 from durable.v1 import coordinator_pb2 as pb
-from durable.v1 import coordinator_pb2_grpc as pb_grpc
-from google.protobuf.duration_pb2 import Duration
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from tests.support import (
+    PROMPT,
+    RPC_TIMEOUT,
+    WORKFLOW_READ_SQL,
+    Activity,
+    Stub,
+    duration,
+    error_info,
+    eventually,
+    finish,
+    new_id,
+    payload,
+    rpc_error,
+    running_coordinator,
+    set_event,
+    value_of,
+)
 
-from tests.support import Coordinator, eventually
-
-Stub = pb_grpc.CoordinatorServiceStub
 T = TypeVar("T")
-
-# The deadline of every call that is not itself a timed wait.
-RPC_TIMEOUT = 10.0
-# How long a woken waiter may take to answer.
-PROMPT = 5.0
-# Text of the coordinator's workflow read (coordinator/store/workflows.py). AwaitWorkflow
-# arms its wake-up before this read, so once a session shows it finished the call is parked.
-WORKFLOW_READ_SQL = "FROM durable.workflows WHERE workflow_id ="
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def payload(value: Any) -> pb.Payload:
-    return pb.Payload(encoding="json", data=json.dumps(value).encode())
-
-
-def value_of(message: pb.Payload) -> Any:
-    return json.loads(message.data)
-
-
-def duration(seconds: float) -> Duration:
-    result = Duration()
-    result.FromNanoseconds(round(seconds * 1e9))
-    return result
-
-
-def error_info(err: grpc.RpcError) -> Any:
-    """The google.rpc.ErrorInfo detail of a failed call."""
-    status = rpc_status.from_call(err)
-    assert status is not None, f"no status details on {err!r}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"no ErrorInfo detail on {err!r}")
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
-
-
-def new_id(prefix: str = "wf") -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def start(
@@ -111,20 +78,6 @@ def fail_step(
     )
 
 
-def set_event(stub: Stub, workflow_id: str, step_id: int, key: str, value: Any) -> None:
-    stub.SetEvent(
-        pb.SetEventRequest(workflow_id=workflow_id, step_id=step_id, key=key, value=payload(value)),
-        timeout=RPC_TIMEOUT,
-    )
-
-
-def finish(stub: Stub, workflow_id: str, output: Any = "done") -> pb.FinishWorkflowResponse:
-    return stub.FinishWorkflow(
-        pb.FinishWorkflowRequest(workflow_id=workflow_id, output=payload(output)),
-        timeout=RPC_TIMEOUT,
-    )
-
-
 def finish_with_error(
     stub: Stub, workflow_id: str, failure: pb.Failure
 ) -> pb.FinishWorkflowResponse:
@@ -159,56 +112,6 @@ def list_steps(
 def query(database_url: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-class Activity:
-    """Watches the coordinator's sessions in pg_stat_activity, to wait on server-side state
-    (a waiter has parked, a statement waits on a lock) instead of sleeping."""
-
-    def __init__(self, database_url: str) -> None:
-        self.conn = psycopg.connect(database_url, autocommit=True)
-
-    def now(self) -> datetime:
-        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
-        assert row is not None
-        value: datetime = row[0]
-        return value
-
-    def wait_parked(self, since: datetime, sql: str = WORKFLOW_READ_SQL) -> None:
-        """Wait until a session finished a statement containing `sql` started after `since`."""
-
-        def parked() -> bool:
-            row = self.conn.execute(
-                """SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = current_database() AND pid <> pg_backend_pid()
-                      AND state = 'idle' AND query_start >= %s AND strpos(query, %s) > 0""",
-                (since, sql),
-            ).fetchone()
-            return row is not None and row[0] > 0
-
-        eventually(parked, timeout=PROMPT)
-
-    def lock_waiters(self) -> int:
-        row = self.conn.execute(
-            """SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-        ).fetchone()
-        assert row is not None
-        count: int = row[0]
-        return count
-
-
-@pytest.fixture(scope="module")
-def activity(database_url: str) -> Iterator[Activity]:
-    watcher = Activity(database_url)
-    yield watcher
-    watcher.conn.close()
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=32) as executor:
-        yield executor
 
 
 def race(pool: ThreadPoolExecutor, calls: list[Callable[[], T]]) -> list[T]:
@@ -624,7 +527,7 @@ def test_await_workflow_returns_once_the_workflow_finishes(
     workflow_id = started(stub)
     since = activity.now()
     waiter = pool.submit(await_workflow, stub, workflow_id, RPC_TIMEOUT)
-    activity.wait_parked(since)
+    activity.wait_parked(since, WORKFLOW_READ_SQL)
     assert not waiter.done()
 
     finished_at = time.monotonic()
@@ -739,14 +642,11 @@ BIG_CLIENT_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 @pytest.fixture(scope="module")
 def big_stub(database_url: str) -> Iterator[Stub]:
     """A coordinator accepting payloads of about 1 MB, and a client that can receive them."""
-    process = Coordinator(database_url, "--max-payload-bytes", str(BIG_PAYLOAD_LIMIT))
-    channel = grpc.insecure_channel(process.address, options=BIG_CLIENT_OPTIONS)
-    try:
-        process.wait_serving()
-        yield pb_grpc.CoordinatorServiceStub(channel)
-    finally:
-        channel.close()
-        process.stop()
+    with (
+        running_coordinator(database_url, "--max-payload-bytes", str(BIG_PAYLOAD_LIMIT)) as process,
+        grpc.insecure_channel(process.address, options=BIG_CLIENT_OPTIONS) as channel,
+    ):
+        yield Stub(channel)
 
 
 def test_start_workflow_truncates_a_large_history_and_list_steps_returns_the_rest(
