@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import grpc
 
@@ -59,7 +60,7 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self._tokens)
 
-    def namespace(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    def namespace(self, metadata: Iterable[tuple[str, Any]] | None) -> str:
         if not self._tokens:
             return DEFAULT_NAMESPACE
         presented = None

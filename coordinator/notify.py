@@ -22,16 +22,16 @@ from coordinator.store.workflows import WORKFLOW_CHANNEL
 
 log = logging.getLogger(__name__)
 
-# ("event", workflow_id, key) or ("workflow", workflow_id)
+# ("event", namespace, workflow_id, key) or ("workflow", namespace, workflow_id)
 Topic = tuple[str, ...]
 
 
-def event_topic(workflow_id: str, key: str) -> Topic:
-    return ("event", workflow_id, key)
+def event_topic(namespace: str, workflow_id: str, key: str) -> Topic:
+    return ("event", namespace, workflow_id, key)
 
 
-def workflow_topic(workflow_id: str) -> Topic:
-    return ("workflow", workflow_id)
+def workflow_topic(namespace: str, workflow_id: str) -> Topic:
+    return ("workflow", namespace, workflow_id)
 
 
 class Waiter:
@@ -124,11 +124,11 @@ class Listener:
                 await asyncio.sleep(self._retry_seconds)
 
     def _dispatch(self, channel: str, payload: str) -> None:
-        if channel == WORKFLOW_CHANNEL:
-            self._hub.publish(workflow_topic(payload))
-        elif channel == EVENT_CHANNEL:
-            try:
-                note = json.loads(payload)
-                self._hub.publish(event_topic(note["w"], note["k"]), int(note["v"]))
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignoring malformed notification on %s: %.200r", channel, payload)
+        try:
+            note = json.loads(payload)
+            if channel == WORKFLOW_CHANNEL:
+                self._hub.publish(workflow_topic(note["n"], note["w"]))
+            elif channel == EVENT_CHANNEL:
+                self._hub.publish(event_topic(note["n"], note["w"], note["k"]), int(note["v"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring malformed notification on %s: %.200r", channel, payload)

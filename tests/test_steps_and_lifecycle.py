@@ -410,9 +410,9 @@ def test_run_step_racing_finish_never_records_a_step_after_the_workflow_finished
     with psycopg.connect(database_url) as blocker:
         # An uncommitted row at step 1 makes RunStep's insert wait for this transaction.
         blocker.execute(
-            """INSERT INTO durable.steps (workflow_id, step_id, name, kind,
+            """INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
                                           output_encoding, output_data)
-               VALUES (%s, 1, 'a', 'STEP', 'json', '0')""",
+               VALUES (%s, 'default', 1, 'a', 'STEP', 'json', '0')""",
             (workflow_id,),
         )
         runner: Future[pb.RunStepResponse] = pool.submit(run_step, stub, workflow_id, 1, "a", 1)

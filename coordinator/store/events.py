@@ -24,27 +24,29 @@ EVENT_CHANNEL = "durable_event"
 # workflow finished, which a follower that got `workflow_finished` would never see.
 _SET = f"""
 WITH step AS (
-    INSERT INTO durable.steps (workflow_id, step_id, name, kind, output_encoding, output_data)
-    SELECT %(wf)s, %(step)s, %(key)s, 'SET_EVENT', 'json', 'null'
+    INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
+                               output_encoding, output_data)
+    SELECT %(wf)s, %(ns)s, %(step)s, %(key)s, 'SET_EVENT', 'json', 'null'
      WHERE EXISTS (SELECT 1 FROM durable.workflows
-                    WHERE workflow_id = %(wf)s AND status = 'PENDING'
+                    WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
                        FOR SHARE)
-    ON CONFLICT (workflow_id, step_id) DO NOTHING
+    ON CONFLICT (workflow_id, namespace, step_id) DO NOTHING
     RETURNING {rows.STEP_COLUMNS}
 ), latest AS (
-    INSERT INTO durable.events (workflow_id, key, version, encoding, data, set_at)
-    SELECT %(wf)s, %(key)s, 1, %(enc)s, %(data)s, step.recorded_at FROM step
-    ON CONFLICT (workflow_id, key) DO UPDATE
+    INSERT INTO durable.events (workflow_id, namespace, key, version, encoding, data, set_at)
+    SELECT %(wf)s, %(ns)s, %(key)s, 1, %(enc)s, %(data)s, step.recorded_at FROM step
+    ON CONFLICT (workflow_id, namespace, key) DO UPDATE
        SET version = durable.events.version + 1,
            encoding = EXCLUDED.encoding, data = EXCLUDED.data, set_at = EXCLUDED.set_at
     RETURNING version, encoding, data, set_at
 ), history AS (
-    INSERT INTO durable.event_history (workflow_id, key, version, step_id, encoding, data, set_at)
-    SELECT %(wf)s, %(key)s, version, %(step)s, encoding, data, set_at FROM latest
+    INSERT INTO durable.event_history (workflow_id, namespace, key, version, step_id,
+                                       encoding, data, set_at)
+    SELECT %(wf)s, %(ns)s, %(key)s, version, %(step)s, encoding, data, set_at FROM latest
 )
 SELECT {rows.STEP_COLUMNS}, latest.version,
        pg_notify('{EVENT_CHANNEL}', json_build_object(
-           'w', %(wf)s::text, 'k', %(key)s::text, 'v', latest.version)::text)
+           'n', %(ns)s::text, 'w', %(wf)s::text, 'k', %(key)s::text, 'v', latest.version)::text)
   FROM step, latest"""
 
 _SNAPSHOT_COLUMNS = "w.status, e.version, e.encoding, e.data, e.set_at"
@@ -53,25 +55,32 @@ _SNAPSHOT_COLUMNS = "w.status, e.version, e.encoding, e.data, e.set_at"
 _LATEST = f"""
 SELECT {_SNAPSHOT_COLUMNS}
   FROM (SELECT 1) AS one
-  LEFT JOIN durable.workflows w ON w.workflow_id = %(wf)s
+  LEFT JOIN durable.workflows w ON w.workflow_id = %(wf)s AND w.namespace = %(ns)s
   LEFT JOIN durable.events e
-         ON e.workflow_id = %(wf)s AND e.key = %(key)s AND e.version > %(after)s"""
+         ON e.workflow_id = %(wf)s AND e.namespace = %(ns)s AND e.key = %(key)s
+        AND e.version > %(after)s"""
 
 # Every value after a version, oldest first (a follow that must not skip any).
 _HISTORY = f"""
 SELECT {_SNAPSHOT_COLUMNS}
   FROM (SELECT 1) AS one
-  LEFT JOIN durable.workflows w ON w.workflow_id = %(wf)s
+  LEFT JOIN durable.workflows w ON w.workflow_id = %(wf)s AND w.namespace = %(ns)s
   LEFT JOIN LATERAL (
         SELECT version, encoding, data, set_at FROM durable.event_history
-         WHERE workflow_id = %(wf)s AND key = %(key)s AND version > %(after)s
+         WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND key = %(key)s
+           AND version > %(after)s
          ORDER BY version
          LIMIT %(limit)s) e ON true
  ORDER BY e.version"""
 
 
 async def set_event(
-    pool: AsyncConnectionPool, workflow_id: str, step_id: int, key: str, value: Payload
+    pool: AsyncConnectionPool,
+    namespace: str,
+    workflow_id: str,
+    step_id: int,
+    key: str,
+    value: Payload,
 ) -> tuple[StepRecord, int | None]:
     """Publish `key` = `value` as step `step_id`.
 
@@ -79,6 +88,7 @@ async def set_event(
     already recorded (a replay: nothing was set).
     """
     params = {
+        "ns": namespace,
         "wf": workflow_id,
         "step": step_id,
         "key": key,
@@ -90,12 +100,15 @@ async def set_event(
         row = await cur.fetchone()
         if row is not None:
             return rows.step(row), row[9]
-        recorded = await resolve_unrecorded(conn, workflow_id, step_id, StepKind.SET_EVENT, key)
+        recorded = await resolve_unrecorded(
+            conn, namespace, workflow_id, step_id, StepKind.SET_EVENT, key
+        )
         return recorded, None
 
 
 async def read(
     pool: AsyncConnectionPool,
+    namespace: str,
     workflow_id: str,
     key: str,
     after_version: int,
@@ -108,7 +121,13 @@ async def read(
     Without `from_history` only the latest value comes back; with it, every value after
     `after_version` in order, at most `limit`.
     """
-    params = {"wf": workflow_id, "key": key, "after": after_version, "limit": limit + 1}
+    params = {
+        "ns": namespace,
+        "wf": workflow_id,
+        "key": key,
+        "after": after_version,
+        "limit": limit + 1,
+    }
     async with pool.connection() as conn:
         cur = await conn.execute(_HISTORY if from_history else _LATEST, params)
         found = await cur.fetchall()

@@ -16,22 +16,23 @@ from coordinator.store.records import Outcome, StepKind, StepRecord
 # step, or, if it committed first, the row is re-checked, no longer PENDING, and nothing is
 # recorded. Without the lock a step could land after the workflow finished.
 _RECORD = f"""
-INSERT INTO durable.steps (workflow_id, step_id, name, kind, output_encoding, output_data,
-                           error_type, error_message, error_details)
-SELECT %(wf)s, %(step)s, %(name)s, 'STEP', %(out_enc)s, %(out_data)s,
-       %(err_type)s, %(err_msg)s, %(err_details)s
+INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
+                           output_encoding, output_data, error_type, error_message, error_details)
+SELECT %(wf)s, %(ns)s, %(step)s, %(name)s, 'STEP',
+       %(out_enc)s, %(out_data)s, %(err_type)s, %(err_msg)s, %(err_details)s
  WHERE EXISTS (SELECT 1 FROM durable.workflows
-                WHERE workflow_id = %(wf)s AND status = 'PENDING'
+                WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
                    FOR SHARE)
-ON CONFLICT (workflow_id, step_id) DO NOTHING
+ON CONFLICT (workflow_id, namespace, step_id) DO NOTHING
 RETURNING {rows.STEP_COLUMNS}"""
 
 # Why a record was not inserted: the step exists, or the workflow is missing or finished.
 _DIAGNOSE = f"""
 SELECT w.status, {", ".join("s." + c.strip() for c in rows.STEP_COLUMNS.split(","))}
   FROM durable.workflows w
-  LEFT JOIN durable.steps s ON s.workflow_id = w.workflow_id AND s.step_id = %(step)s
- WHERE w.workflow_id = %(wf)s"""
+  LEFT JOIN durable.steps s
+         ON s.workflow_id = w.workflow_id AND s.namespace = w.namespace AND s.step_id = %(step)s
+ WHERE w.workflow_id = %(wf)s AND w.namespace = %(ns)s"""
 
 # A page of steps bounded by count and by bytes. A row is included when the rows
 # before it fit the budget, so a page always makes progress even past the budget.
@@ -46,7 +47,7 @@ SELECT {rows.STEP_COLUMNS}, last_step_id FROM (
                OVER (ORDER BY step_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
                AS bytes_before
       FROM durable.steps
-     WHERE workflow_id = %(wf)s AND step_id > %(after)s
+     WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND step_id > %(after)s
 ) page
  WHERE coalesce(bytes_before, 0) < %(budget)s
  ORDER BY step_id
@@ -58,14 +59,19 @@ def _describe(kind: StepKind, name: str) -> str:
 
 
 async def resolve_unrecorded(
-    conn: AsyncConnection[Any], workflow_id: str, step_id: int, kind: StepKind, name: str
+    conn: AsyncConnection[Any],
+    namespace: str,
+    workflow_id: str,
+    step_id: int,
+    kind: StepKind,
+    name: str,
 ) -> StepRecord:
     """After an insert that recorded nothing: return the step recorded first, or raise why.
 
     Raises WorkflowNotFound, WorkflowNotPending, or StepNameMismatch when the recorded step
     at this position is a different operation (the replay is not deterministic).
     """
-    cur = await conn.execute(_DIAGNOSE, {"wf": workflow_id, "step": step_id})
+    cur = await conn.execute(_DIAGNOSE, {"ns": namespace, "wf": workflow_id, "step": step_id})
     row = await cur.fetchone()
     if row is None:
         raise WorkflowNotFound(workflow_id)
@@ -81,27 +87,51 @@ async def resolve_unrecorded(
 
 
 async def record(
-    pool: AsyncConnectionPool, workflow_id: str, step_id: int, name: str, outcome: Outcome
+    pool: AsyncConnectionPool,
+    namespace: str,
+    workflow_id: str,
+    step_id: int,
+    name: str,
+    outcome: Outcome,
 ) -> tuple[StepRecord, bool]:
     """Record a step's outcome; the bool says another outcome was recorded first."""
-    params = {"wf": workflow_id, "step": step_id, "name": name, **rows.outcome_columns(outcome)}
+    params = {
+        "ns": namespace,
+        "wf": workflow_id,
+        "step": step_id,
+        "name": name,
+        **rows.outcome_columns(outcome),
+    }
     async with pool.connection() as conn:
         cur = await conn.execute(_RECORD, params)
         row = await cur.fetchone()
         if row is not None:
             return rows.step(row), False
-        recorded = await resolve_unrecorded(conn, workflow_id, step_id, StepKind.STEP, name)
+        recorded = await resolve_unrecorded(
+            conn, namespace, workflow_id, step_id, StepKind.STEP, name
+        )
         return recorded, True
 
 
 async def page(
-    pool: AsyncConnectionPool, workflow_id: str, after_step_id: int, limit: int, byte_budget: int
+    pool: AsyncConnectionPool,
+    namespace: str,
+    workflow_id: str,
+    after_step_id: int,
+    limit: int,
+    byte_budget: int,
 ) -> tuple[list[StepRecord], bool]:
     """Steps after `after_step_id` in order, at most `limit` and about `byte_budget` bytes.
 
     The bool says more steps follow.
     """
-    params = {"wf": workflow_id, "after": after_step_id, "budget": byte_budget, "limit": limit}
+    params = {
+        "ns": namespace,
+        "wf": workflow_id,
+        "after": after_step_id,
+        "budget": byte_budget,
+        "limit": limit,
+    }
     async with pool.connection() as conn:
         cur = await conn.execute(_PAGE, params)
         found = await cur.fetchall()

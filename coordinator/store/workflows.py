@@ -11,12 +11,14 @@ from coordinator.store.records import Outcome, Payload, Status, WorkflowRecord
 WORKFLOW_CHANNEL = "durable_workflow"
 
 _INSERT = f"""
-INSERT INTO durable.workflows (workflow_id, name, status, input_encoding, input_data)
-VALUES (%(wf)s, %(name)s, 'PENDING', %(in_enc)s, %(in_data)s)
-ON CONFLICT (workflow_id) DO NOTHING
+INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding, input_data)
+VALUES (%(wf)s, %(ns)s, %(name)s, 'PENDING', %(in_enc)s, %(in_data)s)
+ON CONFLICT (workflow_id, namespace) DO NOTHING
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
-_SELECT = f"SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows WHERE workflow_id = %s"
+_SELECT = f"""
+SELECT {rows.WORKFLOW_COLUMNS}
+  FROM durable.workflows WHERE workflow_id = %(wf)s AND namespace = %(ns)s"""
 
 # The NOTIFY is sent at commit, so a woken reader always finds the new status.
 _FINISH = f"""
@@ -27,17 +29,21 @@ WITH finished AS (
            error_type = %(err_type)s, error_message = %(err_msg)s,
            error_details = %(err_details)s,
            updated_at = clock_timestamp()
-     WHERE workflow_id = %(wf)s AND status = 'PENDING'
+     WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
  RETURNING {rows.WORKFLOW_COLUMNS}
 )
-SELECT finished.*, pg_notify('{WORKFLOW_CHANNEL}', finished.workflow_id) FROM finished"""
+SELECT finished.*,
+       pg_notify('{WORKFLOW_CHANNEL}',
+                 json_build_object('n', %(ns)s::text, 'w', %(wf)s::text)::text)
+  FROM finished"""
 
 
 async def start(
-    pool: AsyncConnectionPool, workflow_id: str, name: str, input: Payload | None
+    pool: AsyncConnectionPool, namespace: str, workflow_id: str, name: str, input: Payload | None
 ) -> tuple[WorkflowRecord, bool]:
     """Create the workflow, or return the existing one; the bool says whether it was created."""
     params = {
+        "ns": namespace,
         "wf": workflow_id,
         "name": name,
         "in_enc": input.encoding if input else None,
@@ -49,7 +55,7 @@ async def start(
         if row is not None:
             return rows.workflow(row), True
         # The row exists (or existed when we inserted): this read sees it, committed.
-        cur = await conn.execute(_SELECT, (workflow_id,))
+        cur = await conn.execute(_SELECT, params)
         row = await cur.fetchone()
     if row is None:
         # Deleted between the two statements; nothing deletes workflows today.
@@ -60,10 +66,10 @@ async def start(
     return existing, False
 
 
-async def get(pool: AsyncConnectionPool, workflow_id: str) -> WorkflowRecord:
+async def get(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> WorkflowRecord:
     """The workflow as recorded; WorkflowNotFound if it does not exist."""
     async with pool.connection() as conn:
-        cur = await conn.execute(_SELECT, (workflow_id,))
+        cur = await conn.execute(_SELECT, {"ns": namespace, "wf": workflow_id})
         row = await cur.fetchone()
     if row is None:
         raise WorkflowNotFound(workflow_id)
@@ -71,14 +77,19 @@ async def get(pool: AsyncConnectionPool, workflow_id: str) -> WorkflowRecord:
 
 
 async def finish(
-    pool: AsyncConnectionPool, workflow_id: str, result: Outcome
+    pool: AsyncConnectionPool, namespace: str, workflow_id: str, result: Outcome
 ) -> tuple[WorkflowRecord, bool]:
     """Record the result of a PENDING workflow; the bool says it had already finished."""
     status = Status.SUCCESS if isinstance(result, Payload) else Status.ERROR
-    params = {"wf": workflow_id, "status": status.value, **rows.outcome_columns(result)}
+    params = {
+        "ns": namespace,
+        "wf": workflow_id,
+        "status": status.value,
+        **rows.outcome_columns(result),
+    }
     async with pool.connection() as conn:
         cur = await conn.execute(_FINISH, params)
         row = await cur.fetchone()
     if row is not None:
         return rows.workflow(row), False
-    return await get(pool, workflow_id), True
+    return await get(pool, namespace, workflow_id), True
