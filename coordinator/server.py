@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from coordinator import tls
 from coordinator.config import Config
 from coordinator.notify import Hub, Listener
 from coordinator.service import CoordinatorService
@@ -55,7 +56,11 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(config.listen)
+    credentials = tls.server_credentials(config)
+    if credentials is None:
+        port = server.add_insecure_port(config.listen)
+    else:
+        port = server.add_secure_port(config.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
