@@ -15,6 +15,7 @@ url = durable.get_event(handle.workflow_id, "paymentURL", timeout=60)
 """
 
 from durable._client import Client, configure
+from durable._connection import TLS
 from durable._events import get_event, set_event, watch_event
 from durable._payloads import RawPayload
 from durable._workflow import (
@@ -42,6 +43,7 @@ from durable.errors import (
 )
 
 __all__ = [
+    "TLS",
     "Client",
     "CoordinatorError",
     "CoordinatorUnavailableError",

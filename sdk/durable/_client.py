@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from durable._connection import TLS, open_channel
 from durable.errors import CoordinatorError, CoordinatorUnavailableError
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
@@ -22,7 +23,6 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 CALL_TIMEOUT_SECONDS = 30.0
 # Extra transport deadline on calls that wait server-side, beyond the wait itself.
 WAIT_MARGIN_SECONDS = 10.0
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -58,15 +58,15 @@ def duration(seconds: float) -> duration_pb2.Duration:
 class Client:
     """A connection to a coordinator. Thread-safe; one per process is plenty."""
 
-    def __init__(self, target: str | None = None) -> None:
+    def __init__(
+        self, target: str | None = None, *, token: str | None = None, tls: TLS | None = None
+    ) -> None:
+        """Connect to `target` (default: $DURABLE_COORDINATOR or 127.0.0.1:50051), with an
+        optional bearer token (default: $DURABLE_TOKEN) and TLS (default: from
+        $DURABLE_TLS_CA and friends, see `TLS.from_env`)."""
         self.target = target or os.environ.get("DURABLE_COORDINATOR", DEFAULT_TARGET)
-        self._channel = grpc.insecure_channel(
-            self.target,
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-            ],
-        )
+        token = token or os.environ.get("DURABLE_TOKEN") or None
+        self._channel = open_channel(self.target, token, tls or TLS.from_env())
         self._stub = pb_grpc.CoordinatorServiceStub(self._channel)
 
     def close(self) -> None:
@@ -130,13 +130,15 @@ _default: Client | None = None
 _default_lock = threading.Lock()
 
 
-def configure(target: str | None = None) -> Client:
-    """Point the SDK at a coordinator (default: $DURABLE_COORDINATOR or 127.0.0.1:50051)."""
+def configure(
+    target: str | None = None, *, token: str | None = None, tls: TLS | None = None
+) -> Client:
+    """Point the SDK at a coordinator; arguments as for `Client`."""
     global _default
     with _default_lock:
         if _default is not None:
             _default.close()
-        _default = Client(target)
+        _default = Client(target, token=token, tls=tls)
         return _default
 
 
