@@ -37,6 +37,7 @@ from durable.errors import (
     NotInWorkflowError,
     PayloadError,
     RecordedError,
+    UnauthenticatedError,
     WorkflowConflictError,
     WorkflowNotFoundError,
     WorkflowNotPendingError,
@@ -44,6 +45,7 @@ from durable.errors import (
 
 __all__ = [
     "TLS",
+    "UnauthenticatedError",
     "Client",
     "CoordinatorError",
     "CoordinatorUnavailableError",

@@ -72,6 +72,12 @@ class CoordinatorUnavailableError(CoordinatorError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+class UnauthenticatedError(CoordinatorError):
+    """The coordinator requires a bearer token and got none, or one it does not know."""
+
+    reason = "UNAUTHENTICATED"
+
+
 class NotInWorkflowError(DurableError):
     """An operation that only a running workflow may do was called outside one."""
 
