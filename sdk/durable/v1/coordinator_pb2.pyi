@@ -35,6 +35,14 @@ class _WorkflowStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Workfl
     """Finished with an output."""
     WORKFLOW_STATUS_ERROR: _WorkflowStatus.ValueType  # 3
     """Finished with an error."""
+    WORKFLOW_STATUS_CANCELLED: _WorkflowStatus.ValueType  # 4
+    """Cancelled (by CancelWorkflow or its timeout). ResumeWorkflow continues it."""
+    WORKFLOW_STATUS_DEAD_LETTER: _WorkflowStatus.ValueType  # 5
+    """Its workers died more times than the recovery limit allows; it is no
+    longer recovered automatically. ResumeWorkflow continues it.
+    """
+    WORKFLOW_STATUS_ENQUEUED: _WorkflowStatus.ValueType  # 6
+    """Waiting for a worker to claim it (after ResumeWorkflow or ForkWorkflow)."""
 
 class WorkflowStatus(_WorkflowStatus, metaclass=_WorkflowStatusEnumTypeWrapper):
     """The lifecycle state of a workflow."""
@@ -47,6 +55,14 @@ WORKFLOW_STATUS_SUCCESS: WorkflowStatus.ValueType  # 2
 """Finished with an output."""
 WORKFLOW_STATUS_ERROR: WorkflowStatus.ValueType  # 3
 """Finished with an error."""
+WORKFLOW_STATUS_CANCELLED: WorkflowStatus.ValueType  # 4
+"""Cancelled (by CancelWorkflow or its timeout). ResumeWorkflow continues it."""
+WORKFLOW_STATUS_DEAD_LETTER: WorkflowStatus.ValueType  # 5
+"""Its workers died more times than the recovery limit allows; it is no
+longer recovered automatically. ResumeWorkflow continues it.
+"""
+WORKFLOW_STATUS_ENQUEUED: WorkflowStatus.ValueType  # 6
+"""Waiting for a worker to claim it (after ResumeWorkflow or ForkWorkflow)."""
 Global___WorkflowStatus: _TypeAlias = WorkflowStatus  # noqa: Y015
 
 class _StepKind:
@@ -149,12 +165,24 @@ class Workflow(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    RECOVERY_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    FORKED_FROM_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's ID."""
     name: _builtins.str
     """The workflow's name (its function, e.g. "shop.checkout")."""
     status: Global___WorkflowStatus.ValueType
     """The current status."""
+    executor_id: _builtins.str
+    """The worker session running it; empty when run by a client that is not
+    a worker (such a workflow is never recovered automatically).
+    """
+    recovery_attempts: _builtins.int
+    """How many times it was recovered after its worker's lease lapsed."""
+    forked_from: _builtins.str
+    """The workflow it was forked from, if any."""
     @_builtins.property
     def input(self) -> Global___Payload:
         """The input recorded by the first start."""
@@ -175,6 +203,10 @@ class Workflow(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the workflow record last changed."""
 
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When it is cancelled if still unfinished; unset without a timeout."""
+
     def __init__(
         self,
         *,
@@ -186,10 +218,14 @@ class Workflow(_message.Message):
         error: Global___Failure | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        executor_id: _builtins.str = ...,
+        recovery_attempts: _builtins.int = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        forked_from: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "input", b"input", "output", b"output", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "input", b"input", "output", b"output", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "input", b"input", "name", b"name", "output", b"output", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "recovery_attempts", b"recovery_attempts", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,12 +243,17 @@ class Step(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     RECORD_TIME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILED_ATTEMPTS_FIELD_NUMBER: _builtins.int
     step_id: _builtins.int
     """The step's position in its workflow, from 1."""
     name: _builtins.str
     """The step's name (e.g. its function name; for SetEvent, the event key)."""
     kind: Global___StepKind.ValueType
     """What the step checkpoints."""
+    attempts: _builtins.int
+    """How many attempts the step took (1 without retries)."""
     @_builtins.property
     def output(self) -> Global___Payload:
         """The step's output."""
@@ -223,7 +264,17 @@ class Step(_message.Message):
 
     @_builtins.property
     def record_time(self) -> _timestamp_pb2.Timestamp:
-        """When the outcome was recorded."""
+        """When the outcome was recorded (the step's end)."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt that produced the outcome started, if the client said."""
+
+    @_builtins.property
+    def failed_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepAttempt]:
+        """The failed attempts before the outcome (ListSteps only; empty in
+        history).
+        """
 
     def __init__(
         self,
@@ -234,16 +285,59 @@ class Step(_message.Message):
         output: Global___Payload | None = ...,
         error: Global___Failure | None = ...,
         record_time: _timestamp_pb2.Timestamp | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+        failed_attempts: _abc.Iterable[Global___StepAttempt] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output", b"output", "record_time", b"record_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "name", b"name", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "failed_attempts", b"failed_attempts", "kind", b"kind", "name", b"name", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "start_time", b"start_time", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class StepAttempt(_message.Message):
+    """A failed attempt of a step that was retried."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt's number, from 1."""
+    @_builtins.property
+    def error(self) -> Global___Failure:
+        """Why it failed."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it failed."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        error: Global___Failure | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepAttempt: _TypeAlias = StepAttempt  # noqa: Y015
 
 @_typing.final
 class StartWorkflowRequest(_message.Message):
@@ -254,6 +348,8 @@ class StartWorkflowRequest(_message.Message):
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow ID. Empty: the coordinator generates a UUID. Otherwise 1-256
     characters from [A-Za-z0-9._:@/+=-].
@@ -262,9 +358,21 @@ class StartWorkflowRequest(_message.Message):
     """The workflow's name, 1-256 characters. Starting an existing ID with a
     different name fails with FAILED_PRECONDITION (WORKFLOW_NAME_MISMATCH).
     """
+    executor_id: _builtins.str
+    """The worker session that will run it (from Heartbeat). Set by workers so
+    that the workflow is recovered if the worker dies; empty for clients
+    that run workflows without being workers. Starting an existing PENDING
+    workflow with an executor_id takes it over (the caller resumes it).
+    """
     @_builtins.property
     def input(self) -> Global___Payload:
         """The workflow's input. Optional; an existing workflow keeps its first one."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Cancel the workflow if it has not finished this long after it was
+        first started. Absent: no timeout.
+        """
 
     def __init__(
         self,
@@ -272,10 +380,12 @@ class StartWorkflowRequest(_message.Message):
         workflow_id: _builtins.str = ...,
         name: _builtins.str = ...,
         input: Global___Payload | None = ...,
+        executor_id: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "name", b"name", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "input", b"input", "name", b"name", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,6 +444,9 @@ class RunStepRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow that owns the step. It must exist and be PENDING for a new
     step to be recorded.
@@ -345,6 +458,14 @@ class RunStepRequest(_message.Message):
     recorded at this position, the call fails with FAILED_PRECONDITION
     (STEP_NAME_MISMATCH): the workflow is not deterministic.
     """
+    executor_id: _builtins.str
+    """The caller's worker session, if it is a worker. When set and the
+    workflow now belongs to another executor, the call fails with
+    FAILED_PRECONDITION (NOT_OWNER): the caller lost the workflow and must
+    stop running it.
+    """
+    attempts: _builtins.int
+    """How many attempts the step took, from 1. 0 means 1."""
     @_builtins.property
     def output(self) -> Global___Payload:
         """The step's output."""
@@ -352,6 +473,10 @@ class RunStepRequest(_message.Message):
     @_builtins.property
     def error(self) -> Global___Failure:
         """The step's error."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt that produced this outcome started. Optional."""
 
     def __init__(
         self,
@@ -361,10 +486,13 @@ class RunStepRequest(_message.Message):
         name: _builtins.str = ...,
         output: Global___Payload | None = ...,
         error: Global___Failure | None = ...,
+        executor_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output", b"output", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "name", b"name", "outcome", b"outcome", "output", b"output", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "executor_id", b"executor_id", "name", b"name", "outcome", b"outcome", "output", b"output", "start_time", b"start_time", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
@@ -412,6 +540,7 @@ class SetEventRequest(_message.Message):
     STEP_ID_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow publishing the event. It must exist and be PENDING for a
     new value to be set.
@@ -420,6 +549,8 @@ class SetEventRequest(_message.Message):
     """The step position this publication is checkpointed as, from 1."""
     key: _builtins.str
     """The event key, 1-256 characters, no control characters."""
+    executor_id: _builtins.str
+    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
     @_builtins.property
     def value(self) -> Global___Payload:
         """The value. Required."""
@@ -431,10 +562,11 @@ class SetEventRequest(_message.Message):
         step_id: _builtins.int = ...,
         key: _builtins.str = ...,
         value: Global___Payload | None = ...,
+        executor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "step_id", b"step_id", "value", b"value", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "key", b"key", "step_id", b"step_id", "value", b"value", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,8 +774,11 @@ class FinishWorkflowRequest(_message.Message):
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow to finish."""
+    executor_id: _builtins.str
+    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
     @_builtins.property
     def output(self) -> Global___Payload:
         """The workflow's output."""
@@ -658,10 +793,11 @@ class FinishWorkflowRequest(_message.Message):
         workflow_id: _builtins.str = ...,
         output: Global___Payload | None = ...,
         error: Global___Failure | None = ...,
+        executor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "output", b"output", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "output", b"output", "result", b"result", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "executor_id", b"executor_id", "output", b"output", "result", b"result", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["output", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
@@ -864,3 +1000,513 @@ class ListStepsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListStepsResponse: _TypeAlias = ListStepsResponse  # noqa: Y015
+
+@_typing.final
+class RecordStepAttemptRequest(_message.Message):
+    """Request for RecordStepAttempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow that owns the step. It must exist and be PENDING."""
+    step_id: _builtins.int
+    """The step's position, from 1."""
+    name: _builtins.str
+    """The step's name, as RunStep will record it."""
+    attempt: _builtins.int
+    """The attempt that failed, from 1."""
+    executor_id: _builtins.str
+    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
+    @_builtins.property
+    def error(self) -> Global___Failure:
+        """Why it failed. Required."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt started and failed. Optional."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt failed. Optional (default: now)."""
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        step_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        error: Global___Failure | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        executor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "name", b"name", "start_time", b"start_time", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordStepAttemptRequest: _TypeAlias = RecordStepAttemptRequest  # noqa: Y015
+
+@_typing.final
+class RecordStepAttemptResponse(_message.Message):
+    """Response for RecordStepAttempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordStepAttemptResponse: _TypeAlias = RecordStepAttemptResponse  # noqa: Y015
+
+@_typing.final
+class HeartbeatRequest(_message.Message):
+    """Request for Heartbeat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    WORKER_NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAMES_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    executor_id: _builtins.str
+    """This worker session's ID: unique per process start (e.g. a UUID), 1-256
+    characters like a workflow ID.
+    """
+    worker_name: _builtins.str
+    """A stable name for the worker (e.g. its pod or host name). Optional.
+    When a new session announces a name that an older session used, the
+    older session's lease ends at once and its workflows go to the new
+    session first: a restarted worker picks its own work back up.
+    """
+    @_builtins.property
+    def workflow_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The workflow names this worker can run. May be empty (a worker that
+        only runs the workflows it starts itself).
+        """
+
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """How long the lease lasts without another heartbeat: 1 second to 10
+        minutes; absent: 10 seconds. Heartbeat about three times per lease.
+        """
+
+    def __init__(
+        self,
+        *,
+        executor_id: _builtins.str = ...,
+        worker_name: _builtins.str = ...,
+        workflow_names: _abc.Iterable[_builtins.str] | None = ...,
+        lease: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "lease", b"lease", "worker_name", b"worker_name", "workflow_names", b"workflow_names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class HeartbeatResponse(_message.Message):
+    """Response for Heartbeat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the lease lapses unless renewed."""
+
+    def __init__(
+        self,
+        *,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
+
+@_typing.final
+class PollWorkRequest(_message.Message):
+    """Request for PollWork."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    MAX_WORKFLOWS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    executor_id: _builtins.str
+    """This worker session's ID; it must hold a live lease (Heartbeat first),
+    else FAILED_PRECONDITION (LEASE_EXPIRED).
+    """
+    max_workflows: _builtins.int
+    """The most workflows to claim in this call: 1-100; 0 means 1."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long to wait when there is nothing to claim. Absent: 30 seconds."""
+
+    def __init__(
+        self,
+        *,
+        executor_id: _builtins.str = ...,
+        max_workflows: _builtins.int = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "max_workflows", b"max_workflows", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollWorkRequest: _TypeAlias = PollWorkRequest  # noqa: Y015
+
+@_typing.final
+class PollWorkResponse(_message.Message):
+    """Response for PollWork."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Workflow]:
+        """The workflows claimed for this worker (possibly none, after the
+        timeout). Each is PENDING with this worker as executor.
+        """
+
+    def __init__(
+        self,
+        *,
+        workflows: _abc.Iterable[Global___Workflow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflows", b"workflows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollWorkResponse: _TypeAlias = PollWorkResponse  # noqa: Y015
+
+@_typing.final
+class CancelWorkflowRequest(_message.Message):
+    """Request for CancelWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow to cancel."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelWorkflowRequest: _TypeAlias = CancelWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class CancelWorkflowResponse(_message.Message):
+    """Response for CancelWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow(self) -> Global___Workflow:
+        """The workflow after the call. A workflow that had already finished is
+        returned unchanged.
+        """
+
+    def __init__(
+        self,
+        *,
+        workflow: Global___Workflow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelWorkflowResponse: _TypeAlias = CancelWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class ResumeWorkflowRequest(_message.Message):
+    """Request for ResumeWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow to resume. It must be CANCELLED, DEAD_LETTER, or already
+    PENDING or ENQUEUED (then nothing changes); otherwise
+    FAILED_PRECONDITION (WORKFLOW_FINISHED).
+    """
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeWorkflowRequest: _TypeAlias = ResumeWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class ResumeWorkflowResponse(_message.Message):
+    """Response for ResumeWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow(self) -> Global___Workflow:
+        """The workflow after the call (ENQUEUED, unless it was already running)."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Global___Workflow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeWorkflowResponse: _TypeAlias = ResumeWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class ForkWorkflowRequest(_message.Message):
+    """Request for ForkWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    START_STEP_ID_FIELD_NUMBER: _builtins.int
+    NEW_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow to fork. It must exist."""
+    start_step_id: _builtins.int
+    """The first step to run again, from 1: steps before it keep their
+    recorded outcomes (and the events they set). 1 reruns everything.
+    """
+    new_workflow_id: _builtins.str
+    """The new workflow's ID. Empty: a UUID is generated. Forking again with
+    the same new ID returns the fork made first.
+    """
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        start_step_id: _builtins.int = ...,
+        new_workflow_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_workflow_id", b"new_workflow_id", "start_step_id", b"start_step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkWorkflowRequest: _TypeAlias = ForkWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class ForkWorkflowResponse(_message.Message):
+    """Response for ForkWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow(self) -> Global___Workflow:
+        """The new workflow (ENQUEUED)."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Global___Workflow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkWorkflowResponse: _TypeAlias = ForkWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class ListWorkflowsRequest(_message.Message):
+    """Request for ListWorkflows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Only workflows with this name; empty: all."""
+    page_size: _builtins.int
+    """Page size: 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token; empty for the first page."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___WorkflowStatus.ValueType]:
+        """Only workflows in these statuses; empty: all."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only workflows created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only workflows created before this time."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___WorkflowStatus.ValueType] | None = ...,
+        name: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkflowsRequest: _TypeAlias = ListWorkflowsRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkflowsResponse(_message.Message):
+    """Response for ListWorkflows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def workflows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Workflow]:
+        """The workflows, newest first. Inputs and outputs are included."""
+
+    def __init__(
+        self,
+        *,
+        workflows: _abc.Iterable[Global___Workflow] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "workflows", b"workflows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkflowsResponse: _TypeAlias = ListWorkflowsResponse  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    """Request for ListEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow whose events to list. It must exist."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """An event key with its latest value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key."""
+    @_builtins.property
+    def value(self) -> Global___EventValue:
+        """The latest value, its version and when it was set."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: Global___EventValue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    """Response for ListEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """The workflow's events, by key."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015

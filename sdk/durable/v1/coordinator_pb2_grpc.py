@@ -88,6 +88,46 @@ class CoordinatorServiceStub:
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.ListStepsRequest.SerializeToString,
                 response_deserializer=durable_dot_v1_dot_coordinator__pb2.ListStepsResponse.FromString,
                 _registered_method=True)
+        self.RecordStepAttempt = channel.unary_unary(
+                '/durable.v1.CoordinatorService/RecordStepAttempt',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.RecordStepAttemptRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.RecordStepAttemptResponse.FromString,
+                _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/durable.v1.CoordinatorService/Heartbeat',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.PollWork = channel.unary_unary(
+                '/durable.v1.CoordinatorService/PollWork',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.PollWorkRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.PollWorkResponse.FromString,
+                _registered_method=True)
+        self.CancelWorkflow = channel.unary_unary(
+                '/durable.v1.CoordinatorService/CancelWorkflow',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.CancelWorkflowRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.CancelWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ResumeWorkflow = channel.unary_unary(
+                '/durable.v1.CoordinatorService/ResumeWorkflow',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.ResumeWorkflowRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.ResumeWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ForkWorkflow = channel.unary_unary(
+                '/durable.v1.CoordinatorService/ForkWorkflow',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.ForkWorkflowRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.ForkWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/durable.v1.CoordinatorService/ListWorkflows',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/durable.v1.CoordinatorService/ListEvents',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -173,6 +213,74 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordStepAttempt(self, request, context):
+        """Records one failed attempt of a step that will be retried, so every
+        attempt is visible when inspecting the workflow. Idempotent per attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Registers a worker or renews its lease. A worker runs workflows for the
+        workflow names it lists; while its lease is live, the workflows it runs
+        are its own. When the lease lapses (the worker died or lost the network),
+        its PENDING workflows become recoverable by other workers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollWork(self, request, context):
+        """Waits for workflows this worker should run and claims them: workflows
+        whose worker's lease lapsed (recovery), and ENQUEUED workflows (resumed
+        or forked). A claimed workflow is PENDING with this worker as executor;
+        run it by replaying its history (see StartWorkflow).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflow(self, request, context):
+        """Cancels a PENDING or ENQUEUED workflow. Cancellation is durable and
+        cooperative: the worker running it learns at its next step (RunStep
+        fails with WORKFLOW_NOT_PENDING) and stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeWorkflow(self, request, context):
+        """Resumes a CANCELLED or DEAD_LETTER workflow: it becomes ENQUEUED, to be
+        claimed by a worker that continues it from its last recorded step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForkWorkflow(self, request, context):
+        """Starts a new workflow (ENQUEUED) with the same name and input as an
+        existing one, reusing the recorded outcomes of its steps before
+        `start_step_id`; a worker runs it from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflows(self, request, context):
+        """Lists workflows, newest first, filtered and a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Lists a workflow's events with their latest values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +323,46 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListSteps,
                     request_deserializer=durable_dot_v1_dot_coordinator__pb2.ListStepsRequest.FromString,
                     response_serializer=durable_dot_v1_dot_coordinator__pb2.ListStepsResponse.SerializeToString,
+            ),
+            'RecordStepAttempt': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordStepAttempt,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.RecordStepAttemptRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.RecordStepAttemptResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.HeartbeatRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'PollWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollWork,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.PollWorkRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.PollWorkResponse.SerializeToString,
+            ),
+            'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflow,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.CancelWorkflowRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.CancelWorkflowResponse.SerializeToString,
+            ),
+            'ResumeWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeWorkflow,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.ResumeWorkflowRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.ResumeWorkflowResponse.SerializeToString,
+            ),
+            'ForkWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkWorkflow,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.ForkWorkflowRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.ForkWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +595,222 @@ class CoordinatorService:
             '/durable.v1.CoordinatorService/ListSteps',
             durable_dot_v1_dot_coordinator__pb2.ListStepsRequest.SerializeToString,
             durable_dot_v1_dot_coordinator__pb2.ListStepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordStepAttempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/RecordStepAttempt',
+            durable_dot_v1_dot_coordinator__pb2.RecordStepAttemptRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.RecordStepAttemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/Heartbeat',
+            durable_dot_v1_dot_coordinator__pb2.HeartbeatRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/PollWork',
+            durable_dot_v1_dot_coordinator__pb2.PollWorkRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.PollWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/CancelWorkflow',
+            durable_dot_v1_dot_coordinator__pb2.CancelWorkflowRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.CancelWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/ResumeWorkflow',
+            durable_dot_v1_dot_coordinator__pb2.ResumeWorkflowRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.ResumeWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/ForkWorkflow',
+            durable_dot_v1_dot_coordinator__pb2.ForkWorkflowRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.ForkWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/ListWorkflows',
+            durable_dot_v1_dot_coordinator__pb2.ListWorkflowsRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/ListEvents',
+            durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,40 @@ class CoordinatorServiceStub:
     """Waits until a workflow finishes or the timeout passes."""
     ListSteps: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListStepsRequest, _coordinator_pb2.ListStepsResponse]
     """Lists a workflow's recorded steps in step order, a page at a time."""
+    RecordStepAttempt: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RecordStepAttemptRequest, _coordinator_pb2.RecordStepAttemptResponse]
+    """Records one failed attempt of a step that will be retried, so every
+    attempt is visible when inspecting the workflow. Idempotent per attempt.
+    """
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.HeartbeatRequest, _coordinator_pb2.HeartbeatResponse]
+    """Registers a worker or renews its lease. A worker runs workflows for the
+    workflow names it lists; while its lease is live, the workflows it runs
+    are its own. When the lease lapses (the worker died or lost the network),
+    its PENDING workflows become recoverable by other workers.
+    """
+    PollWork: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PollWorkRequest, _coordinator_pb2.PollWorkResponse]
+    """Waits for workflows this worker should run and claims them: workflows
+    whose worker's lease lapsed (recovery), and ENQUEUED workflows (resumed
+    or forked). A claimed workflow is PENDING with this worker as executor;
+    run it by replaying its history (see StartWorkflow).
+    """
+    CancelWorkflow: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.CancelWorkflowRequest, _coordinator_pb2.CancelWorkflowResponse]
+    """Cancels a PENDING or ENQUEUED workflow. Cancellation is durable and
+    cooperative: the worker running it learns at its next step (RunStep
+    fails with WORKFLOW_NOT_PENDING) and stops.
+    """
+    ResumeWorkflow: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ResumeWorkflowRequest, _coordinator_pb2.ResumeWorkflowResponse]
+    """Resumes a CANCELLED or DEAD_LETTER workflow: it becomes ENQUEUED, to be
+    claimed by a worker that continues it from its last recorded step.
+    """
+    ForkWorkflow: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ForkWorkflowRequest, _coordinator_pb2.ForkWorkflowResponse]
+    """Starts a new workflow (ENQUEUED) with the same name and input as an
+    existing one, reusing the recorded outcomes of its steps before
+    `start_step_id`; a worker runs it from there.
+    """
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListWorkflowsRequest, _coordinator_pb2.ListWorkflowsResponse]
+    """Lists workflows, newest first, filtered and a page at a time."""
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListEventsRequest, _coordinator_pb2.ListEventsResponse]
+    """Lists a workflow's events with their latest values."""
 
 @_typing.type_check_only
 class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
@@ -127,6 +161,40 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Waits until a workflow finishes or the timeout passes."""
     ListSteps: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListStepsRequest, _coordinator_pb2.ListStepsResponse]  # type: ignore[assignment]
     """Lists a workflow's recorded steps in step order, a page at a time."""
+    RecordStepAttempt: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RecordStepAttemptRequest, _coordinator_pb2.RecordStepAttemptResponse]  # type: ignore[assignment]
+    """Records one failed attempt of a step that will be retried, so every
+    attempt is visible when inspecting the workflow. Idempotent per attempt.
+    """
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.HeartbeatRequest, _coordinator_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """Registers a worker or renews its lease. A worker runs workflows for the
+    workflow names it lists; while its lease is live, the workflows it runs
+    are its own. When the lease lapses (the worker died or lost the network),
+    its PENDING workflows become recoverable by other workers.
+    """
+    PollWork: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PollWorkRequest, _coordinator_pb2.PollWorkResponse]  # type: ignore[assignment]
+    """Waits for workflows this worker should run and claims them: workflows
+    whose worker's lease lapsed (recovery), and ENQUEUED workflows (resumed
+    or forked). A claimed workflow is PENDING with this worker as executor;
+    run it by replaying its history (see StartWorkflow).
+    """
+    CancelWorkflow: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.CancelWorkflowRequest, _coordinator_pb2.CancelWorkflowResponse]  # type: ignore[assignment]
+    """Cancels a PENDING or ENQUEUED workflow. Cancellation is durable and
+    cooperative: the worker running it learns at its next step (RunStep
+    fails with WORKFLOW_NOT_PENDING) and stops.
+    """
+    ResumeWorkflow: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ResumeWorkflowRequest, _coordinator_pb2.ResumeWorkflowResponse]  # type: ignore[assignment]
+    """Resumes a CANCELLED or DEAD_LETTER workflow: it becomes ENQUEUED, to be
+    claimed by a worker that continues it from its last recorded step.
+    """
+    ForkWorkflow: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ForkWorkflowRequest, _coordinator_pb2.ForkWorkflowResponse]  # type: ignore[assignment]
+    """Starts a new workflow (ENQUEUED) with the same name and input as an
+    existing one, reusing the recorded outcomes of its steps before
+    `start_step_id`; a worker runs it from there.
+    """
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListWorkflowsRequest, _coordinator_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    """Lists workflows, newest first, filtered and a page at a time."""
+    ListEvents: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListEventsRequest, _coordinator_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """Lists a workflow's events with their latest values."""
 
 class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """CoordinatorService checkpoints durable workflows in Postgres.
@@ -222,5 +290,87 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ListStepsResponse, _abc.Awaitable[_coordinator_pb2.ListStepsResponse]]:
         """Lists a workflow's recorded steps in step order, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def RecordStepAttempt(
+        self,
+        request: _coordinator_pb2.RecordStepAttemptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.RecordStepAttemptResponse, _abc.Awaitable[_coordinator_pb2.RecordStepAttemptResponse]]:
+        """Records one failed attempt of a step that will be retried, so every
+        attempt is visible when inspecting the workflow. Idempotent per attempt.
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _coordinator_pb2.HeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.HeartbeatResponse, _abc.Awaitable[_coordinator_pb2.HeartbeatResponse]]:
+        """Registers a worker or renews its lease. A worker runs workflows for the
+        workflow names it lists; while its lease is live, the workflows it runs
+        are its own. When the lease lapses (the worker died or lost the network),
+        its PENDING workflows become recoverable by other workers.
+        """
+
+    @_abc_1.abstractmethod
+    def PollWork(
+        self,
+        request: _coordinator_pb2.PollWorkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.PollWorkResponse, _abc.Awaitable[_coordinator_pb2.PollWorkResponse]]:
+        """Waits for workflows this worker should run and claims them: workflows
+        whose worker's lease lapsed (recovery), and ENQUEUED workflows (resumed
+        or forked). A claimed workflow is PENDING with this worker as executor;
+        run it by replaying its history (see StartWorkflow).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelWorkflow(
+        self,
+        request: _coordinator_pb2.CancelWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.CancelWorkflowResponse, _abc.Awaitable[_coordinator_pb2.CancelWorkflowResponse]]:
+        """Cancels a PENDING or ENQUEUED workflow. Cancellation is durable and
+        cooperative: the worker running it learns at its next step (RunStep
+        fails with WORKFLOW_NOT_PENDING) and stops.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeWorkflow(
+        self,
+        request: _coordinator_pb2.ResumeWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ResumeWorkflowResponse, _abc.Awaitable[_coordinator_pb2.ResumeWorkflowResponse]]:
+        """Resumes a CANCELLED or DEAD_LETTER workflow: it becomes ENQUEUED, to be
+        claimed by a worker that continues it from its last recorded step.
+        """
+
+    @_abc_1.abstractmethod
+    def ForkWorkflow(
+        self,
+        request: _coordinator_pb2.ForkWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ForkWorkflowResponse, _abc.Awaitable[_coordinator_pb2.ForkWorkflowResponse]]:
+        """Starts a new workflow (ENQUEUED) with the same name and input as an
+        existing one, reusing the recorded outcomes of its steps before
+        `start_step_id`; a worker runs it from there.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _coordinator_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ListWorkflowsResponse, _abc.Awaitable[_coordinator_pb2.ListWorkflowsResponse]]:
+        """Lists workflows, newest first, filtered and a page at a time."""
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _coordinator_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ListEventsResponse, _abc.Awaitable[_coordinator_pb2.ListEventsResponse]]:
+        """Lists a workflow's events with their latest values."""
 
 def add_CoordinatorServiceServicer_to_server(servicer: CoordinatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
