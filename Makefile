@@ -5,8 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_OUT := sdk
+NODE_EXAMPLES := examples/node
+# The Node examples' tests and buf need Node.js; say so plainly when it is missing.
+NEED_NODE = @command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+	{ echo "make $@: node and npm (Node.js 20 or later) must be on PATH" >&2; exit 1; }
 
-.PHONY: run test lint proto proto-check install clean
+.PHONY: run test lint proto proto-check proto-lint node-deps install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +26,16 @@ run: $(STAMP)
 	$(PY) -m coordinator $(ARGS)
 
 ## Run the whole test suite (embedded Postgres unless DATABASE_URL is set).
-test: $(STAMP)
+test: $(STAMP) node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Install the Node examples' dependencies (tests/test_node_client.py runs them).
+node-deps: $(NODE_EXAMPLES)/node_modules
+
+$(NODE_EXAMPLES)/node_modules: $(NODE_EXAMPLES)/package.json $(NODE_EXAMPLES)/package-lock.json
+	$(NEED_NODE)
+	npm ci --prefix $(NODE_EXAMPLES) --no-audit --no-fund
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,5 +56,15 @@ proto-check: proto
 	git diff --exit-code -- $(PROTO_OUT)/durable/v1 || \
 		(echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
 
+## Lint the .proto files with buf (protos/buf.yaml; buf is pinned in protos/package.json).
+proto-lint: protos/node_modules
+	cd protos && node_modules/.bin/buf lint
+
+protos/node_modules: protos/package.json protos/package-lock.json
+	$(NEED_NODE)
+	npm ci --prefix protos --no-audit --no-fund
+	touch $@
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(NODE_EXAMPLES)/node_modules protos/node_modules
