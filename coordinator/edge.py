@@ -3,12 +3,17 @@
 Every servicer method is wrapped by `unary` or `streaming`. A CoordinatorError becomes its
 status code with an ErrorInfo reason; a lost database becomes UNAVAILABLE (retryable);
 anything else is logged with its traceback and becomes INTERNAL without internals leaking.
+
+The edge also records each call's status code and duration in the Prometheus metrics
+(a stream's duration runs until it ends), and tags its log lines with the request's
+workflow_id. Payloads and call metadata are never logged.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -17,6 +22,7 @@ import psycopg
 import psycopg_pool
 from grpc_status import rpc_status
 
+from coordinator import metrics
 from coordinator.errors import CoordinatorError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,18 +32,59 @@ Response = TypeVar("Response")
 Servicer = TypeVar("Servicer")
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# A call cancelled this close to its deadline counts as DEADLINE_EXCEEDED: the client's
+# deadline passes first and its cancellation may arrive before the server's own deadline
+# (which starts when the request arrives, later by the network delay).
+_DEADLINE_SLACK_SECONDS = 1.0
 
-async def _abort(context: Context, exc: BaseException, method: str) -> NoReturn:
+
+def _workflow_id(request: object) -> str | None:
+    """The request's workflow_id for log lines; escaped and capped, as it is not validated."""
+    value = getattr(request, "workflow_id", None)
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:256].encode("unicode_escape").decode("ascii")
+
+
+def _status(exc: BaseException, method: str, workflow_id: str | None) -> grpc.Status:
+    extra = {} if workflow_id is None else {"workflow_id": workflow_id}
     if isinstance(exc, CoordinatorError):
         error = exc
+        # The client is told why; at DEBUG, the log says which call was refused.
+        log.debug("%s refused: %s", method, error.reason, extra=extra)
     elif isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
-        log.warning("%s: database unavailable: %s", method, exc)
+        log.warning("%s: database unavailable: %s", method, exc, extra=extra)
         error = DatabaseUnavailable()
     else:
-        log.exception("%s failed", method, exc_info=exc)
+        log.exception("%s failed", method, exc_info=exc, extra=extra)
         error = CoordinatorError("internal error; see the coordinator's log")
-    status = rpc_status.to_status(error.to_status())
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    status: grpc.Status = rpc_status.to_status(error.to_status())
+    return status
+
+
+class _Call:
+    """One call as the edge sees it: aborts it on an error, records it in the metrics."""
+
+    def __init__(self, method: str, request: object, context: Context) -> None:
+        self.method = method
+        self.context = context
+        self.workflow_id = _workflow_id(request)
+        self.code: grpc.StatusCode | None = None
+        self.started = time.perf_counter()
+
+    async def abort(self, exc: BaseException) -> NoReturn:
+        status = _status(exc, self.method, self.workflow_id)
+        self.code = status.code
+        await self.context.abort(status.code, status.details, status.trailing_metadata)
+
+    def finished(self) -> None:
+        code = self.code
+        if code is None:
+            # Neither answered nor failed: the call was cancelled, by the client or its deadline.
+            remaining = self.context.time_remaining()
+            expired = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        metrics.rpc_finished(self.method, code.name, time.perf_counter() - self.started)
 
 
 def unary(
@@ -45,10 +92,15 @@ def unary(
 ) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
     @functools.wraps(method)
     async def wrapper(self: Servicer, request: Request, context: Context) -> Response:
+        call = _Call(method.__name__, request, context)
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            call.code = grpc.StatusCode.OK
+            return response
         except Exception as exc:
-            await _abort(context, exc, method.__name__)
+            await call.abort(exc)
+        finally:
+            call.finished()
 
     return wrapper
 
@@ -60,10 +112,17 @@ def streaming(
     async def wrapper(
         self: Servicer, request: Request, context: Context
     ) -> AsyncIterator[Response]:
+        call = _Call(method.__name__, request, context)
+        open_streams = metrics.OPEN_STREAMS.labels(call.method)
+        open_streams.inc()
         try:
             async for response in method(self, request, context):
                 yield response
+            call.code = grpc.StatusCode.OK
         except Exception as exc:
-            await _abort(context, exc, method.__name__)
+            await call.abort(exc)
+        finally:
+            open_streams.dec()
+            call.finished()
 
     return wrapper
