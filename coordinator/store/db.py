@@ -28,6 +28,11 @@ async def open_pool(
         open=False,
         # A request waiting longer than this for a connection gets UNAVAILABLE.
         timeout=10.0,
+        # While the database is down the pool retries each lost connection with doubling
+        # delays, and only gives up (then starts afresh when a request needs one) after
+        # this long. Psycopg's default of 5 minutes lets the delay grow past a minute, so
+        # a recovered database could go unused that long; this keeps the gap to seconds.
+        reconnect_timeout=10.0,
     )
     await pool.open(wait=True, timeout=timeout)
     return pool

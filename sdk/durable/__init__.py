@@ -18,6 +18,7 @@ from durable._client import Client, configure
 from durable._connection import TLS
 from durable._events import get_event, set_event, watch_event
 from durable._payloads import RawPayload
+from durable._retry import RetryPolicy
 from durable._workflow import (
     WorkflowHandle,
     WorkflowStatus,
@@ -45,7 +46,6 @@ from durable.errors import (
 
 __all__ = [
     "TLS",
-    "UnauthenticatedError",
     "Client",
     "CoordinatorError",
     "CoordinatorUnavailableError",
@@ -56,6 +56,8 @@ __all__ = [
     "PayloadError",
     "RawPayload",
     "RecordedError",
+    "RetryPolicy",
+    "UnauthenticatedError",
     "WorkflowConflictError",
     "WorkflowHandle",
     "WorkflowNotFoundError",

@@ -1,10 +1,12 @@
 """The coordinator connection: one gRPC channel per process, every call with a deadline,
-and gRPC errors turned into the SDK's typed exceptions."""
+retries while the coordinator is briefly away (RetryPolicy), and gRPC errors turned into
+the SDK's typed exceptions."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -14,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from durable._connection import TLS, open_channel
+from durable._retry import Backoff, RetryPolicy
 from durable.errors import CoordinatorError, CoordinatorUnavailableError
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
@@ -26,6 +29,16 @@ WAIT_MARGIN_SECONDS = 10.0
 
 T = TypeVar("T")
 
+# What is retried: writes (all idempotent) and waits when the coordinator is unavailable;
+# plain reads also when their deadline passed.
+_RETRY_UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+_RETRY_READ = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _code(error: grpc.RpcError) -> grpc.StatusCode:
+    call: grpc.Call = error  # type: ignore[assignment]
+    return call.code()
+
 
 def _typed_error(error: grpc.RpcError) -> CoordinatorError:
     call: grpc.Call = error  # type: ignore[assignment]
@@ -36,17 +49,24 @@ def _typed_error(error: grpc.RpcError) -> CoordinatorError:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
             cls = CoordinatorError.for_reason(info.reason)
+            if cls is CoordinatorError and code == grpc.StatusCode.UNAVAILABLE:
+                cls = CoordinatorUnavailableError  # e.g. SHUTTING_DOWN: retry elsewhere
             return cls(message, code, dict(info.metadata))
     if code == grpc.StatusCode.UNAVAILABLE:
         return CoordinatorUnavailableError(message, code)
     return CoordinatorError(message, code)
 
 
-def _call(method: Callable[..., T], request: object, timeout: float = CALL_TIMEOUT_SECONDS) -> T:
-    try:
-        return method(request, timeout=timeout)
-    except grpc.RpcError as error:
-        raise _typed_error(error) from None
+def _call(attempt: Callable[[], T], retry: RetryPolicy, retry_on: frozenset[grpc.StatusCode]) -> T:
+    """Run `attempt` (one fresh call) until it succeeds, fails with a code not in
+    `retry_on`, or the retry budget is spent."""
+    backoff = Backoff(retry)
+    while True:
+        try:
+            return attempt()
+        except grpc.RpcError as error:
+            if _code(error) not in retry_on or not backoff.pause():
+                raise _typed_error(error) from None
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -59,11 +79,18 @@ class Client:
     """A connection to a coordinator. Thread-safe; one per process is plenty."""
 
     def __init__(
-        self, target: str | None = None, *, token: str | None = None, tls: TLS | None = None
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TLS | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Connect to `target` (default: $DURABLE_COORDINATOR or 127.0.0.1:50051), with an
         optional bearer token (default: $DURABLE_TOKEN) and TLS (default: from
-        $DURABLE_TLS_CA and friends, see `TLS.from_env`)."""
+        $DURABLE_TLS_CA and friends, see `TLS.from_env`). `retry`: how calls are retried
+        while the coordinator is unavailable (default: `RetryPolicy()`, up to 30 s)."""
+        self.retry = retry or RetryPolicy()
         self.target = target or os.environ.get("DURABLE_COORDINATOR", DEFAULT_TARGET)
         token = token or os.environ.get("DURABLE_TOKEN") or None
         self._channel = open_channel(self.target, token, tls or TLS.from_env())
@@ -72,11 +99,26 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
+    def _unary(
+        self,
+        method: Callable[..., T],
+        request: object,
+        *,
+        read: bool = False,
+        timeout: float = CALL_TIMEOUT_SECONDS,
+    ) -> T:
+        """One unary call with a deadline, retried per the policy."""
+        return _call(
+            lambda: method(request, timeout=timeout),
+            self.retry,
+            _RETRY_READ if read else _RETRY_UNAVAILABLE,
+        )
+
     def start_workflow(
         self, workflow_id: str, name: str, input: pb.Payload
     ) -> pb.StartWorkflowResponse:
         request = pb.StartWorkflowRequest(workflow_id=workflow_id, name=name, input=input)
-        return _call(self._stub.StartWorkflow, request)
+        return self._unary(self._stub.StartWorkflow, request)
 
     def history(self, started: pb.StartWorkflowResponse) -> list[pb.Step]:
         """The full step history of a started workflow, paging past a truncated one."""
@@ -87,43 +129,73 @@ class Client:
             request = pb.ListStepsRequest(
                 workflow_id=started.workflow.workflow_id, after_step_id=after, page_size=1000
             )
-            page = _call(self._stub.ListSteps, request)
+            page = self._unary(self._stub.ListSteps, request, read=True)
             steps.extend(page.steps)
             more = page.has_more
         return steps
 
     def run_step(self, request: pb.RunStepRequest) -> pb.RunStepResponse:
-        return _call(self._stub.RunStep, request)
+        return self._unary(self._stub.RunStep, request)
 
     def set_event(self, request: pb.SetEventRequest) -> pb.SetEventResponse:
-        return _call(self._stub.SetEvent, request)
+        return self._unary(self._stub.SetEvent, request)
 
     def finish_workflow(self, request: pb.FinishWorkflowRequest) -> pb.FinishWorkflowResponse:
-        return _call(self._stub.FinishWorkflow, request)
+        return self._unary(self._stub.FinishWorkflow, request)
 
     def get_workflow(self, workflow_id: str) -> pb.Workflow:
         request = pb.GetWorkflowRequest(workflow_id=workflow_id)
-        reply = _call(self._stub.GetWorkflow, request)
+        reply = self._unary(self._stub.GetWorkflow, request, read=True)
         return reply.workflow
 
     def await_workflow(self, workflow_id: str, timeout: float) -> pb.AwaitWorkflowResponse:
-        request = pb.AwaitWorkflowRequest(workflow_id=workflow_id, timeout=duration(timeout))
-        return _call(self._stub.AwaitWorkflow, request, timeout + WAIT_MARGIN_SECONDS)
+        """Wait up to `timeout` seconds; a retry waits only for what is left of it."""
+        deadline = time.monotonic() + timeout
+
+        def attempt() -> pb.AwaitWorkflowResponse:
+            left = max(0.0, deadline - time.monotonic())
+            request = pb.AwaitWorkflowRequest(workflow_id=workflow_id, timeout=duration(left))
+            reply: pb.AwaitWorkflowResponse = self._stub.AwaitWorkflow(
+                request, timeout=left + WAIT_MARGIN_SECONDS
+            )
+            return reply
+
+        return _call(attempt, self.retry, _RETRY_UNAVAILABLE)
 
     def get_event(
         self, workflow_id: str, key: str, timeout: float, *, follow: bool
     ) -> Iterator[pb.GetEventResponse]:
-        """The GetEvent stream's messages; cancelled if the caller stops iterating early."""
-        request = pb.GetEventRequest(
-            workflow_id=workflow_id, key=key, timeout=duration(timeout), follow=follow
-        )
-        stream = self._stub.GetEvent(request, timeout=timeout + WAIT_MARGIN_SECONDS)
-        try:
-            yield from stream
-        except grpc.RpcError as error:
-            raise _typed_error(error) from None
-        finally:
-            stream.cancel()
+        """The GetEvent stream's messages; cancelled if the caller stops iterating early.
+
+        If the coordinator becomes unavailable the call is made again, for what is left of
+        `timeout`; a follow resumes after the last version it yielded (`after_version`),
+        so no value is lost or repeated across a coordinator restart.
+        """
+        deadline = time.monotonic() + timeout
+        after = 0
+        backoff = Backoff(self.retry)
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            request = pb.GetEventRequest(
+                workflow_id=workflow_id,
+                key=key,
+                timeout=duration(left),
+                follow=follow,
+                after_version=after,
+            )
+            stream = self._stub.GetEvent(request, timeout=left + WAIT_MARGIN_SECONDS)
+            try:
+                for message in stream:
+                    backoff.reset()
+                    if message.HasField("event"):
+                        after = message.event.version
+                    yield message
+                return
+            except grpc.RpcError as error:
+                if _code(error) not in _RETRY_UNAVAILABLE or not backoff.pause():
+                    raise _typed_error(error) from None
+            finally:
+                stream.cancel()
 
 
 _default: Client | None = None
@@ -131,14 +203,18 @@ _default_lock = threading.Lock()
 
 
 def configure(
-    target: str | None = None, *, token: str | None = None, tls: TLS | None = None
+    target: str | None = None,
+    *,
+    token: str | None = None,
+    tls: TLS | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Client:
     """Point the SDK at a coordinator; arguments as for `Client`."""
     global _default
     with _default_lock:
         if _default is not None:
             _default.close()
-        _default = Client(target, token=token, tls=tls)
+        _default = Client(target, token=token, tls=tls, retry=retry)
         return _default
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+RECONNECT_BACKOFF_MAX_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def open_channel(target: str, token: str | None, tls: TLS | None) -> grpc.Channe
     options: list[tuple[str, str | int]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # While the coordinator is down gRPC waits longer and longer between connection
+        # attempts (up to 2 minutes by default); cap it so a retrying call (RetryPolicy)
+        # notices within seconds that the coordinator is back.
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
     ]
     if tls is not None:
         credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.client_key, tls.client_cert)

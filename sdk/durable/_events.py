@@ -65,7 +65,9 @@ def watch_event(
 ) -> Iterator[Any]:
     """Yield the current value of event `key` and every later one, in order.
 
-    Ends when the workflow finishes (after its last value) or `timeout` seconds pass.
+    Ends when the workflow finishes (after its last value) or `timeout` seconds pass. If the
+    coordinator restarts meanwhile, the watch reconnects (see `RetryPolicy`) and goes on
+    after the last value it yielded: none is lost or repeated.
     """
     for message in (client or default_client()).get_event(workflow_id, key, timeout, follow=True):
         if message.HasField("event"):

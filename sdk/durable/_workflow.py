@@ -7,6 +7,7 @@ import contextvars
 import enum
 import functools
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -118,7 +119,9 @@ def _begin(client: Client, spec: _WorkflowSpec, args: Any, kwargs: Any) -> pb.St
     if _context.current() is not None:
         raise DurableError("starting a workflow from inside a workflow is not supported yet")
     input = _payloads.encode({"args": list(args), "kwargs": kwargs})
-    return client.start_workflow(_next_workflow_id.get() or "", spec.name, input)
+    # The ID is chosen here, not by the coordinator, so a retried start is idempotent too.
+    workflow_id = _next_workflow_id.get() or str(uuid.uuid4())
+    return client.start_workflow(workflow_id, spec.name, input)
 
 
 def _execute(client: Client, spec: _WorkflowSpec, started: pb.StartWorkflowResponse) -> Any:
