@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from coordinator import logs, metrics, tracing
 from coordinator.auth import parse_tokens
 from coordinator.config import Config
 from coordinator.embedded import start_embedded_postgres
@@ -131,6 +132,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--max-payload-bytes must be at least 1")
     if args.max_wait_seconds <= 0:
         parser.error("--max-wait-seconds must be positive")
+    if args.metrics_listen is not None:
+        try:
+            metrics.parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            parser.error(str(exc))
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -164,13 +170,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_args(argv)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format)
     # pgserver narrates every start-up step at INFO; its warnings still show.
     logging.getLogger("pgserver").setLevel(
         max(logging.WARNING, logging.getLevelName(config.log_level))
     )
+    try:
+        tracing.configure(config.otel)
+    except tracing.TracingUnavailable as exc:
+        raise SystemExit(f"error: {exc}") from None
     database_url = config.database_url or start_embedded_postgres(config.data_dir).url
     asyncio.run(serve(config, database_url))

@@ -98,3 +98,14 @@ class DatabaseUnavailable(CoordinatorError):
 
     def __init__(self) -> None:
         super().__init__("the database cannot be reached; retry")
+
+
+class ShuttingDown(CoordinatorError):
+    """The coordinator is stopping: a wait it was serving ends so the client can go elsewhere."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("coordinator shutting down; retry")
+

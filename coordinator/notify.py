@@ -4,7 +4,8 @@ A waiter subscribes to topics, reads the database, and sleeps until a topic is p
 or its deadline passes; then it reads again. Nothing polls: a write on this coordinator
 publishes directly after commit, and a write on any other coordinator arrives through one
 LISTEN connection per process. If that connection drops, notifications may have been
-missed, so every waiter is woken to re-read once it is back.
+missed, so every waiter is woken to re-read once it is back. At shutdown the hub is
+closed: every wait, present or future, ends with ShuttingDown (UNAVAILABLE) at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 
 import psycopg
 
+from coordinator.errors import ShuttingDown
 from coordinator.store.events import EVENT_CHANNEL
 from coordinator.store.workflows import WORKFLOW_CHANNEL
 
@@ -34,11 +36,13 @@ def workflow_topic(namespace: str, workflow_id: str) -> Topic:
     return ("workflow", namespace, workflow_id)
 
 
+
 class Waiter:
     """One reader's wake-up flag. Arm it before reading, so no publish can slip between."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, closed: bool = False) -> None:
         self._woken = asyncio.Event()
+        self._closed = closed
         # The newest event version this reader has seen; older publishes don't wake it.
         self.seen_version = 0
 
@@ -49,12 +53,24 @@ class Waiter:
         if version is None or version > self.seen_version:
             self._woken.set()
 
+    def close(self) -> None:
+        """End this waiter's current and every later wait with ShuttingDown."""
+        self._closed = True
+        self._woken.set()
+
     async def wait(self, timeout: float) -> bool:
-        """Sleep until woken or `timeout` seconds pass; True if woken."""
+        """Sleep until woken or `timeout` seconds pass; True if woken.
+
+        Raises ShuttingDown once the hub is closed (also if it closes during the wait).
+        """
+        if self._closed:
+            raise ShuttingDown()
         try:
             await asyncio.wait_for(self._woken.wait(), timeout)
         except asyncio.TimeoutError:
             return False
+        if self._closed:
+            raise ShuttingDown()
         return True
 
 
@@ -63,11 +79,12 @@ class Hub:
 
     def __init__(self) -> None:
         self._waiters: dict[Topic, set[Waiter]] = {}
+        self._closed = False
 
     @contextlib.contextmanager
     def subscribe(self, *topics: Topic) -> Iterator[Waiter]:
         """A waiter for `topics`, removed when the block exits (also on cancellation)."""
-        waiter = Waiter()
+        waiter = Waiter(closed=self._closed)
         for topic in topics:
             self._waiters.setdefault(topic, set()).add(waiter)
         try:
@@ -89,6 +106,19 @@ class Hub:
             for waiter in waiters:
                 waiter.wake()
 
+    def close(self) -> None:
+        """Shutting down: wake every waiter, and make every wait from now on raise
+        ShuttingDown, so open GetEvent and AwaitWorkflow calls end at once instead of
+        holding the shutdown until its grace runs out."""
+        self._closed = True
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     @property
     def waiter_count(self) -> int:
         return sum(len(w) for w in self._waiters.values())
@@ -104,7 +134,13 @@ class Listener:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        """Listen until cancelled."""
+        """Listen until cancelled. `connected` is set only while LISTEN is in place."""
+        try:
+            await self._listen()
+        finally:
+            self.connected.clear()
+
+    async def _listen(self) -> None:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(

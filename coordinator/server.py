@@ -8,11 +8,12 @@ import logging
 import signal
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator import tls
+from coordinator import metrics, tls, tracing
 from coordinator.config import Config
+from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
 from coordinator.service import CoordinatorService
 from coordinator.store import db
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 # Room for the largest payload plus the rest of a message, and for a history page.
 _MESSAGE_SLACK = 64 * 1024
+
+
+def _listening_on(listen: str, port: int) -> str:
+    """The address served, for the log: a unix socket as given, else host and bound port."""
+    if listen.startswith("unix"):  # unix:/path, unix://path, unix-abstract:name
+        return listen
+    return f"{listen.rsplit(':', 1)[0]}:{port}"
 
 
 async def serve(config: Config, database_url: str, stop: asyncio.Event | None = None) -> None:
@@ -41,14 +49,19 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
     hub = Hub()
     listener = Listener(database_url, hub)
     listen_task = asyncio.create_task(listener.run(), name="listen")
+    # Observability: the /metrics endpoint (it reports the pool, so once the pool is open).
+    metrics_endpoint = (
+        metrics.start(config.metrics_listen, pool, hub, listener) if config.metrics_listen else None
+    )
 
     # A history page is its budget plus at most one more step.
     max_message = config.history_budget_bytes + config.max_payload_bytes + _MESSAGE_SLACK
     server = grpc.aio.server(
+        interceptors=tracing.server_interceptors(config),  # Observability: OTel spans (--otel)
         options=[
             ("grpc.max_receive_message_length", config.max_payload_bytes + _MESSAGE_SLACK),
             ("grpc.max_send_message_length", max_message),
-        ]
+        ],
     )
     pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorService(pool, hub, config), server)
     health_servicer = health.aio.HealthServicer()
@@ -63,20 +76,34 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         port = server.add_secure_port(config.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
+    where = _listening_on(config.listen, port)
+    # SERVING only while the database answers and LISTEN is up (coordinator/health.py).
+    monitor = HealthMonitor(
+        health_servicer,
+        ("", SERVICE_NAME),
+        pool,
+        listener,
+        interval=config.health_probe_seconds,
+        on_first_serving=lambda: log.info("coordinator ready on %s", where),
+    )
+    await monitor.set_not_serving()
     await server.start()
+    health_task = asyncio.create_task(monitor.run(), name="health")
     try:
-        await asyncio.wait_for(listener.connected.wait(), timeout=30)
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        host = config.listen.rsplit(":", 1)[0]
-        log.info("coordinator ready on %s:%d", host, port)
         await stop.wait()
         log.info("shutting down (grace %.1fs)", config.shutdown_grace_seconds)
+        health_task.cancel()
         await health_servicer.enter_graceful_shutdown()
+        # Open GetEvent and AwaitWorkflow waits end now with UNAVAILABLE (SHUTTING_DOWN);
+        # calls in flight get the grace to finish, new ones are refused.
+        hub.close()
         await server.stop(config.shutdown_grace_seconds)
     finally:
-        listen_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listen_task
+        for task in (health_task, listen_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if metrics_endpoint is not None:
+            await metrics_endpoint.close()
         await pool.close()
         log.info("coordinator stopped")

@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
@@ -79,10 +80,20 @@ def drop_database(server_url: str, database_url: str) -> None:
 class Coordinator:
     """A coordinator running as a real subprocess on a loopback port."""
 
-    def __init__(self, database_url: str, *extra_args: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *extra_args: str,
+        port: int | None = None,
+        address: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`port`: listen on this loopback port (e.g. a stopped coordinator's) instead of a
+        free one; `address`: listen on (and connect to) this instead, e.g. "unix:/path";
+        `env`: extra environment variables for the process."""
         self.database_url = database_url
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.port = port or free_port()
+        self.address = address or f"127.0.0.1:{self.port}"
         self.log_path = Path(f"/tmp/durable-coordinator-{self.port}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -99,7 +110,7 @@ class Coordinator:
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.channel = grpc.insecure_channel(self.address)
         self.stub = Stub(self.channel)
@@ -264,3 +275,131 @@ class Activity:
 
     def close(self) -> None:
         self.conn.close()
+
+
+# --- an unreliable network ----------------------------------------------------------------
+
+
+class PostgresProxy:
+    """A TCP proxy on 127.0.0.1 in front of the Postgres server of `database_url` (a TCP
+    host:port, or a unix socket directory as the embedded Postgres uses), to make the
+    database unreachable on demand: `cut()` drops every connection and refuses new ones,
+    `stall()` keeps connections open but passes no byte (a network that drops packets, or
+    a database that hangs), `resume()` undoes either, on the same port. `url` reaches the
+    database through it."""
+
+    def __init__(self, database_url: str) -> None:
+        params = conninfo_to_dict(database_url)
+        host = str(params.pop("host", "") or "").split(",")[0]
+        port = int(str(params.pop("port", "") or "5432").split(",")[0])
+        params.pop("hostaddr", None)
+        if not host:
+            raise ValueError(f"no host in {database_url!r}")
+        self._upstream_host = host
+        self._upstream_port = port
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self.port = 0
+        self.resume()
+        self.url = make_conninfo("", host="127.0.0.1", port=str(self.port), **params)
+
+    def resume(self) -> None:
+        """Pass bytes again and accept connections (again), on the same port as before."""
+        self._flowing.set()
+        if self._listener is not None:
+            return  # it was only stalled
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        with self._lock:
+            self._listener = listener
+        self._start(self._accept, listener)
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy and refuse new ones until `resume()`."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets = [*self._open, *([listener] if listener is not None else [])]
+        for sock in sockets:
+            # Wakes the threads blocked on them; each closes its own sockets on the way out.
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._flowing.set()  # a stalled pipe thread now fails to send, and ends
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout=5)
+            assert not thread.is_alive(), "proxy thread did not stop"
+
+    def stall(self) -> None:
+        """Hold every byte in either direction until `resume()` (or `cut()`)."""
+        self._flowing.clear()
+
+    def close(self) -> None:
+        self.cut()
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if self._upstream_host.startswith("/"):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(f"{self._upstream_host}/.s.PGSQL.{self._upstream_port}")
+            except OSError:
+                upstream.close()
+                raise
+            return upstream
+        return socket.create_connection((self._upstream_host, self._upstream_port), timeout=5)
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return  # cut
+                try:
+                    upstream = self._connect_upstream()
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                with self._lock:
+                    if self._listener is not listener:  # cut meanwhile
+                        client.close()
+                        upstream.close()
+                        return
+                    self._open.update((client, upstream))
+                self._start(self._pipe, client, upstream)
+                self._start(self._pipe, upstream, client)
+        finally:
+            listener.close()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self._flowing.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # One side ended: end the other too, as a dropped connection would.
+            for sock in (source, sink):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                last = source not in self._open  # the other direction has ended already
+                self._open.difference_update((source, sink))
+            if last:
+                source.close()
+                sink.close()
