@@ -73,6 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "default %(default)s)",
     )
     parser.add_argument(
+        "--max-recovery-attempts",
+        type=int,
+        default=int(_env("DURABLE_MAX_RECOVERY_ATTEMPTS", _DEFAULTS.max_recovery_attempts)),
+        help="recoveries after worker deaths before a workflow goes to DEAD_LETTER "
+        "(env DURABLE_MAX_RECOVERY_ATTEMPTS; default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default=_env("DURABLE_LOG_LEVEL", _DEFAULTS.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -130,6 +137,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--pool-size must be at least 1")
     if args.max_payload_bytes < 1:
         parser.error("--max-payload-bytes must be at least 1")
+    if args.max_recovery_attempts < 0:
+        parser.error("--max-recovery-attempts must not be negative")
     if args.max_wait_seconds <= 0:
         parser.error("--max-wait-seconds must be positive")
     if args.metrics_listen is not None:
@@ -158,6 +167,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         max_wait_seconds=args.max_wait_seconds,
         shutdown_grace_seconds=args.shutdown_grace,
         log_level=args.log_level,
+        max_recovery_attempts=args.max_recovery_attempts,
         log_format=args.log_format,
         metrics_listen=args.metrics_listen,
         otel=args.otel,

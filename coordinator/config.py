@@ -34,6 +34,11 @@ class Config:
     metrics_listen: str | None = None
     # Trace RPCs with OpenTelemetry (exporter configured by the standard OTEL_* variables).
     otel: bool = False
+    # A workflow whose workers die more often than this goes to DEAD_LETTER.
+    max_recovery_attempts: int = 10
+    # How often unfinished workflows are checked against their deadlines, and how often an
+    # idle PollWork looks again for workflows whose worker's lease lapsed.
+    sweep_seconds: float = 1.0
     # How often the database is probed for the health service.
     health_probe_seconds: float = 1.0
     # TLS: server certificate chain and key (PEM); with a client CA, clients must present a

@@ -109,3 +109,38 @@ class ShuttingDown(CoordinatorError):
     def __init__(self) -> None:
         super().__init__("coordinator shutting down; retry")
 
+
+class NotOwner(CoordinatorError):
+    """A worker wrote to a workflow that another executor has taken over: it must stop."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "NOT_OWNER"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is now run by another executor; stop running it",
+            workflow_id=workflow_id,
+        )
+
+
+class LeaseExpired(CoordinatorError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "LEASE_EXPIRED"
+
+    def __init__(self, executor_id: str) -> None:
+        super().__init__(
+            f"executor {executor_id!r} holds no live lease; send a Heartbeat first",
+            executor_id=executor_id,
+        )
+
+
+class WorkflowFinished(CoordinatorError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "WORKFLOW_FINISHED"
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} finished with {status}; fork it to run it again",
+            workflow_id=workflow_id,
+            status=status,
+        )

@@ -20,6 +20,7 @@ import psycopg
 
 from coordinator.errors import ShuttingDown
 from coordinator.store.events import EVENT_CHANNEL
+from coordinator.store.workers import WORK_CHANNEL
 from coordinator.store.workflows import WORKFLOW_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ def event_topic(namespace: str, workflow_id: str, key: str) -> Topic:
 def workflow_topic(namespace: str, workflow_id: str) -> Topic:
     return ("workflow", namespace, workflow_id)
 
+
+def work_topic(namespace: str) -> Topic:
+    """Published when workflows become claimable in a namespace (resumed, forked...)."""
+    return ("work", namespace)
 
 
 class Waiter:
@@ -148,6 +153,7 @@ class Listener:
                 ) as conn:
                     await conn.execute(f"LISTEN {EVENT_CHANNEL}")
                     await conn.execute(f"LISTEN {WORKFLOW_CHANNEL}")
+                    await conn.execute(f"LISTEN {WORK_CHANNEL}")
                     self.connected.set()
                     # Anything published while we were not listening was missed.
                     self._hub.wake_all()
@@ -166,5 +172,7 @@ class Listener:
                 self._hub.publish(workflow_topic(note["n"], note["w"]))
             elif channel == EVENT_CHANNEL:
                 self._hub.publish(event_topic(note["n"], note["w"], note["k"]), int(note["v"]))
+            elif channel == WORK_CHANNEL:
+                self._hub.publish(work_topic(note["n"]))
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring malformed notification on %s: %.200r", channel, payload)

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator import metrics, tls, tracing
+from coordinator import metrics, sweeper, tls, tracing
 from coordinator.config import Config
 from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
@@ -89,6 +89,8 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
     await monitor.set_not_serving()
     await server.start()
     health_task = asyncio.create_task(monitor.run(), name="health")
+    # Workflow timeouts and worker-session pruning.
+    sweep_task = asyncio.create_task(sweeper.run(pool, hub, config), name="sweep")
     try:
         await stop.wait()
         log.info("shutting down (grace %.1fs)", config.shutdown_grace_seconds)
@@ -99,7 +101,7 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         hub.close()
         await server.stop(config.shutdown_grace_seconds)
     finally:
-        for task in (health_task, listen_task):
+        for task in (health_task, sweep_task, listen_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
@@ -14,13 +15,19 @@ from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
 from coordinator.errors import InvalidArgument
-from coordinator.notify import Hub, event_topic, workflow_topic
-from coordinator.store import events, steps, workflows
+from coordinator.notify import Hub, event_topic, work_topic, workflow_topic
+from coordinator.store import events, management, steps, workers, workflows
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Longest workflow timeout accepted (a year).
+MAX_TIMEOUT = 365 * 24 * 3600.0
+DEFAULT_LEASE_SECONDS = 10.0
+MAX_WORKFLOW_NAMES = 1000
+MAX_CLAIM = 100
+DEFAULT_POLL_SECONDS = 30.0
 
 
 class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
@@ -53,7 +60,16 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             if request.HasField("input")
             else None
         )
-        record, created = await workflows.start(self._pool, ns, workflow_id, name, input)
+        executor = validation.executor_id(request.executor_id)
+        timeout = None
+        if request.HasField("timeout"):
+            seconds = validation.duration(
+                True, request.timeout, "timeout", default=0, minimum=0.001, maximum=MAX_TIMEOUT
+            )
+            timeout = timedelta(seconds=seconds)
+        record, created = await workflows.start(
+            self._pool, ns, workflow_id, name, input, executor_id=executor, timeout=timeout
+        )
         response = pb.StartWorkflowResponse(workflow=wire.workflow(record), created=created)
         if not created and not record.status.finished:
             history, truncated = await steps.page(
@@ -81,7 +97,21 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             "outcome",
             self._config.max_payload_bytes,
         )
-        record, already = await steps.record(self._pool, ns, workflow_id, step_id, name, outcome)
+        if request.attempts < 0:
+            raise InvalidArgument("attempts", "must not be negative")
+        record, already = await steps.record(
+            self._pool,
+            ns,
+            workflow_id,
+            step_id,
+            name,
+            outcome,
+            executor_id=validation.executor_id(request.executor_id),
+            started_at=validation.timestamp(
+                request.HasField("start_time"), request.start_time, "start_time"
+            ),
+            attempts=request.attempts or 1,
+        )
         return pb.RunStepResponse(step=wire.step(record), already_recorded=already)
 
     @unary
@@ -93,7 +123,15 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         if not request.HasField("value"):
             raise InvalidArgument("value", "required")
         value = validation.payload(request.value, "value", self._config.max_payload_bytes)
-        record, version = await events.set_event(self._pool, ns, workflow_id, step_id, key, value)
+        record, version = await events.set_event(
+            self._pool,
+            ns,
+            workflow_id,
+            step_id,
+            key,
+            value,
+            executor_id=validation.executor_id(request.executor_id),
+        )
         if version is None:
             return pb.SetEventResponse(step=wire.step(record), already_recorded=True)
         # Wake this process's readers now; other coordinators hear the NOTIFY.
@@ -157,7 +195,13 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             "result",
             self._config.max_payload_bytes,
         )
-        record, already = await workflows.finish(self._pool, ns, workflow_id, result)
+        record, already = await workflows.finish(
+            self._pool,
+            ns,
+            workflow_id,
+            result,
+            executor_id=validation.executor_id(request.executor_id),
+        )
         if not already:
             self._hub.publish(workflow_topic(ns, workflow_id))
         return pb.FinishWorkflowResponse(workflow=wire.workflow(record), already_finished=already)
@@ -209,5 +253,178 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             after_step_id=request.after_step_id,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
             byte_budget=self._config.history_budget_bytes,
+            with_failed_attempts=True,
         )
         return pb.ListStepsResponse(steps=[wire.step(s) for s in found], has_more=has_more)
+
+    @unary
+    async def RecordStepAttempt(
+        self, request: pb.RecordStepAttemptRequest, context: Context
+    ) -> pb.RecordStepAttemptResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        step_id = validation.step_id(request.step_id)
+        name = validation.name(request.name, "name")
+        if request.attempt <= 0:
+            raise InvalidArgument("attempt", "must be 1 or greater")
+        if not request.HasField("error"):
+            raise InvalidArgument("error", "required")
+        error = validation.failure(request.error, "error", self._config.max_payload_bytes)
+        await steps.record_attempt(
+            self._pool,
+            ns,
+            workflow_id,
+            step_id,
+            name,
+            request.attempt,
+            error,
+            executor_id=validation.executor_id(request.executor_id),
+            started_at=validation.timestamp(
+                request.HasField("start_time"), request.start_time, "start_time"
+            ),
+            ended_at=validation.timestamp(
+                request.HasField("end_time"), request.end_time, "end_time"
+            ),
+        )
+        return pb.RecordStepAttemptResponse()
+
+    @unary
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
+        ns = self._namespace(context)
+        executor = validation.workflow_id(request.executor_id, "executor_id")
+        worker_name = (
+            validation.name(request.worker_name, "worker_name") if request.worker_name else ""
+        )
+        if len(request.workflow_names) > MAX_WORKFLOW_NAMES:
+            raise InvalidArgument("workflow_names", f"more than {MAX_WORKFLOW_NAMES}")
+        names = [validation.name(n, "workflow_names") for n in request.workflow_names]
+        lease = validation.duration(
+            request.HasField("lease"),
+            request.lease,
+            "lease",
+            default=DEFAULT_LEASE_SECONDS,
+            minimum=1.0,
+            maximum=600.0,
+        )
+        expires, took_over = await workers.heartbeat(
+            self._pool, ns, executor, worker_name, names, timedelta(seconds=lease)
+        )
+        if took_over:
+            self._hub.publish(work_topic(ns))
+        return pb.HeartbeatResponse(lease_expire_time=wire.timestamp(expires))
+
+    @unary
+    async def PollWork(self, request: pb.PollWorkRequest, context: Context) -> pb.PollWorkResponse:
+        ns = self._namespace(context)
+        executor = validation.workflow_id(request.executor_id, "executor_id")
+        if not 0 <= request.max_workflows <= MAX_CLAIM:
+            raise InvalidArgument("max_workflows", f"must be 0-{MAX_CLAIM}")
+        wait = validation.duration(
+            request.HasField("timeout"),
+            request.timeout,
+            "timeout",
+            default=min(DEFAULT_POLL_SECONDS, self._config.max_wait_seconds),
+            minimum=0.0,
+            maximum=self._config.max_wait_seconds,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        with self._hub.subscribe(work_topic(ns)) as waiter:
+            while True:
+                waiter.arm()
+                claimed, dead = await workers.claim(
+                    self._pool,
+                    ns,
+                    executor,
+                    request.max_workflows or 1,
+                    self._config.max_recovery_attempts,
+                )
+                if dead:
+                    await management.notify_status(self._pool, ns, [w.workflow_id for w in dead])
+                    for record in dead:
+                        self._hub.publish(workflow_topic(ns, record.workflow_id))
+                remaining = deadline - loop.time()
+                if claimed or remaining <= 0:
+                    return pb.PollWorkResponse(workflows=[wire.workflow(w) for w in claimed])
+                # ENQUEUED work wakes us at once; a lapsed lease is noticed at the next look.
+                await waiter.wait(min(remaining, self._config.sweep_seconds))
+
+    @unary
+    async def CancelWorkflow(
+        self, request: pb.CancelWorkflowRequest, context: Context
+    ) -> pb.CancelWorkflowResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        record = await management.cancel(self._pool, ns, workflow_id)
+        self._hub.publish(workflow_topic(ns, workflow_id))
+        return pb.CancelWorkflowResponse(workflow=wire.workflow(record))
+
+    @unary
+    async def ResumeWorkflow(
+        self, request: pb.ResumeWorkflowRequest, context: Context
+    ) -> pb.ResumeWorkflowResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        record = await management.resume(self._pool, ns, workflow_id)
+        self._hub.publish(work_topic(ns))
+        return pb.ResumeWorkflowResponse(workflow=wire.workflow(record))
+
+    @unary
+    async def ForkWorkflow(
+        self, request: pb.ForkWorkflowRequest, context: Context
+    ) -> pb.ForkWorkflowResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        start_step = validation.step_id(request.start_step_id, "start_step_id")
+        new_id = (
+            validation.workflow_id(request.new_workflow_id, "new_workflow_id")
+            if request.new_workflow_id
+            else str(uuid.uuid4())
+        )
+        if new_id == workflow_id:
+            raise InvalidArgument("new_workflow_id", "must differ from workflow_id")
+        record = await management.fork(self._pool, ns, workflow_id, start_step, new_id)
+        self._hub.publish(work_topic(ns))
+        return pb.ForkWorkflowResponse(workflow=wire.workflow(record))
+
+    @unary
+    async def ListWorkflows(
+        self, request: pb.ListWorkflowsRequest, context: Context
+    ) -> pb.ListWorkflowsResponse:
+        ns = self._namespace(context)
+        statuses = []
+        for value in request.statuses:
+            status = wire.status_from_wire(value)
+            if status is None:
+                raise InvalidArgument("statuses", f"unknown status {value}")
+            statuses.append(status)
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be 0-{MAX_PAGE_SIZE}")
+        found, next_token = await management.list_workflows(
+            self._pool,
+            ns,
+            statuses=statuses,
+            name=validation.name(request.name, "name") if request.name else "",
+            created_after=validation.timestamp(
+                request.HasField("created_after"), request.created_after, "created_after"
+            ),
+            created_before=validation.timestamp(
+                request.HasField("created_before"), request.created_before, "created_before"
+            ),
+            limit=request.page_size or DEFAULT_PAGE_SIZE,
+            page_token=request.page_token,
+        )
+        return pb.ListWorkflowsResponse(
+            workflows=[wire.workflow(w) for w in found], next_page_token=next_token
+        )
+
+    @unary
+    async def ListEvents(
+        self, request: pb.ListEventsRequest, context: Context
+    ) -> pb.ListEventsResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        entries = await management.list_events(self._pool, ns, workflow_id)
+        return pb.ListEventsResponse(events=[wire.event_entry(e) for e in entries])

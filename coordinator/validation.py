@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from typing import NoReturn
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from coordinator.errors import InvalidArgument
 from coordinator.store.records import Failure, Payload
@@ -115,3 +116,34 @@ def timeout(present: bool, value: duration_pb2.Duration, field: str, max_seconds
     if seconds > max_seconds:
         raise InvalidArgument(field, f"must be at most {max_seconds:g} seconds")
     return seconds
+
+
+def executor_id(value: str, field: str = "executor_id") -> str:
+    """An optional worker session ID: empty, or shaped like a workflow ID."""
+    return workflow_id(value, field) if value else ""
+
+
+def duration(
+    present: bool,
+    value: duration_pb2.Duration,
+    field: str,
+    *,
+    default: float,
+    minimum: float,
+    maximum: float,
+) -> float:
+    """A duration in seconds within [minimum, maximum]; absent means `default`."""
+    if not present:
+        return default
+    seconds = timeout(True, value, field, maximum)
+    if seconds < minimum:
+        raise InvalidArgument(field, f"must be at least {minimum:g} seconds")
+    return seconds
+
+
+def timestamp(present: bool, value: timestamp_pb2.Timestamp, field: str) -> datetime | None:
+    if not present:
+        return None
+    if not 0 <= value.nanos < 10**9 or not -62_135_596_800 <= value.seconds <= 253_402_300_799:
+        raise InvalidArgument(field, "not a valid Timestamp")
+    return value.ToDatetime(tzinfo=timezone.utc)

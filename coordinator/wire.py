@@ -7,6 +7,7 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from coordinator.store.records import (
+    EventEntry,
     EventValue,
     Failure,
     Outcome,
@@ -22,12 +23,23 @@ _STATUS = {
     Status.PENDING: pb.WORKFLOW_STATUS_PENDING,
     Status.SUCCESS: pb.WORKFLOW_STATUS_SUCCESS,
     Status.ERROR: pb.WORKFLOW_STATUS_ERROR,
+    Status.CANCELLED: pb.WORKFLOW_STATUS_CANCELLED,
+    Status.DEAD_LETTER: pb.WORKFLOW_STATUS_DEAD_LETTER,
+    Status.ENQUEUED: pb.WORKFLOW_STATUS_ENQUEUED,
 }
 _KIND = {StepKind.STEP: pb.STEP_KIND_STEP, StepKind.SET_EVENT: pb.STEP_KIND_SET_EVENT}
 
 
 def status(value: Status) -> pb.WorkflowStatus.ValueType:
     return _STATUS[value]
+
+
+def status_from_wire(value: int) -> Status | None:
+    """The status a wire enum value names; None for UNSPECIFIED or unknown values."""
+    for known, wire_value in _STATUS.items():
+        if wire_value == value:
+            return known
+    return None
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -63,17 +75,37 @@ def workflow(record: WorkflowRecord) -> pb.Workflow:
     )
     if record.input is not None:
         message.input.CopyFrom(payload(record.input))
+    if record.executor_id:
+        message.executor_id = record.executor_id
+    message.recovery_attempts = record.recovery_attempts
+    if record.deadline_at is not None:
+        message.deadline.CopyFrom(timestamp(record.deadline_at))
+    if record.forked_from:
+        message.forked_from = record.forked_from
     return message
 
 
 def step(record: StepRecord) -> pb.Step:
-    return pb.Step(
+    message = pb.Step(
         step_id=record.step_id,
         name=record.name,
         kind=_KIND[record.kind],
         record_time=timestamp(record.recorded_at),
+        attempts=record.attempts,
+        failed_attempts=[
+            pb.StepAttempt(
+                attempt=a.attempt,
+                error=failure(a.error),
+                start_time=timestamp(a.started_at) if a.started_at else None,
+                end_time=timestamp(a.ended_at),
+            )
+            for a in record.failed_attempts
+        ],
         **_outcome_fields(record.outcome),  # type: ignore[arg-type]
     )
+    if record.started_at is not None:
+        message.start_time.CopyFrom(timestamp(record.started_at))
+    return message
 
 
 def event(value: EventValue) -> pb.GetEventResponse:
@@ -82,3 +114,7 @@ def event(value: EventValue) -> pb.GetEventResponse:
             value=payload(value.value), version=value.version, set_time=timestamp(value.set_at)
         )
     )
+
+
+def event_entry(entry: EventEntry) -> pb.Event:
+    return pb.Event(key=entry.key, value=event(entry.value).event)

@@ -13,23 +13,21 @@ from coordinator.store.records import (
     StepKind,
     StepRecord,
 )
-from coordinator.store.steps import resolve_unrecorded
+from coordinator.store.steps import WRITABLE, resolve_unrecorded
 
 EVENT_CHANNEL = "durable_event"
 
 # One statement, one commit: record the step (only for a PENDING workflow and only once),
 # then upsert the latest value, append history, and NOTIFY (delivered at commit). If the
 # step was already recorded, `step` is empty and nothing else happens.
-# FOR SHARE on the workflow row (see steps.py) keeps a value from being set after the
-# workflow finished, which a follower that got `workflow_finished` would never see.
+# WRITABLE (see steps.py) keeps a value from being set after the workflow finished, which a
+# follower that got `workflow_finished` would never see.
 _SET = f"""
 WITH step AS (
     INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
                                output_encoding, output_data)
     SELECT %(wf)s, %(ns)s, %(step)s, %(key)s, 'SET_EVENT', 'json', 'null'
-     WHERE EXISTS (SELECT 1 FROM durable.workflows
-                    WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
-                       FOR SHARE)
+     WHERE {WRITABLE}
     ON CONFLICT (workflow_id, namespace, step_id) DO NOTHING
     RETURNING {rows.STEP_COLUMNS}
 ), latest AS (
@@ -81,6 +79,8 @@ async def set_event(
     step_id: int,
     key: str,
     value: Payload,
+    *,
+    executor_id: str = "",
 ) -> tuple[StepRecord, int | None]:
     """Publish `key` = `value` as step `step_id`.
 
@@ -90,6 +90,7 @@ async def set_event(
     params = {
         "ns": namespace,
         "wf": workflow_id,
+        "exec": executor_id,
         "step": step_id,
         "key": key,
         "enc": value.encoding,
@@ -99,9 +100,9 @@ async def set_event(
         cur = await conn.execute(_SET, params)
         row = await cur.fetchone()
         if row is not None:
-            return rows.step(row), row[9]
+            return rows.step(row), row[rows.STEP_WIDTH]
         recorded = await resolve_unrecorded(
-            conn, namespace, workflow_id, step_id, StepKind.SET_EVENT, key
+            conn, namespace, workflow_id, step_id, StepKind.SET_EVENT, key, executor_id
         )
         return recorded, None
 

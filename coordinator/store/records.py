@@ -13,10 +13,19 @@ class Status(str, enum.Enum):
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    DEAD_LETTER = "DEAD_LETTER"
+    ENQUEUED = "ENQUEUED"
 
     @property
     def finished(self) -> bool:
-        return self is not Status.PENDING
+        """No longer running: a waiter stops waiting (CANCELLED and DEAD_LETTER may be
+        resumed later, but nothing runs until then)."""
+        return self not in (Status.PENDING, Status.ENQUEUED)
+
+    @property
+    def runnable(self) -> bool:
+        return self in (Status.PENDING, Status.ENQUEUED)
 
 
 class StepKind(str, enum.Enum):
@@ -52,6 +61,20 @@ class WorkflowRecord:
     result: Outcome | None
     created_at: datetime
     updated_at: datetime
+    executor_id: str | None = None
+    recovery_attempts: int = 0
+    deadline_at: datetime | None = None
+    forked_from: str | None = None
+
+
+@dataclass(frozen=True)
+class StepAttempt:
+    """A failed attempt of a step that was retried."""
+
+    attempt: int
+    error: Failure
+    started_at: datetime | None
+    ended_at: datetime
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,9 @@ class StepRecord:
     kind: StepKind
     outcome: Outcome
     recorded_at: datetime
+    started_at: datetime | None = None
+    attempts: int = 1
+    failed_attempts: tuple[StepAttempt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,3 +105,11 @@ class EventSnapshot:
     values: list[EventValue]
     # True when more history rows follow the ones returned.
     has_more: bool
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """An event key with its latest value."""
+
+    key: str
+    value: EventValue

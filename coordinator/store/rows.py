@@ -19,10 +19,11 @@ Row = tuple[Any, ...]
 
 WORKFLOW_COLUMNS = """workflow_id, name, status, input_encoding, input_data,
     output_encoding, output_data, error_type, error_message, error_details,
-    created_at, updated_at"""
+    created_at, updated_at, executor_id, recovery_attempts, deadline_at, forked_from"""
 
 STEP_COLUMNS = """step_id, name, kind, output_encoding, output_data,
-    error_type, error_message, error_details, recorded_at"""
+    error_type, error_message, error_details, recorded_at, started_at, attempts"""
+STEP_WIDTH = STEP_COLUMNS.count(",") + 1
 
 
 def outcome(
@@ -62,6 +63,7 @@ def workflow(row: Row) -> WorkflowRecord:
     wid, name, status, in_enc, in_data, out_enc, out_data, e_type, e_msg, e_det = row[:10]
     created_at: datetime = row[10]
     updated_at: datetime = row[11]
+    executor_id, recovery_attempts, deadline_at, forked_from = row[12:16]
     return WorkflowRecord(
         workflow_id=wid,
         name=name,
@@ -70,12 +72,17 @@ def workflow(row: Row) -> WorkflowRecord:
         result=outcome(out_enc, out_data, e_type, e_msg, e_det),
         created_at=created_at,
         updated_at=updated_at,
+        executor_id=executor_id,
+        recovery_attempts=recovery_attempts,
+        deadline_at=deadline_at,
+        forked_from=forked_from,
     )
 
 
 def step(row: Row) -> StepRecord:
     step_id, name, kind, out_enc, out_data, e_type, e_msg, e_det, recorded_at = row[:9]
+    started_at, attempts = row[9:11]
     result = outcome(out_enc, out_data, e_type, e_msg, e_det)
     # The table's CHECK constraint guarantees exactly one outcome.
     assert result is not None
-    return StepRecord(step_id, name, StepKind(kind), result, recorded_at)
+    return StepRecord(step_id, name, StepKind(kind), result, recorded_at, started_at, attempts)

@@ -2,33 +2,60 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator.errors import StepNameMismatch, WorkflowNotFound, WorkflowNotPending
+from coordinator.errors import NotOwner, StepNameMismatch, WorkflowNotFound, WorkflowNotPending
 from coordinator.store import rows
-from coordinator.store.records import Outcome, StepKind, StepRecord
+from coordinator.store.records import Failure, Outcome, StepAttempt, StepKind, StepRecord
 
-# Records only for a PENDING workflow; on conflict the row stays as first written.
-# FOR SHARE holds the workflow row until commit: a concurrent FinishWorkflow waits for this
-# step, or, if it committed first, the row is re-checked, no longer PENDING, and nothing is
-# recorded. Without the lock a step could land after the workflow finished.
+# The guard of every write a running workflow makes: it is PENDING and, when the caller
+# names its executor (a worker), still runs under that executor. FOR SHARE holds the
+# workflow row until commit: a concurrent finish, cancel or takeover waits for this write,
+# or, if it committed first, the row is re-checked and nothing is written. Without the lock
+# a step could land after the workflow finished.
+WRITABLE = """EXISTS (SELECT 1 FROM durable.workflows
+                WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
+                  AND (%(exec)s = '' OR executor_id = %(exec)s)
+                  FOR SHARE)"""
+
+# On conflict the row stays as first written.
 _RECORD = f"""
 INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
-                           output_encoding, output_data, error_type, error_message, error_details)
+                           output_encoding, output_data, error_type, error_message, error_details,
+                           started_at, attempts)
 SELECT %(wf)s, %(ns)s, %(step)s, %(name)s, 'STEP',
-       %(out_enc)s, %(out_data)s, %(err_type)s, %(err_msg)s, %(err_details)s
- WHERE EXISTS (SELECT 1 FROM durable.workflows
-                WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
-                   FOR SHARE)
+       %(out_enc)s, %(out_data)s, %(err_type)s, %(err_msg)s, %(err_details)s,
+       %(started_at)s, %(attempts)s
+ WHERE {WRITABLE}
 ON CONFLICT (workflow_id, namespace, step_id) DO NOTHING
 RETURNING {rows.STEP_COLUMNS}"""
 
-# Why a record was not inserted: the step exists, or the workflow is missing or finished.
+_RECORD_ATTEMPT = f"""
+INSERT INTO durable.step_attempts (workflow_id, namespace, step_id, attempt, name,
+                                   error_type, error_message, error_details, started_at, ended_at)
+SELECT %(wf)s, %(ns)s, %(step)s, %(attempt)s, %(name)s,
+       %(err_type)s, %(err_msg)s, %(err_details)s, %(started_at)s,
+       coalesce(%(ended_at)s, clock_timestamp())
+ WHERE {WRITABLE}
+ON CONFLICT (workflow_id, namespace, step_id, attempt) DO NOTHING
+RETURNING attempt"""
+
+_FAILED_ATTEMPTS = """
+SELECT step_id, attempt, error_type, error_message, error_details, started_at, ended_at
+  FROM durable.step_attempts
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND step_id = ANY(%(steps)s)
+ ORDER BY step_id, attempt"""
+
+# Why a write did nothing: the step exists, or the workflow is missing, finished, or run by
+# another executor.
 _DIAGNOSE = f"""
-SELECT w.status, {", ".join("s." + c.strip() for c in rows.STEP_COLUMNS.split(","))}
+SELECT w.status, w.executor_id,
+       {", ".join("s." + c.strip() for c in rows.STEP_COLUMNS.split(","))}
   FROM durable.workflows w
   LEFT JOIN durable.steps s
          ON s.workflow_id = w.workflow_id AND s.namespace = w.namespace AND s.step_id = %(step)s
@@ -65,19 +92,26 @@ async def resolve_unrecorded(
     step_id: int,
     kind: StepKind,
     name: str,
+    executor_id: str,
 ) -> StepRecord:
-    """After an insert that recorded nothing: return the step recorded first, or raise why.
+    """After a write that recorded nothing: return the step recorded first, or raise why.
 
-    Raises WorkflowNotFound, WorkflowNotPending, or StepNameMismatch when the recorded step
-    at this position is a different operation (the replay is not deterministic).
+    A step already recorded comes back even to an executor that lost the workflow (replaying
+    it changes nothing); its next new step fails. Raises WorkflowNotFound,
+    WorkflowNotPending, NotOwner, or StepNameMismatch when the recorded step at this
+    position is a different operation (the replay is not deterministic).
     """
     cur = await conn.execute(_DIAGNOSE, {"ns": namespace, "wf": workflow_id, "step": step_id})
     row = await cur.fetchone()
     if row is None:
         raise WorkflowNotFound(workflow_id)
-    status, step_row = row[0], row[1:]
+    status, owner, step_row = row[0], row[1], row[2:]
     if step_row[0] is None:
-        raise WorkflowNotPending(workflow_id, status)
+        if status != "PENDING":
+            raise WorkflowNotPending(workflow_id, status)
+        if executor_id and owner != executor_id:
+            raise NotOwner(workflow_id)
+        raise WorkflowNotPending(workflow_id, status)  # changed again since the write
     recorded = rows.step(step_row)
     if (recorded.kind, recorded.name) != (kind, name):
         raise StepNameMismatch(
@@ -93,6 +127,10 @@ async def record(
     step_id: int,
     name: str,
     outcome: Outcome,
+    *,
+    executor_id: str = "",
+    started_at: datetime | None = None,
+    attempts: int = 1,
 ) -> tuple[StepRecord, bool]:
     """Record a step's outcome; the bool says another outcome was recorded first."""
     params = {
@@ -100,6 +138,9 @@ async def record(
         "wf": workflow_id,
         "step": step_id,
         "name": name,
+        "exec": executor_id,
+        "started_at": started_at,
+        "attempts": attempts,
         **rows.outcome_columns(outcome),
     }
     async with pool.connection() as conn:
@@ -108,9 +149,54 @@ async def record(
         if row is not None:
             return rows.step(row), False
         recorded = await resolve_unrecorded(
-            conn, namespace, workflow_id, step_id, StepKind.STEP, name
+            conn, namespace, workflow_id, step_id, StepKind.STEP, name, executor_id
         )
         return recorded, True
+
+
+async def record_attempt(
+    pool: AsyncConnectionPool,
+    namespace: str,
+    workflow_id: str,
+    step_id: int,
+    name: str,
+    attempt: int,
+    error: Failure,
+    *,
+    executor_id: str = "",
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> None:
+    """Record a failed attempt of a step that will be retried (once per attempt)."""
+    params = {
+        "ns": namespace,
+        "wf": workflow_id,
+        "step": step_id,
+        "name": name,
+        "attempt": attempt,
+        "exec": executor_id,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        **rows.outcome_columns(error),
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(_RECORD_ATTEMPT, params)
+        if await cur.fetchone() is not None:
+            return
+        # Not written: a duplicate of this attempt (fine), or why not.
+        cur = await conn.execute(
+            "SELECT status, executor_id FROM durable.workflows"
+            " WHERE workflow_id = %(wf)s AND namespace = %(ns)s",
+            params,
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    status, owner = row
+    if status != "PENDING":
+        raise WorkflowNotPending(workflow_id, status)
+    if executor_id and owner != executor_id:
+        raise NotOwner(workflow_id)
 
 
 async def page(
@@ -120,10 +206,13 @@ async def page(
     after_step_id: int,
     limit: int,
     byte_budget: int,
+    *,
+    with_failed_attempts: bool = False,
 ) -> tuple[list[StepRecord], bool]:
     """Steps after `after_step_id` in order, at most `limit` and about `byte_budget` bytes.
 
-    The bool says more steps follow.
+    The bool says more steps follow. With `with_failed_attempts`, each step carries the
+    failed attempts that preceded its outcome.
     """
     params = {
         "ns": namespace,
@@ -135,6 +224,17 @@ async def page(
     async with pool.connection() as conn:
         cur = await conn.execute(_PAGE, params)
         found = await cur.fetchall()
-    steps = [rows.step(row) for row in found]
+        steps = [rows.step(row) for row in found]
+        if with_failed_attempts and any(step.attempts > 1 for step in steps):
+            retried = [step.step_id for step in steps if step.attempts > 1]
+            cur = await conn.execute(_FAILED_ATTEMPTS, {**params, "steps": retried})
+            failed: dict[int, list[StepAttempt]] = {}
+            for step_id, attempt, e_type, e_msg, e_det, started, ended in await cur.fetchall():
+                failed.setdefault(step_id, []).append(
+                    StepAttempt(attempt, Failure(e_type, e_msg, e_det), started, ended)
+                )
+            steps = [
+                replace(step, failed_attempts=tuple(failed.get(step.step_id, ()))) for step in steps
+            ]
     has_more = bool(found) and found[-1][0] < found[-1][-1]
     return steps, has_more

@@ -1,0 +1,214 @@
+"""Operating on workflows from outside: cancel, resume, fork, timeouts, listing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from coordinator.errors import InvalidArgument, WorkflowFinished
+from coordinator.store import rows
+from coordinator.store.records import EventEntry, EventValue, Payload, Status, WorkflowRecord
+from coordinator.store.workers import WORK_CHANNEL
+from coordinator.store.workflows import WORKFLOW_CHANNEL, get
+
+_NOTIFY_STATUS = f"""
+SELECT pg_notify('{WORKFLOW_CHANNEL}', json_build_object('n', %(ns)s::text, 'w', w)::text)
+  FROM unnest(%(ids)s::text[]) AS w"""
+
+_NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
+
+_CANCEL = f"""
+UPDATE durable.workflows SET status = 'CANCELLED', updated_at = clock_timestamp()
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('PENDING', 'ENQUEUED')
+RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+_RESUME = f"""
+UPDATE durable.workflows
+   SET status = 'ENQUEUED', executor_id = NULL, recovery_attempts = 0, deadline_at = NULL,
+       updated_at = clock_timestamp()
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('CANCELLED', 'DEAD_LETTER')
+RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+# Timeouts: every coordinator runs this now and then; racing runs are harmless.
+_CANCEL_EXPIRED = """
+UPDATE durable.workflows SET status = 'CANCELLED', updated_at = clock_timestamp()
+ WHERE deadline_at <= clock_timestamp() AND status IN ('PENDING', 'ENQUEUED')
+RETURNING namespace, workflow_id"""
+
+_FORK_WORKFLOW = f"""
+INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding, input_data,
+                               forked_from)
+SELECT %(new)s, namespace, name, 'ENQUEUED', input_encoding, input_data, workflow_id
+  FROM durable.workflows WHERE workflow_id = %(wf)s AND namespace = %(ns)s
+ON CONFLICT (workflow_id, namespace) DO NOTHING
+RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+_FORK_STEPS = """
+INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind, output_encoding,
+                           output_data, error_type, error_message, error_details, recorded_at,
+                           started_at, attempts)
+SELECT %(new)s, namespace, step_id, name, kind, output_encoding, output_data, error_type,
+       error_message, error_details, recorded_at, started_at, attempts
+  FROM durable.steps
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND step_id < %(start)s"""
+
+# The events the copied steps set: their history, and the latest of it per key.
+_FORK_EVENT_HISTORY = """
+INSERT INTO durable.event_history (workflow_id, namespace, key, version, step_id, encoding,
+                                   data, set_at)
+SELECT %(new)s, namespace, key, version, step_id, encoding, data, set_at
+  FROM durable.event_history
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND step_id < %(start)s"""
+
+_FORK_EVENTS = """
+INSERT INTO durable.events (workflow_id, namespace, key, version, encoding, data, set_at)
+SELECT DISTINCT ON (key) workflow_id, namespace, key, version, encoding, data, set_at
+  FROM durable.event_history
+ WHERE workflow_id = %(new)s AND namespace = %(ns)s
+ ORDER BY key, version DESC"""
+
+_LIST = f"""
+SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
+ WHERE namespace = %(ns)s
+   AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
+   AND (%(name)s = '' OR name = %(name)s)
+   AND (%(after)s::timestamptz IS NULL OR created_at >= %(after)s)
+   AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)
+   AND (%(cursor_time)s::timestamptz IS NULL
+        OR (created_at, workflow_id) < (%(cursor_time)s, %(cursor_id)s))
+ ORDER BY created_at DESC, workflow_id DESC
+ LIMIT %(limit)s"""
+
+_EVENTS = """
+SELECT key, version, encoding, data, set_at FROM durable.events
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s
+ ORDER BY key"""
+
+
+async def _notify_status(conn: AsyncConnection[object], namespace: str, ids: list[str]) -> None:
+    if ids:
+        await conn.execute(_NOTIFY_STATUS, {"ns": namespace, "ids": ids})
+
+
+async def notify_status(pool: AsyncConnectionPool, namespace: str, ids: list[str]) -> None:
+    """Wake every coordinator's waiters on these workflows (their status changed)."""
+    async with pool.connection() as conn:
+        await _notify_status(conn, namespace, ids)
+
+
+async def cancel(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> WorkflowRecord:
+    """Cancel a PENDING or ENQUEUED workflow; a finished one comes back unchanged."""
+    params = {"ns": namespace, "wf": workflow_id}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(_CANCEL, params)
+        row = await cur.fetchone()
+        if row is not None:
+            await _notify_status(conn, namespace, [workflow_id])
+            return rows.workflow(row)
+    return await get(pool, namespace, workflow_id)
+
+
+async def resume(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> WorkflowRecord:
+    """Make a CANCELLED or DEAD_LETTER workflow ENQUEUED for a worker to continue."""
+    params = {"ns": namespace, "wf": workflow_id}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(_RESUME, params)
+        row = await cur.fetchone()
+        if row is not None:
+            await conn.execute(_NOTIFY_WORK, params)
+            return rows.workflow(row)
+    current = await get(pool, namespace, workflow_id)
+    if current.status in (Status.SUCCESS, Status.ERROR):
+        raise WorkflowFinished(workflow_id, current.status.value)
+    return current
+
+
+async def fork(
+    pool: AsyncConnectionPool, namespace: str, workflow_id: str, start_step_id: int, new_id: str
+) -> WorkflowRecord:
+    """A new ENQUEUED workflow reusing the outcomes of steps before `start_step_id`."""
+    params = {"ns": namespace, "wf": workflow_id, "new": new_id, "start": start_step_id}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(_FORK_WORKFLOW, params)
+        row = await cur.fetchone()
+        if row is None:
+            await get(pool, namespace, workflow_id)  # WorkflowNotFound for a missing source
+            # The new ID exists already: a repeated fork returns the first one.
+            existing = await get(pool, namespace, new_id)
+            if existing.forked_from != workflow_id:
+                raise InvalidArgument("new_workflow_id", "already names another workflow")
+            return existing
+        await conn.execute(_FORK_STEPS, params)
+        await conn.execute(_FORK_EVENT_HISTORY, params)
+        await conn.execute(_FORK_EVENTS, params)
+        await conn.execute(_NOTIFY_WORK, params)
+        return rows.workflow(row)
+
+
+async def cancel_expired(pool: AsyncConnectionPool) -> list[tuple[str, str]]:
+    """Cancel every unfinished workflow past its deadline; returns (namespace, id) pairs."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(_CANCEL_EXPIRED)
+        expired: list[tuple[str, str]] = [(ns, wf) for ns, wf in await cur.fetchall()]
+        for namespace in {ns for ns, _ in expired}:
+            await _notify_status(conn, namespace, [wf for ns, wf in expired if ns == namespace])
+    return expired
+
+
+def _encode_cursor(record: WorkflowRecord) -> str:
+    raw = json.dumps([record.created_at.isoformat(), record.workflow_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(token: str) -> tuple[datetime, str]:
+    try:
+        created, workflow_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(created), str(workflow_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument("page_token", "not a token from a previous page") from exc
+
+
+async def list_workflows(
+    pool: AsyncConnectionPool,
+    namespace: str,
+    *,
+    statuses: list[Status],
+    name: str,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    page_token: str,
+) -> tuple[list[WorkflowRecord], str]:
+    """A page of workflows, newest first, and the token of the next page ('' at the end)."""
+    cursor_time, cursor_id = _decode_cursor(page_token) if page_token else (None, "")
+    params = {
+        "ns": namespace,
+        "statuses": [s.value for s in statuses],
+        "name": name,
+        "after": created_after,
+        "before": created_before,
+        "cursor_time": cursor_time,
+        "cursor_id": cursor_id,
+        "limit": limit + 1,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(_LIST, params)
+        found = [rows.workflow(row) for row in await cur.fetchall()]
+    page = found[:limit]
+    return page, _encode_cursor(page[-1]) if len(found) > limit else ""
+
+
+async def list_events(
+    pool: AsyncConnectionPool, namespace: str, workflow_id: str
+) -> list[EventEntry]:
+    await get(pool, namespace, workflow_id)  # WorkflowNotFound
+    async with pool.connection() as conn:
+        cur = await conn.execute(_EVENTS, {"ns": namespace, "wf": workflow_id})
+        return [
+            EventEntry(key, EventValue(version, Payload(encoding, bytes(data)), set_at))
+            for key, version, encoding, data, set_at in await cur.fetchall()
+        ]

@@ -1,0 +1,141 @@
+"""Worker leases and claiming work: recovery of workflows whose worker died."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from psycopg_pool import AsyncConnectionPool
+
+from coordinator.errors import LeaseExpired
+from coordinator.store import rows
+from coordinator.store.records import Status, WorkflowRecord
+
+WORK_CHANNEL = "durable_work"
+
+# A new session announcing a worker name ends the older sessions' leases with that name, so
+# their workflows are recoverable at once (and claimed by this session first).
+_END_OLDER_SESSIONS = f"""
+WITH ended AS (
+    UPDATE durable.workers SET lease_expires_at = clock_timestamp()
+     WHERE namespace = %(ns)s AND worker_name = %(worker)s AND executor_id <> %(exec)s
+       AND lease_expires_at > clock_timestamp()
+ RETURNING executor_id
+)
+SELECT count(*), pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)
+  FROM ended HAVING count(*) > 0"""
+
+_RENEW = """
+INSERT INTO durable.workers (executor_id, namespace, worker_name, workflow_names,
+                             lease_expires_at)
+VALUES (%(exec)s, %(ns)s, NULLIF(%(worker)s, ''), %(names)s, clock_timestamp() + %(lease)s)
+ON CONFLICT (executor_id, namespace) DO UPDATE
+   SET worker_name = EXCLUDED.worker_name, workflow_names = EXCLUDED.workflow_names,
+       lease_expires_at = EXCLUDED.lease_expires_at
+RETURNING lease_expires_at"""
+
+# Claim runnable workflows this executor can run: ENQUEUED ones, and PENDING ones whose
+# executor holds no live lease. SKIP LOCKED lets many workers claim at once without ever
+# handing one workflow to two of them. A workflow recovered more often than allowed goes to
+# DEAD_LETTER instead of to the worker.
+_CLAIM = f"""
+WITH me AS (
+    SELECT worker_name, workflow_names FROM durable.workers
+     WHERE executor_id = %(exec)s AND namespace = %(ns)s
+       AND lease_expires_at > clock_timestamp()
+), candidates AS (
+    SELECT w.workflow_id, w.status AS was, w.recovery_attempts
+      FROM durable.workflows w
+      LEFT JOIN durable.workers k
+             ON k.executor_id = w.executor_id AND k.namespace = w.namespace
+     WHERE w.namespace = %(ns)s
+       AND w.status IN ('PENDING', 'ENQUEUED')
+       AND w.name = ANY ((SELECT workflow_names FROM me)::text[])
+       AND (w.status = 'ENQUEUED'
+            OR (w.executor_id IS NOT NULL AND w.executor_id <> %(exec)s
+                AND (k.executor_id IS NULL OR k.lease_expires_at <= clock_timestamp())))
+     ORDER BY (k.worker_name IS NOT NULL
+               AND k.worker_name = (SELECT worker_name FROM me)) DESC,
+              w.created_at
+     LIMIT %(limit)s
+       FOR UPDATE OF w SKIP LOCKED
+)
+UPDATE durable.workflows w
+   SET status = CASE WHEN c.was = 'PENDING' AND c.recovery_attempts >= %(max_recoveries)s
+                     THEN 'DEAD_LETTER' ELSE 'PENDING' END,
+       executor_id = CASE WHEN c.was = 'PENDING' AND c.recovery_attempts >= %(max_recoveries)s
+                          THEN w.executor_id ELSE %(exec)s END,
+       recovery_attempts = w.recovery_attempts + CASE WHEN c.was = 'PENDING' THEN 1 ELSE 0 END,
+       updated_at = clock_timestamp()
+  FROM candidates c
+ WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s
+RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}"""
+
+_HAS_LEASE = """
+SELECT 1 FROM durable.workers
+ WHERE executor_id = %(exec)s AND namespace = %(ns)s AND lease_expires_at > clock_timestamp()"""
+
+# Sessions whose lease lapsed long ago and that run nothing are only clutter.
+_PRUNE = """
+DELETE FROM durable.workers k
+ WHERE k.lease_expires_at < clock_timestamp() - interval '1 hour'
+   AND NOT EXISTS (SELECT 1 FROM durable.workflows w
+                    WHERE w.executor_id = k.executor_id AND w.namespace = k.namespace
+                      AND w.status = 'PENDING')"""
+
+
+async def heartbeat(
+    pool: AsyncConnectionPool,
+    namespace: str,
+    executor_id: str,
+    worker_name: str,
+    workflow_names: list[str],
+    lease: timedelta,
+) -> tuple[datetime, bool]:
+    """Register or renew a lease; returns its expiry and whether older sessions of the same
+    worker name were ended (their work is now claimable)."""
+    params = {
+        "ns": namespace,
+        "exec": executor_id,
+        "worker": worker_name,
+        "names": workflow_names,
+        "lease": lease,
+    }
+    async with pool.connection() as conn, conn.transaction():
+        ended = False
+        if worker_name:
+            cur = await conn.execute(_END_OLDER_SESSIONS, params)
+            ended = await cur.fetchone() is not None
+        cur = await conn.execute(_RENEW, params)
+        row = await cur.fetchone()
+    assert row is not None
+    expires: datetime = row[0]
+    return expires, ended
+
+
+async def claim(
+    pool: AsyncConnectionPool, namespace: str, executor_id: str, limit: int, max_recoveries: int
+) -> tuple[list[WorkflowRecord], list[WorkflowRecord]]:
+    """Claim up to `limit` workflows for this executor.
+
+    Returns (claimed, dead_lettered). Raises LeaseExpired without a live lease.
+    """
+    params = {
+        "ns": namespace,
+        "exec": executor_id,
+        "limit": limit,
+        "max_recoveries": max_recoveries,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(_HAS_LEASE, params)
+        if await cur.fetchone() is None:
+            raise LeaseExpired(executor_id)
+        cur = await conn.execute(_CLAIM, params)
+        found = [rows.workflow(row) for row in await cur.fetchall()]
+    claimed = [w for w in found if w.status is Status.PENDING]
+    dead = [w for w in found if w.status is Status.DEAD_LETTER]
+    return claimed, dead
+
+
+async def prune(pool: AsyncConnectionPool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(_PRUNE)
