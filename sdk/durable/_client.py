@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -115,9 +116,21 @@ class Client:
         )
 
     def start_workflow(
-        self, workflow_id: str, name: str, input: pb.Payload
+        self,
+        workflow_id: str,
+        name: str,
+        input: pb.Payload,
+        *,
+        executor_id: str = "",
+        timeout: float | None = None,
     ) -> pb.StartWorkflowResponse:
-        request = pb.StartWorkflowRequest(workflow_id=workflow_id, name=name, input=input)
+        """Start (or take over, with an `executor_id`) a workflow; `timeout` in seconds
+        cancels it if it has not finished by then."""
+        request = pb.StartWorkflowRequest(
+            workflow_id=workflow_id, name=name, input=input, executor_id=executor_id
+        )
+        if timeout is not None:
+            request.timeout.CopyFrom(duration(timeout))
         return self._unary(self._stub.StartWorkflow, request)
 
     def history(self, started: pb.StartWorkflowResponse) -> list[pb.Step]:
@@ -161,6 +174,70 @@ class Client:
             return reply
 
         return _call(attempt, self.retry, _RETRY_UNAVAILABLE)
+
+    def record_step_attempt(self, request: pb.RecordStepAttemptRequest) -> None:
+        self._unary(self._stub.RecordStepAttempt, request)
+
+    def heartbeat(
+        self, executor_id: str, worker_name: str, workflow_names: list[str], lease: float
+    ) -> pb.HeartbeatResponse:
+        request = pb.HeartbeatRequest(
+            executor_id=executor_id,
+            worker_name=worker_name,
+            workflow_names=workflow_names,
+            lease=duration(lease),
+        )
+        return self._unary(self._stub.Heartbeat, request)
+
+    def poll_work(self, executor_id: str, max_workflows: int, wait: float) -> list[pb.Workflow]:
+        """Claim up to `max_workflows`, waiting up to `wait` seconds for some.
+
+        Not retried here: a reply lost after the coordinator claimed would strand those
+        workflows, so the deadline is generous and the caller simply polls again.
+        """
+        request = pb.PollWorkRequest(
+            executor_id=executor_id, max_workflows=max_workflows, timeout=duration(wait)
+        )
+        try:
+            reply = self._stub.PollWork(request, timeout=wait + WAIT_MARGIN_SECONDS)
+        except grpc.RpcError as error:
+            raise _typed_error(error) from None
+        return list(reply.workflows)
+
+    def cancel_workflow(self, workflow_id: str) -> pb.Workflow:
+        request = pb.CancelWorkflowRequest(workflow_id=workflow_id)
+        return self._unary(self._stub.CancelWorkflow, request).workflow
+
+    def resume_workflow(self, workflow_id: str) -> pb.Workflow:
+        request = pb.ResumeWorkflowRequest(workflow_id=workflow_id)
+        return self._unary(self._stub.ResumeWorkflow, request).workflow
+
+    def fork_workflow(
+        self, workflow_id: str, start_step_id: int, new_workflow_id: str = ""
+    ) -> pb.Workflow:
+        """Fork from `start_step_id`; the new ID is generated here when not given, so a
+        retried call cannot fork twice."""
+        request = pb.ForkWorkflowRequest(
+            workflow_id=workflow_id,
+            start_step_id=start_step_id,
+            new_workflow_id=new_workflow_id or str(uuid.uuid4()),
+        )
+        return self._unary(self._stub.ForkWorkflow, request).workflow
+
+    def list_workflows(self, request: pb.ListWorkflowsRequest) -> pb.ListWorkflowsResponse:
+        return self._unary(self._stub.ListWorkflows, request, read=True)
+
+    def list_steps(
+        self, workflow_id: str, after_step_id: int = 0, page_size: int = 0
+    ) -> pb.ListStepsResponse:
+        request = pb.ListStepsRequest(
+            workflow_id=workflow_id, after_step_id=after_step_id, page_size=page_size
+        )
+        return self._unary(self._stub.ListSteps, request, read=True)
+
+    def list_events(self, workflow_id: str) -> list[pb.Event]:
+        request = pb.ListEventsRequest(workflow_id=workflow_id)
+        return list(self._unary(self._stub.ListEvents, request, read=True).events)
 
     def get_event(
         self, workflow_id: str, key: str, timeout: float, *, follow: bool
