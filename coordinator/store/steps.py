@@ -9,7 +9,13 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator.errors import NotOwner, StepNameMismatch, WorkflowNotFound, WorkflowNotPending
+from coordinator.errors import (
+    CoordinatorError,
+    NotOwner,
+    StepNameMismatch,
+    WorkflowNotFound,
+    WorkflowNotPending,
+)
 from coordinator.store import rows
 from coordinator.store.records import Failure, Outcome, StepAttempt, StepKind, StepRecord
 
@@ -81,6 +87,15 @@ SELECT {rows.STEP_COLUMNS}, last_step_id FROM (
  LIMIT %(limit)s"""
 
 
+def _refusal(
+    workflow_id: str, status: str, owner: str | None, executor_id: str
+) -> CoordinatorError:
+    """Why a WRITABLE-guarded write wrote nothing, given the workflow's state since."""
+    if status == "PENDING" and executor_id and owner != executor_id:
+        return NotOwner(workflow_id)
+    return WorkflowNotPending(workflow_id, status)
+
+
 def _describe(kind: StepKind, name: str) -> str:
     return f"set_event {name!r}" if kind is StepKind.SET_EVENT else f"step {name!r}"
 
@@ -107,11 +122,7 @@ async def resolve_unrecorded(
         raise WorkflowNotFound(workflow_id)
     status, owner, step_row = row[0], row[1], row[2:]
     if step_row[0] is None:
-        if status != "PENDING":
-            raise WorkflowNotPending(workflow_id, status)
-        if executor_id and owner != executor_id:
-            raise NotOwner(workflow_id)
-        raise WorkflowNotPending(workflow_id, status)  # changed again since the write
+        raise _refusal(workflow_id, status, owner, executor_id)
     recorded = rows.step(step_row)
     if (recorded.kind, recorded.name) != (kind, name):
         raise StepNameMismatch(
@@ -193,10 +204,7 @@ async def record_attempt(
     if row is None:
         raise WorkflowNotFound(workflow_id)
     status, owner = row
-    if status != "PENDING":
-        raise WorkflowNotPending(workflow_id, status)
-    if executor_id and owner != executor_id:
-        raise NotOwner(workflow_id)
+    raise _refusal(workflow_id, status, owner, executor_id)
 
 
 async def page(
