@@ -1,0 +1,262 @@
+"""Managing workflows from outside: list and inspect them, their steps and events, and
+cancel, resume or fork them. Everything comes back as plain Python values (dataclasses,
+decoded JSON, timezone-aware datetimes), never as wire messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, NamedTuple
+
+from google.protobuf import timestamp_pb2
+
+from durable import _payloads
+from durable._client import Client, default_client
+from durable._workflow import WorkflowHandle, WorkflowStatus
+from durable.v1 import coordinator_pb2 as pb
+
+# The most the coordinator returns per page (ListWorkflows, ListSteps).
+MAX_PAGE_SIZE = 1000
+
+_STATUS_PREFIX = "WORKFLOW_STATUS_"
+_KINDS: dict[int, Literal["step", "set_event"]] = {
+    pb.STEP_KIND_STEP: "step",
+    pb.STEP_KIND_SET_EVENT: "set_event",
+}
+
+
+class FailureInfo(NamedTuple):
+    """A recorded error: the raising language's name for its type (e.g.
+    "builtins.ValueError") and its message."""
+
+    type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """A workflow as the coordinator recorded it.
+
+    `input` and `output` are decoded JSON (a workflow started by this SDK has the input
+    `{"args": [...], "kwargs": {...}}`); `output` is set once the status is SUCCESS and
+    `error` once it is ERROR. Times are timezone-aware (UTC). `executor_id` names the
+    worker session running it, `recovery_attempts` counts how often it was recovered after
+    its worker died, `deadline` is when it is cancelled if still unfinished, and
+    `forked_from` the workflow it was forked from.
+    """
+
+    workflow_id: str
+    name: str
+    status: WorkflowStatus
+    input: Any
+    output: Any
+    error: FailureInfo | None
+    created_at: datetime
+    updated_at: datetime
+    executor_id: str | None
+    recovery_attempts: int
+    deadline: datetime | None
+    forked_from: str | None
+
+
+@dataclass(frozen=True)
+class StepAttemptInfo:
+    """A failed attempt of a step that was retried."""
+
+    attempt: int
+    error: FailureInfo
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """A recorded step: a "step" (its output or error) or a "set_event" (`name` is the
+    event key). `attempts` counts every attempt, `failed_attempts` those before the
+    recorded outcome."""
+
+    step_id: int
+    name: str
+    kind: Literal["step", "set_event"]
+    output: Any
+    error: FailureInfo | None
+    started_at: datetime | None
+    recorded_at: datetime
+    attempts: int
+    failed_attempts: tuple[StepAttemptInfo, ...]
+
+
+# --- wire messages to values ------------------------------------------------------------
+
+
+def _time(stamp: timestamp_pb2.Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=timezone.utc)
+
+
+def _failure(failure: pb.Failure) -> FailureInfo:
+    return FailureInfo(failure.type, failure.message)
+
+
+def workflow_status(value: pb.WorkflowStatus.ValueType) -> WorkflowStatus:
+    return WorkflowStatus(pb.WorkflowStatus.Name(value).removeprefix(_STATUS_PREFIX))
+
+
+def _workflow_info(message: pb.Workflow) -> WorkflowInfo:
+    return WorkflowInfo(
+        workflow_id=message.workflow_id,
+        name=message.name,
+        status=workflow_status(message.status),
+        input=_payloads.decode(message.input) if message.HasField("input") else None,
+        output=_payloads.decode(message.output) if message.HasField("output") else None,
+        error=_failure(message.error) if message.HasField("error") else None,
+        created_at=_time(message.create_time),
+        updated_at=_time(message.update_time),
+        executor_id=message.executor_id or None,
+        recovery_attempts=message.recovery_attempts,
+        deadline=_time(message.deadline) if message.HasField("deadline") else None,
+        forked_from=message.forked_from or None,
+    )
+
+
+def _step_info(message: pb.Step) -> StepInfo:
+    return StepInfo(
+        step_id=message.step_id,
+        name=message.name,
+        kind=_KINDS.get(message.kind, "step"),
+        output=_payloads.decode(message.output) if message.HasField("output") else None,
+        error=_failure(message.error) if message.HasField("error") else None,
+        started_at=_time(message.start_time) if message.HasField("start_time") else None,
+        recorded_at=_time(message.record_time),
+        attempts=message.attempts or 1,
+        failed_attempts=tuple(
+            StepAttemptInfo(
+                attempt=attempt.attempt,
+                error=_failure(attempt.error),
+                started_at=_time(attempt.start_time) if attempt.HasField("start_time") else None,
+                ended_at=_time(attempt.end_time) if attempt.HasField("end_time") else None,
+            )
+            for attempt in message.failed_attempts
+        ),
+    )
+
+
+def _statuses(
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
+) -> list[pb.WorkflowStatus.ValueType]:
+    if status is None:
+        return []
+    wanted = [status] if isinstance(status, str) else list(status)
+    values: list[pb.WorkflowStatus.ValueType] = []
+    for item in wanted:
+        text = item.value if isinstance(item, WorkflowStatus) else str(item).upper()
+        try:
+            member = WorkflowStatus(text)
+        except ValueError:
+            known = ", ".join(known_status.value for known_status in WorkflowStatus)
+            raise ValueError(f"unknown workflow status {item!r} (known: {known})") from None
+        values.append(pb.WorkflowStatus.Value(_STATUS_PREFIX + member.value))
+    return values
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """A timestamp; a naive datetime is taken as local time."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(timezone.utc))
+    return stamp
+
+
+# --- the API ----------------------------------------------------------------------------
+
+
+def list_workflows(
+    *,
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None = None,
+    name: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    page_size: int = 100,
+    client: Client | None = None,
+) -> Iterator[WorkflowInfo]:
+    """Workflows, newest first, fetched `page_size` at a time as the iteration goes.
+
+    Filters: `status` (one status or several), `name` (the workflow's name),
+    `created_after` (inclusive) and `created_before` (exclusive); a naive datetime is
+    local time. Raises ValueError at once for an unknown status or a page size outside
+    1-1000.
+    """
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be 1-{MAX_PAGE_SIZE}, not {page_size}")
+    request = pb.ListWorkflowsRequest(
+        statuses=_statuses(status), name=name or "", page_size=page_size
+    )
+    if created_after is not None:
+        request.created_after.CopyFrom(_timestamp(created_after))
+    if created_before is not None:
+        request.created_before.CopyFrom(_timestamp(created_before))
+    return _pages(client or default_client(), request)
+
+
+def _pages(client: Client, request: pb.ListWorkflowsRequest) -> Iterator[WorkflowInfo]:
+    while True:
+        reply = client.list_workflows(request)
+        for message in reply.workflows:
+            yield _workflow_info(message)
+        if not reply.next_page_token:
+            return
+        request.page_token = reply.next_page_token
+
+
+def get_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:
+    """The workflow with this ID (WorkflowNotFoundError if there is none)."""
+    return _workflow_info((client or default_client()).get_workflow(workflow_id))
+
+
+def list_steps(workflow_id: str, *, client: Client | None = None) -> list[StepInfo]:
+    """Every recorded step of a workflow, in step order, with its failed attempts."""
+    client = client or default_client()
+    found: list[StepInfo] = []
+    after = 0
+    while True:
+        reply = client.list_steps(workflow_id, after_step_id=after, page_size=MAX_PAGE_SIZE)
+        found.extend(_step_info(step) for step in reply.steps)
+        if not reply.has_more or not reply.steps:
+            return found
+        after = reply.steps[-1].step_id
+
+
+def list_events(workflow_id: str, *, client: Client | None = None) -> dict[str, Any]:
+    """The latest value of each event a workflow has set, by key."""
+    events = (client or default_client()).list_events(workflow_id)
+    return {event.key: _payloads.decode(event.value.value) for event in events}
+
+
+def cancel_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:
+    """Cancel a PENDING or ENQUEUED workflow and return it (CANCELLED). The worker running
+    it stops at its next step. A finished workflow comes back unchanged."""
+    return _workflow_info((client or default_client()).cancel_workflow(workflow_id))
+
+
+def resume_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:
+    """Resume a CANCELLED or DEAD_LETTER workflow: it becomes ENQUEUED, for a worker to
+    continue from its last recorded step. A PENDING or ENQUEUED one comes back unchanged;
+    a finished one raises CoordinatorError (fork it instead)."""
+    return _workflow_info((client or default_client()).resume_workflow(workflow_id))
+
+
+def fork_workflow(
+    workflow_id: str,
+    start_step: int,
+    *,
+    new_workflow_id: str | None = None,
+    client: Client | None = None,
+) -> WorkflowHandle[Any]:
+    """Start a new workflow (ENQUEUED, for a worker to run) with the same name and input,
+    keeping the recorded outcomes of the steps before `start_step` (1 reruns everything).
+
+    `new_workflow_id` defaults to a new UUID; forking again with the same new ID returns
+    the first fork.
+    """
+    client = client or default_client()
+    forked = client.fork_workflow(workflow_id, start_step, new_workflow_id or "")
+    return WorkflowHandle(forked.workflow_id, client)

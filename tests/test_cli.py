@@ -1,0 +1,607 @@
+"""The `durable` command line as real processes (`python -m durable ...`) against a real
+coordinator, plus unit tests of its formatting."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import queue
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import IO, Any
+
+import pytest
+
+import durable
+from durable import cli
+from durable.v1 import coordinator_pb2 as pb
+from tests.support import ROOT, Coordinator, free_port, new_id, payload
+
+# Every command here answers within this; a watch ends within it after its last value.
+RUN_TIMEOUT = 30.0
+# How long a watcher may take to print a value once it is set.
+PROMPT = 15.0
+
+BAR_0 = "progress  [--------------------]   0%"
+BAR_50 = "progress  [##########----------]  50%"
+BAR_100 = "progress  [####################] 100%"
+
+
+def environment() -> dict[str, str]:
+    """This environment without DURABLE_* settings, so only the flags given count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_")}
+
+
+def command(coordinator: Coordinator | str, *args: str) -> list[str]:
+    address = coordinator if isinstance(coordinator, str) else coordinator.address
+    return [sys.executable, "-m", "durable", "--coordinator", address, *args]
+
+
+def run(coordinator: Coordinator | str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(coordinator, *args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=environment(),
+    )
+
+
+def ok(coordinator: Coordinator | str, *args: str) -> str:
+    """Run a command that must succeed; its stdout."""
+    result = run(coordinator, *args)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def fails(coordinator: Coordinator | str, *args: str, code: int = 2) -> str:
+    """Run a command that must fail with `code` and one line on stderr; that line."""
+    result = run(coordinator, *args)
+    assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def client(coordinator: Coordinator) -> Iterator[durable.Client]:
+    client = durable.Client(coordinator.address)
+    yield client
+    client.close()
+
+
+def start(client: durable.Client, name: str = "cli.flow", value: Any = None) -> str:
+    workflow_id = new_id("cli")
+    client.start_workflow(workflow_id, name, payload({"args": [value], "kwargs": {}}))
+    return workflow_id
+
+
+def set_event(client: durable.Client, workflow_id: str, step_id: int, key: str, value: Any) -> None:
+    client.set_event(
+        pb.SetEventRequest(workflow_id=workflow_id, step_id=step_id, key=key, value=payload(value))
+    )
+
+
+def finish(client: durable.Client, workflow_id: str, output: Any = "done") -> None:
+    client.finish_workflow(
+        pb.FinishWorkflowRequest(workflow_id=workflow_id, output=payload(output))
+    )
+
+
+def inspected_workflow(client: durable.Client) -> str:
+    """A finished workflow with a step retried twice, a failed step and an event."""
+    workflow_id = start(client, "cli.inspected", "x")
+    for attempt in (1, 2):
+        client.record_step_attempt(
+            pb.RecordStepAttemptRequest(
+                workflow_id=workflow_id,
+                step_id=1,
+                name="fetch",
+                attempt=attempt,
+                error=pb.Failure(type="builtins.TimeoutError", message=f"slow {attempt}"),
+            )
+        )
+    client.run_step(
+        pb.RunStepRequest(
+            workflow_id=workflow_id,
+            step_id=1,
+            name="fetch",
+            output=payload({"rows": 3}),
+            attempts=3,
+        )
+    )
+    set_event(client, workflow_id, 2, "progress", 50)
+    client.run_step(
+        pb.RunStepRequest(
+            workflow_id=workflow_id,
+            step_id=3,
+            name="check",
+            error=pb.Failure(type="builtins.ValueError", message="bad row"),
+        )
+    )
+    finish(client, workflow_id, "done")
+    return workflow_id
+
+
+# --- workflows list ------------------------------------------------------------------------
+
+
+def test_list_prints_an_aligned_table_newest_first(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name = f"cli.list.{new_id()}"
+    ids = [start(client, name, n) for n in range(3)]
+    finish(client, ids[0])
+    durable.cancel_workflow(ids[1], client=client)
+
+    header, *rows = ok(coordinator, "workflows", "list", "--name", name).splitlines()
+
+    assert header.split() == ["ID", "NAME", "STATUS", "CREATED", "ATTEMPTS"]
+    assert [row.split()[0] for row in rows] == ids[::-1]
+    assert [row.split()[2] for row in rows] == ["PENDING", "CANCELLED", "SUCCESS"]
+    # Every cell starts where its header does.
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    for row in rows:
+        assert [match.start() for match in re.finditer(r"\S+", row)] == starts, row
+    created = durable.get_workflow(ids[2], client=client).created_at
+    assert rows[0].split()[3] == created.astimezone().isoformat(timespec="seconds")
+    assert rows[0].split()[4] == "0"
+
+
+def test_list_filters_limits_and_prints_json(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name = f"cli.list.{new_id()}"
+    ids = [start(client, name, n) for n in range(3)]
+    finish(client, ids[0], {"answer": 42})
+
+    listed = json.loads(ok(coordinator, "workflows", "list", "--name", name, "--json"))
+    assert [item["workflow_id"] for item in listed] == ids[::-1]
+    oldest = listed[-1]
+    assert oldest["status"] == "SUCCESS"
+    assert oldest["output"] == {"answer": 42}
+    assert oldest["input"] == {"args": [0], "kwargs": {}}
+    assert oldest["error"] is None
+    assert datetime.fromisoformat(oldest["created_at"]).tzinfo is not None
+
+    def listed_ids(*args: str) -> list[str]:
+        out = ok(coordinator, "workflows", "list", "--name", name, "--json", *args)
+        return [item["workflow_id"] for item in json.loads(out)]
+
+    assert listed_ids("--status", "success") == [ids[0]]
+    assert listed_ids("--status", "SUCCESS", "pending") == ids[::-1]
+    assert listed_ids("--status", "cancelled") == []
+    assert listed_ids("--since", "1h") == ids[::-1]
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    assert listed_ids("--since", future) == []
+    assert listed_ids("--limit", "2") == ids[:0:-1]
+    assert listed_ids("--limit", "0") == ids[::-1]
+
+    limited = run(coordinator, "workflows", "list", "--name", name, "--limit", "1")
+    assert limited.returncode == 0
+    assert len(limited.stdout.splitlines()) == 2  # header and one row
+    assert "more match" in limited.stderr
+
+    nothing = run(coordinator, "workflows", "list", "--name", f"{name}.none")
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    assert "no workflows" in nothing.stderr
+
+
+# --- workflows show ------------------------------------------------------------------------
+
+
+def test_show_prints_the_workflow_its_steps_and_events(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = inspected_workflow(client)
+
+    lines = ok(coordinator, "workflows", "show", workflow_id).splitlines()
+
+    fields = dict(line.split(None, 1) for line in lines[: lines.index("")])
+    assert fields["workflow"] == workflow_id
+    assert fields["name"] == "cli.inspected"
+    assert fields["status"] == "SUCCESS"
+    assert fields["input"] == '{"args": ["x"], "kwargs": {}}'
+    assert fields["output"] == '"done"'
+    assert "steps (3)" in lines and "events (1)" in lines
+    steps = lines[lines.index("steps (3)") + 1 : lines.index("events (1)") - 1]
+    assert steps[0].split() == ["STEP", "NAME", "KIND", "ATTEMPTS", "RECORDED", "TOOK", "OUTCOME"]
+    assert steps[1].split()[:4] == ["1", "fetch", "step", "3"]
+    assert steps[1].endswith('{"rows": 3}')
+    assert steps[2].split()[0] == "attempt"
+    assert steps[2].endswith(": builtins.TimeoutError: slow 1")
+    assert steps[3].endswith(": builtins.TimeoutError: slow 2")
+    assert steps[4].split()[:4] == ["2", "progress", "set_event", "1"]
+    assert steps[5].split()[:4] == ["3", "check", "step", "1"]
+    assert steps[5].endswith("error builtins.ValueError: bad row")
+    events = lines[lines.index("events (1)") + 1 :]
+    assert [line.split() for line in events] == [["KEY", "VALUE"], ["progress", "50"]]
+
+
+def test_show_json_holds_everything(coordinator: Coordinator, client: durable.Client) -> None:
+    workflow_id = inspected_workflow(client)
+
+    shown = json.loads(ok(coordinator, "workflows", "show", workflow_id, "--json"))
+
+    assert shown["workflow"]["workflow_id"] == workflow_id
+    assert shown["workflow"]["status"] == "SUCCESS"
+    assert shown["events"] == {"progress": 50}
+    fetch, progress, check = shown["steps"]
+    assert (fetch["name"], fetch["kind"], fetch["attempts"]) == ("fetch", "step", 3)
+    assert fetch["output"] == {"rows": 3}
+    assert [a["attempt"] for a in fetch["failed_attempts"]] == [1, 2]
+    assert fetch["failed_attempts"][0]["error"] == {
+        "type": "builtins.TimeoutError",
+        "message": "slow 1",
+    }
+    assert progress["kind"] == "set_event"
+    assert check["error"] == {"type": "builtins.ValueError", "message": "bad row"}
+
+
+# --- cancel, resume, fork ------------------------------------------------------------------
+
+
+def test_cancel_resume_and_fork_print_the_resulting_status(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = start(client)
+    set_event(client, workflow_id, 1, "stage", "one")
+
+    assert ok(coordinator, "workflows", "cancel", workflow_id) == f"{workflow_id}  CANCELLED\n"
+    assert ok(coordinator, "workflows", "resume", workflow_id) == f"{workflow_id}  ENQUEUED\n"
+    cancelled = json.loads(ok(coordinator, "workflows", "cancel", workflow_id, "--json"))
+    assert (cancelled["workflow_id"], cancelled["status"]) == (workflow_id, "CANCELLED")
+    resumed = json.loads(ok(coordinator, "workflows", "resume", workflow_id, "--json"))
+    assert resumed["status"] == "ENQUEUED"
+
+    fork_id = new_id("cli-fork")
+    forked = ok(
+        coordinator, "workflows", "fork", workflow_id, "--from-step", "2", "--new-id", fork_id
+    )
+    assert forked == f"{fork_id}  ENQUEUED\n"
+    assert durable.list_events(fork_id, client=client) == {"stage": "one"}
+
+    again = json.loads(
+        ok(coordinator, "workflows", "fork", workflow_id, "--from-step", "1", "--json")
+    )
+    assert again["forked_from"] == workflow_id
+    assert again["status"] == "ENQUEUED"
+    assert again["workflow_id"] not in (workflow_id, fork_id)
+
+
+def test_cancelling_a_finished_workflow_says_so(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = start(client)
+    finish(client, workflow_id)
+
+    result = run(coordinator, "workflows", "cancel", workflow_id)
+
+    assert result.returncode == 0
+    assert result.stdout == f"{workflow_id}  SUCCESS\n"
+    assert "already finished" in result.stderr
+    line = fails(coordinator, "workflows", "resume", workflow_id)
+    assert "finished with SUCCESS" in line
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["workflows", "show", "{id}"],
+        ["workflows", "cancel", "{id}"],
+        ["workflows", "resume", "{id}"],
+        ["workflows", "fork", "{id}", "--from-step", "1"],
+        ["workflows", "show", "{id}", "--json"],
+    ],
+)
+def test_an_unknown_workflow_is_one_line_and_exit_2(
+    coordinator: Coordinator, args: list[str]
+) -> None:
+    missing = new_id("missing")
+    line = fails(coordinator, *(arg.format(id=missing) for arg in args))
+    assert line == f"durable: workflow {missing!r} does not exist"
+
+
+def test_an_unreachable_coordinator_is_one_line_and_exit_2() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    line = fails(address, "--retry-seconds", "0", "workflows", "list")
+    assert line.startswith(f"durable: coordinator {address} is unavailable")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["workflows", "list", "--since", "last tuesday"], "neither an ISO 8601 time"),
+        (["workflows", "list", "--status", "running"], "unknown status 'running'"),
+        (["workflows", "list", "--limit", "-1"], "must be 0 or more"),
+        (["workflows", "fork", "wf", "--from-step", "0"], "must be 1 or more"),
+        (["workflows", "fork", "wf"], "--from-step"),
+        (["events", "get", "wf", "key", "--timeout", "soon"], "not a number"),
+        (["workflows", "show", "bad id!"], "workflow_id"),
+        (["workflows"], "required"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    coordinator: Coordinator, args: list[str], message: str
+) -> None:
+    assert message in fails(coordinator, *args)
+
+
+def test_tls_files_that_cannot_be_read_are_one_line_and_exit_2(coordinator: Coordinator) -> None:
+    line = fails(coordinator, "--tls-ca", "/nonexistent/ca.pem", "workflows", "list")
+    assert line.startswith("durable: cannot read a TLS file")
+
+
+def test_the_console_script_and_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "durable", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0
+    for flag in ("--coordinator", "--token", "--tls-ca", "workflows", "events"):
+        assert flag in result.stdout
+
+
+# --- events get ----------------------------------------------------------------------------
+
+
+def test_events_get_prints_the_value_as_json(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = start(client)
+    set_event(client, workflow_id, 1, "result", {"url": "https://pay.example/1", "n": [1, 2]})
+
+    out = ok(coordinator, "events", "get", workflow_id, "result")
+    assert json.loads(out) == {"url": "https://pay.example/1", "n": [1, 2]}
+    assert out.count("\n") == 1
+
+    detailed = json.loads(ok(coordinator, "events", "get", workflow_id, "result", "--json"))
+    assert detailed["value"] == {"url": "https://pay.example/1", "n": [1, 2]}
+    assert (detailed["workflow_id"], detailed["key"], detailed["version"]) == (
+        workflow_id,
+        "result",
+        1,
+    )
+    assert datetime.fromisoformat(detailed["set_at"]).tzinfo is not None
+
+
+def test_events_get_times_out_with_exit_1(coordinator: Coordinator, client: durable.Client) -> None:
+    workflow_id = start(client)
+    line = fails(coordinator, "events", "get", workflow_id, "absent", "--timeout", "0.2", code=1)
+    assert "timed out" in line
+
+
+def test_events_get_of_a_key_a_finished_workflow_never_set_exits_1(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = start(client)
+    finish(client, workflow_id)
+    line = fails(coordinator, "events", "get", workflow_id, "absent", code=1)
+    assert line == f"durable: workflow {workflow_id!r} finished (SUCCESS) without setting 'absent'"
+
+
+# --- events watch --------------------------------------------------------------------------
+
+
+class Watcher:
+    """`durable events watch` running in the background, its stdout read line by line."""
+
+    def __init__(self, coordinator: Coordinator, *args: str) -> None:
+        self.process = subprocess.Popen(
+            command(coordinator, "events", "watch", *args),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment(),
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next_line(self) -> str | None:
+        """The next line it prints (None at its end); fails if none comes in time."""
+        try:
+            return self._lines.get(timeout=PROMPT)
+        except queue.Empty:
+            raise AssertionError(f"no output within {PROMPT}s") from None
+
+    def finish(self) -> tuple[int, str]:
+        """Its exit status and stderr, once it ends by itself."""
+        assert self.next_line() is None, "more output than expected"
+        code = self.process.wait(timeout=RUN_TIMEOUT)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=RUN_TIMEOUT)
+        self._reader.join(timeout=RUN_TIMEOUT)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def watchers() -> Iterator[list[Watcher]]:
+    started: list[Watcher] = []
+    yield started
+    for watcher in started:
+        watcher.close()
+
+
+def test_watch_prints_each_value_live_with_progress_bars(
+    coordinator: Coordinator, client: durable.Client, watchers: list[Watcher]
+) -> None:
+    workflow_id = start(client)
+    set_event(client, workflow_id, 1, "progress", 0)
+    watcher = Watcher(coordinator, workflow_id, "progress", "--timeout", "60")
+    watchers.append(watcher)
+
+    # Each value is set only once the previous one is printed, so every one is seen live.
+    assert watcher.next_line() == BAR_0
+    set_event(client, workflow_id, 2, "progress", 50)
+    assert watcher.next_line() == BAR_50
+    set_event(client, workflow_id, 3, "progress", "almost")
+    assert watcher.next_line() == 'progress  "almost"'
+    set_event(client, workflow_id, 4, "progress", 100)
+    assert watcher.next_line() == BAR_100
+    finish(client, workflow_id)
+
+    code, stderr = watcher.finish()
+    assert code == 0
+    assert f"workflow {workflow_id!r} finished: SUCCESS" in stderr
+
+
+def test_watch_json_prints_one_value_per_line(
+    coordinator: Coordinator, client: durable.Client, watchers: list[Watcher]
+) -> None:
+    workflow_id = start(client)
+    set_event(client, workflow_id, 1, "state", {"phase": "load"})
+    watcher = Watcher(coordinator, workflow_id, "state", "--json")
+    watchers.append(watcher)
+
+    assert watcher.next_line() == '{"phase": "load"}'
+    set_event(client, workflow_id, 2, "state", 25)
+    assert watcher.next_line() == "25"
+    finish(client, workflow_id)
+    assert watcher.finish()[0] == 0
+
+
+def test_watch_times_out_with_exit_1(
+    coordinator: Coordinator, client: durable.Client, watchers: list[Watcher]
+) -> None:
+    workflow_id = start(client)
+    set_event(client, workflow_id, 1, "progress", 10)
+    watcher = Watcher(coordinator, workflow_id, "progress", "--timeout", "0.5")
+    watchers.append(watcher)
+
+    assert watcher.next_line() == "progress  [##------------------]  10%"
+    code, stderr = watcher.finish()
+    assert code == 1
+    assert "timed out after 0.5s" in stderr
+
+
+def test_watch_redraws_the_bar_in_place_on_a_terminal(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = start(client)
+    for step_id, value in enumerate([20, 60], start=1):
+        set_event(client, workflow_id, step_id, "progress", value)
+    finish(client, workflow_id)
+    # A finished workflow: the watch prints the latest value, then ends.
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command(coordinator, "events", "watch", workflow_id, "progress"),
+            cwd=ROOT,
+            stdout=secondary,
+            stderr=subprocess.DEVNULL,
+            env=environment(),
+        )
+        os.close(secondary)
+        assert process.wait(timeout=RUN_TIMEOUT) == 0
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(primary)
+    assert output.decode() == "\rprogress  [############--------]  60%\r\n"
+
+
+# --- formatting (unit) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "bar"),
+    [
+        (0, "[--------------------]   0%"),
+        (5, "[#-------------------]   5%"),
+        (50, "[##########----------]  50%"),
+        (99.9, "[###################-]  99%"),
+        (100, "[####################] 100%"),
+        (33.3, "[######--------------]  33%"),
+        (100.0, "[####################] 100%"),
+    ],
+)
+def test_progress_bar(value: float, bar: str) -> None:
+    assert cli.progress_bar(value) == bar
+
+
+@pytest.mark.parametrize("value", [-1, 100.5, 101, True, False, "50", None, [50], {"p": 50}])
+def test_only_numbers_from_0_to_100_are_bars(value: Any) -> None:
+    assert cli.progress_bar(value) is None
+
+
+def test_event_lines() -> None:
+    assert cli.event_line("progress", 50) == BAR_50
+    assert cli.event_line("status", "done") == 'status  "done"'
+    assert cli.event_line("n", 250) == "n  250"
+    assert cli.event_line("ok", True) == "ok  true"
+    assert cli.progress_bar(50, width=10) == "[#####-----]  50%"
+
+
+def test_event_printer_on_a_terminal_redraws_bars_and_keeps_other_values() -> None:
+    out = io.StringIO()
+    printer = cli.EventPrinter("progress", out, as_json=False, tty=True)
+    for value in (0, 50, "paused", 100):
+        printer.show(value)
+    printer.end_line()
+    assert out.getvalue() == f'\r{BAR_0}\r{BAR_50}\nprogress  "paused"\n\r{BAR_100}\n'
+
+
+def test_event_printer_off_a_terminal_prints_a_line_per_value() -> None:
+    out = io.StringIO()
+    printer = cli.EventPrinter("progress", out, as_json=False)  # StringIO is no terminal
+    for value in (0, 50, 100):
+        printer.show(value)
+    printer.end_line()
+    assert out.getvalue() == f"{BAR_0}\n{BAR_50}\n{BAR_100}\n"
+
+
+def test_since_accepts_durations_and_iso_times() -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    assert cli.parse_since("90s", now) == now - timedelta(seconds=90)
+    assert cli.parse_since("30m", now) == now - timedelta(minutes=30)
+    assert cli.parse_since("1.5h", now) == now - timedelta(minutes=90)
+    assert cli.parse_since("2d", now) == now - timedelta(days=2)
+    assert cli.parse_since("1w", now) == now - timedelta(weeks=1)
+    assert cli.parse_since("2026-01-01T10:00:00Z") == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    assert cli.parse_since("2026-01-01T10:00:00+02:00") == datetime(
+        2026, 1, 1, 8, tzinfo=timezone.utc
+    )
+    local = cli.parse_since("2026-01-01T10:00")
+    assert local == datetime(2026, 1, 1, 10).astimezone()
+
+
+def test_local_time_is_iso_to_the_second() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    assert cli.local_time(moment) == moment.astimezone().isoformat(timespec="seconds")
+    assert cli.local_time(None) == "-"
