@@ -280,9 +280,11 @@ def test_sdk_chooses_the_id_of_a_workflow_it_starts(
     sent: list[str] = []
     start_workflow = client.start_workflow
 
-    def spy(workflow_id: str, name: str, input: pb.Payload) -> pb.StartWorkflowResponse:
+    def spy(
+        workflow_id: str, name: str, input: pb.Payload, **options: Any
+    ) -> pb.StartWorkflowResponse:
         sent.append(workflow_id)
-        return start_workflow(workflow_id, name, input)
+        return start_workflow(workflow_id, name, input, **options)
 
     monkeypatch.setattr(client, "start_workflow", spy)
     monkeypatch.setattr(durable._workflow, "default_client", lambda: client)

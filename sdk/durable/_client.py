@@ -18,7 +18,12 @@ from grpc_status import rpc_status
 
 from durable._connection import TLS, open_channel
 from durable._retry import Backoff, RetryPolicy
-from durable.errors import CoordinatorError, CoordinatorUnavailableError
+from durable.errors import (
+    CoordinatorError,
+    CoordinatorUnavailableError,
+    WorkflowCancelledError,
+    WorkflowNotPendingError,
+)
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -50,6 +55,8 @@ def _typed_error(error: grpc.RpcError) -> CoordinatorError:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
             cls = CoordinatorError.for_reason(info.reason)
+            if cls is WorkflowNotPendingError and info.metadata.get("status") == "CANCELLED":
+                cls = WorkflowCancelledError
             if cls is CoordinatorError and code == grpc.StatusCode.UNAVAILABLE:
                 cls = CoordinatorUnavailableError  # e.g. SHUTTING_DOWN: retry elsewhere
             return cls(message, code, dict(info.metadata))
@@ -189,17 +196,32 @@ class Client:
         )
         return self._unary(self._stub.Heartbeat, request)
 
-    def poll_work(self, executor_id: str, max_workflows: int, wait: float) -> list[pb.Workflow]:
+    def poll_work(
+        self,
+        executor_id: str,
+        max_workflows: int,
+        wait: float,
+        *,
+        interrupt: threading.Event | None = None,
+    ) -> list[pb.Workflow]:
         """Claim up to `max_workflows`, waiting up to `wait` seconds for some.
 
-        Not retried here: a reply lost after the coordinator claimed would strand those
+        Setting `interrupt` cancels the wait (returning []); the call sets it itself when it
+        ends. Not retried here: a reply lost after the coordinator claimed would strand those
         workflows, so the deadline is generous and the caller simply polls again.
         """
         request = pb.PollWorkRequest(
             executor_id=executor_id, max_workflows=max_workflows, timeout=duration(wait)
         )
+        call = self._stub.PollWork.future(request, timeout=wait + WAIT_MARGIN_SECONDS)
+        if interrupt is not None:
+            call.add_done_callback(lambda _: interrupt.set())
+            interrupt.wait()
+            call.cancel()  # no effect once it is done
         try:
-            reply = self._stub.PollWork(request, timeout=wait + WAIT_MARGIN_SECONDS)
+            reply = call.result()
+        except grpc.FutureCancelledError:
+            return []
         except grpc.RpcError as error:
             raise _typed_error(error) from None
         return list(reply.workflows)

@@ -1,15 +1,19 @@
-"""The state of the workflow running in the current thread: its ID, replay history and the
-position of the next step."""
+"""The state of the workflow running in the current thread: its ID, the worker session
+running it, its replay history and the position of the next step; and which workflows run
+in this process at all."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
 
 from durable._client import Client
-from durable.errors import NonDeterminismError
+from durable.errors import NonDeterminismError, WorkflowOwnershipLostError
 from durable.v1 import coordinator_pb2 as pb
 
 _KIND_LABEL = {pb.STEP_KIND_STEP: "step", pb.STEP_KIND_SET_EVENT: "set_event"}
@@ -21,6 +25,9 @@ class WorkflowContext:
     client: Client
     # Recorded steps by position; consumed as the replay passes them.
     history: dict[int, pb.Step] = field(default_factory=dict)
+    # The worker session running the workflow ('' when not run by a worker). Every write
+    # carries it, so the coordinator refuses them once another worker has taken over.
+    executor_id: str = ""
     last_step_id: int = 0
     # Set while a step's function runs: operations inside it are not checkpointed.
     in_step: bool = False
@@ -42,6 +49,25 @@ class WorkflowContext:
             )
         return step_id, recorded
 
+    def check_owner(self) -> None:
+        """A write found its step recorded already, though this run had not recorded it:
+        someone else ran it. For a worker, that means another worker took the workflow
+        over (the coordinator lets a lost executor read recorded steps back); raise
+        WorkflowOwnershipLostError rather than running on and repeating its steps."""
+        if not self.executor_id:
+            return
+        workflow = self.client.get_workflow(self.workflow_id)
+        if workflow.executor_id != self.executor_id:
+            raise ownership_lost(self.workflow_id)
+
+
+def ownership_lost(workflow_id: str) -> WorkflowOwnershipLostError:
+    return WorkflowOwnershipLostError(
+        f"workflow {workflow_id!r} is now run by another executor; stop running it",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        {"workflow_id": workflow_id},
+    )
+
 
 _current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
     "durable_workflow", default=None
@@ -59,3 +85,35 @@ def enter(context: WorkflowContext) -> contextvars.Token[WorkflowContext | None]
 
 def leave(token: contextvars.Token[WorkflowContext | None]) -> None:
     _current.reset(token)
+
+
+# Workflows with a run in this process. Two runs of one workflow here would share its
+# executor ID, so fencing could not stop the older one: the newer waits for it instead.
+_running_here: set[str] = set()
+_running_changed = threading.Condition()
+
+
+def running_here(workflow_id: str) -> bool:
+    """Whether a run of the workflow is going on in this process."""
+    with _running_changed:
+        return workflow_id in _running_here
+
+
+@contextlib.contextmanager
+def only_run_here(workflow_id: str) -> Iterator[bool]:
+    """Hold the workflow's one run in this process, waiting for another to end first.
+
+    Yields whether it waited: the history fetched before is stale then.
+    """
+    waited = False
+    with _running_changed:
+        while workflow_id in _running_here:
+            waited = True
+            _running_changed.wait()
+        _running_here.add(workflow_id)
+    try:
+        yield waited
+    finally:
+        with _running_changed:
+            _running_here.discard(workflow_id)
+            _running_changed.notify_all()

@@ -28,14 +28,17 @@ def set_event(key: str, value: Any) -> None:
     step_id, recorded = context.next_step(pb.STEP_KIND_SET_EVENT, key)
     if recorded is not None:
         return
-    context.client.set_event(
+    reply = context.client.set_event(
         pb.SetEventRequest(
             workflow_id=context.workflow_id,
             step_id=step_id,
             key=key,
             value=_payloads.encode(value),
+            executor_id=context.executor_id,
         )
     )
+    if reply.already_recorded:
+        context.check_owner()
 
 
 def get_event(

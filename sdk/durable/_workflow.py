@@ -1,4 +1,4 @@
-"""Workflows and steps: the decorators, starting and resuming, and handles to results."""
+"""Workflows: the decorator, starting and resuming, timeouts, and handles to results."""
 
 from __future__ import annotations
 
@@ -6,47 +6,81 @@ import contextlib
 import contextvars
 import enum
 import functools
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from durable import _context, _payloads
+import grpc
+
+from durable import _context, _payloads, _session
 from durable._client import Client, default_client
-from durable.errors import CoordinatorError, DurableError, PayloadError
+from durable.errors import (
+    CoordinatorError,
+    DurableError,
+    PayloadError,
+    WorkflowCancelledError,
+    WorkflowDeadLetterError,
+    WorkflowNotPendingError,
+    WorkflowOwnershipLostError,
+)
 from durable.v1 import coordinator_pb2 as pb
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+log = logging.getLogger("durable.workflow")
+
 # How long one AwaitWorkflow call waits before asking again, when the caller waits forever.
 _AWAIT_CHUNK_SECONDS = 60.0
+# The longest workflow timeout the coordinator accepts (a year).
+_MAX_TIMEOUT_SECONDS = 365 * 24 * 3600.0
+
+# A run in this process that ends with one of these did not settle the workflow: it was
+# cancelled, another worker took it over, or another run finished it. Its outcome is the
+# coordinator's to tell.
+_STOPPED_HERE = (WorkflowOwnershipLostError, WorkflowNotPendingError)
 
 
 class WorkflowStatus(str, enum.Enum):
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    DEAD_LETTER = "DEAD_LETTER"
+    ENQUEUED = "ENQUEUED"
 
 
-_STATUS = {
-    pb.WORKFLOW_STATUS_PENDING: WorkflowStatus.PENDING,
-    pb.WORKFLOW_STATUS_SUCCESS: WorkflowStatus.SUCCESS,
-    pb.WORKFLOW_STATUS_ERROR: WorkflowStatus.ERROR,
-}
+def _status(value: pb.WorkflowStatus.ValueType) -> WorkflowStatus:
+    return WorkflowStatus(pb.WorkflowStatus.Name(value).removeprefix("WORKFLOW_STATUS_"))
 
 
 @dataclass(frozen=True)
-class _WorkflowSpec:
+class WorkflowSpec:
     name: str
     fn: Callable[..., Any]
+    # Seconds after its start at which the coordinator cancels it; None: never.
+    timeout: float | None = None
 
 
 _next_workflow_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "durable_next_workflow_id", default=None
 )
+# Unset (the decorator's default applies), or the timeout to start with (None: no timeout).
+_UNSET = object()
+_next_timeout: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "durable_next_workflow_timeout", default=_UNSET
+)
+
+
+def _check_timeout(seconds: float | None) -> float | None:
+    if seconds is not None and not 0 < seconds <= _MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"a workflow timeout must be 0 < seconds <= {_MAX_TIMEOUT_SECONDS:.0f}")
+    return seconds
 
 
 @contextlib.contextmanager
@@ -59,6 +93,22 @@ def set_workflow_id(workflow_id: str) -> Iterator[None]:
         _next_workflow_id.reset(token)
 
 
+@contextlib.contextmanager
+def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
+    """Start the workflows called or started inside this block with this timeout (None: no
+    timeout), instead of their decorator's `timeout`.
+
+    The coordinator cancels a workflow still unfinished `seconds` after it was first
+    started; the run stops at its next step (WorkflowCancelledError). Applies only when
+    the start creates the workflow: an existing one keeps its deadline.
+    """
+    token = _next_timeout.set(_check_timeout(seconds))
+    try:
+        yield
+    finally:
+        _next_timeout.reset(token)
+
+
 def current_workflow_id() -> str | None:
     """The ID of the workflow running in this thread, or None outside workflows."""
     context = _context.current()
@@ -66,10 +116,27 @@ def current_workflow_id() -> str | None:
 
 
 def _recorded_result(workflow: pb.Workflow) -> Any:
-    """A finished workflow's output, or its recorded error raised."""
-    if workflow.HasField("error"):
+    """A finished workflow's output, or why there is none raised: its recorded error,
+    WorkflowCancelledError, WorkflowDeadLetterError, or WorkflowNotPendingError for one
+    that is not finished (it was resumed elsewhere)."""
+    status = workflow.status
+    if status == pb.WORKFLOW_STATUS_SUCCESS:
+        return _payloads.decode(workflow.output)
+    if status == pb.WORKFLOW_STATUS_ERROR:
         raise _payloads.exception(workflow.error)
-    return _payloads.decode(workflow.output)
+    if status == pb.WORKFLOW_STATUS_DEAD_LETTER:
+        raise WorkflowDeadLetterError(workflow.workflow_id, workflow.recovery_attempts)
+    label = _status(status).value
+    cls = (
+        WorkflowCancelledError
+        if status == pb.WORKFLOW_STATUS_CANCELLED
+        else (WorkflowNotPendingError)
+    )
+    raise cls(
+        f"workflow {workflow.workflow_id!r} is {label}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        {"workflow_id": workflow.workflow_id, "status": label},
+    )
 
 
 class WorkflowHandle(Generic[R]):
@@ -81,24 +148,37 @@ class WorkflowHandle(Generic[R]):
         self._local = local
 
     def status(self) -> WorkflowStatus:
-        return _STATUS[self._client.get_workflow(self.workflow_id).status]
+        return _status(self._client.get_workflow(self.workflow_id).status)
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow's output (or raise its error).
 
-        Raises TimeoutError if it has not finished within `timeout` seconds (None: no limit).
+        Raises TimeoutError if it has not finished within `timeout` seconds (None: no limit),
+        WorkflowCancelledError if it was cancelled, WorkflowDeadLetterError if its workers
+        kept dying. A PENDING or ENQUEUED workflow is waited for, wherever it runs: if this
+        process's run of it stopped (another worker took it over), the wait goes on for the
+        outcome the other worker records.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self._local is not None:
-            value: R = self._local.result(timeout)
-            return value
+            try:
+                value: R = self._local.result(timeout)
+                return value
+            except _STOPPED_HERE:
+                pass
         while True:
-            wait = _AWAIT_CHUNK_SECONDS if timeout is None else timeout
-            reply = self._client.await_workflow(self.workflow_id, wait)
+            wait = _AWAIT_CHUNK_SECONDS if deadline is None else deadline - time.monotonic()
+            reply = self._client.await_workflow(self.workflow_id, max(0.0, wait))
             if not reply.timed_out:
                 output: R = _recorded_result(reply.workflow)
                 return output
-            if timeout is not None:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"workflow {self.workflow_id!r} did not finish in {timeout}s")
+
+
+def log_stopped(workflow_id: str, error: Exception) -> None:
+    """Note a run in this process that stopped without settling its workflow."""
+    log.info("workflow %s stopped running here (%s: %s)", workflow_id, type(error).__name__, error)
 
 
 def retrieve_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowHandle[Any]:
@@ -108,27 +188,63 @@ def retrieve_workflow(workflow_id: str, *, client: Client | None = None) -> Work
     return WorkflowHandle(workflow_id, client)
 
 
-def _spec(fn: Callable[..., Any]) -> _WorkflowSpec:
+def spec_of(fn: Callable[..., Any]) -> WorkflowSpec:
     spec = getattr(fn, "__durable_workflow__", None)
-    if not isinstance(spec, _WorkflowSpec):
+    if not isinstance(spec, WorkflowSpec):
         raise DurableError(f"{fn!r} is not a workflow: decorate it with @durable.workflow")
     return spec
 
 
-def _begin(client: Client, spec: _WorkflowSpec, args: Any, kwargs: Any) -> pb.StartWorkflowResponse:
+def _begin(
+    client: Client, spec: WorkflowSpec, args: Any, kwargs: Any
+) -> tuple[pb.StartWorkflowResponse, str]:
+    """Start (or find) the workflow; returns it with the worker session it runs under."""
     if _context.current() is not None:
         raise DurableError("starting a workflow from inside a workflow is not supported yet")
     input = _payloads.encode({"args": list(args), "kwargs": kwargs})
     # The ID is chosen here, not by the coordinator, so a retried start is idempotent too.
     workflow_id = _next_workflow_id.get() or str(uuid.uuid4())
-    return client.start_workflow(workflow_id, spec.name, input)
+    chosen = _next_timeout.get()
+    timeout = spec.timeout if chosen is _UNSET else chosen
+    assert timeout is None or isinstance(timeout, float | int)
+    # Under a worker started in this process, the workflow is that worker's: if the
+    # process dies, another worker recovers it.
+    executor_id = _session.executor_for(client)
+    started = client.start_workflow(
+        workflow_id, spec.name, input, executor_id=executor_id, timeout=timeout
+    )
+    return started, executor_id
 
 
-def _execute(client: Client, spec: _WorkflowSpec, started: pb.StartWorkflowResponse) -> Any:
-    """Run (or resume) a started workflow's body here, replaying its recorded steps."""
+def execute(
+    client: Client, spec: WorkflowSpec, started: pb.StartWorkflowResponse, executor_id: str = ""
+) -> Any:
+    """Run (or resume) a started workflow's body here, replaying its recorded steps.
+
+    `executor_id`: the worker session running it; the coordinator fences its writes. Raises
+    WorkflowCancelledError or WorkflowOwnershipLostError when the run has to stop.
+    """
     workflow = started.workflow
-    if workflow.status != pb.WORKFLOW_STATUS_PENDING:
-        return _recorded_result(workflow)
+    if workflow.status == pb.WORKFLOW_STATUS_PENDING:
+        with _context.only_run_here(workflow.workflow_id) as waited:
+            if waited:
+                # Another run of it in this process just ended: go on from its records.
+                started = client.start_workflow(
+                    workflow.workflow_id, spec.name, workflow.input, executor_id=executor_id
+                )
+            if started.workflow.status == pb.WORKFLOW_STATUS_PENDING:
+                return _run_body(client, spec, started, executor_id)
+    workflow = started.workflow
+    if workflow.status == pb.WORKFLOW_STATUS_ENQUEUED:
+        # Waiting for a worker (it was resumed or forked): not this caller's to run.
+        return WorkflowHandle(workflow.workflow_id, client).result()
+    return _recorded_result(workflow)
+
+
+def _run_body(
+    client: Client, spec: WorkflowSpec, started: pb.StartWorkflowResponse, executor_id: str
+) -> Any:
+    workflow = started.workflow
     recorded_input = _payloads.decode(workflow.input)
     try:
         args, kwargs = recorded_input["args"], recorded_input["kwargs"]
@@ -140,6 +256,7 @@ def _execute(client: Client, spec: _WorkflowSpec, started: pb.StartWorkflowRespo
         workflow.workflow_id,
         client,
         history={step.step_id: step for step in client.history(started)},
+        executor_id=executor_id,
     )
     token = _context.enter(context)
     try:
@@ -150,7 +267,8 @@ def _execute(client: Client, spec: _WorkflowSpec, started: pb.StartWorkflowRespo
         raised: Exception | None = None
     except CoordinatorError:
         # Not the workflow's own outcome (the coordinator is unreachable, the code no longer
-        # replays, or another run finished it): leave it for a later resume to settle.
+        # replays, the workflow was cancelled, or another worker runs it now): leave it for
+        # whoever runs it next to settle.
         raise
     except Exception as exc:
         finish = pb.FinishWorkflowRequest(
@@ -159,7 +277,10 @@ def _execute(client: Client, spec: _WorkflowSpec, started: pb.StartWorkflowRespo
         raised = exc
     finally:
         _context.leave(token)
+    finish.executor_id = executor_id
     reply = client.finish_workflow(finish)
+    if reply.already_finished and executor_id and reply.workflow.executor_id != executor_id:
+        raise _context.ownership_lost(workflow.workflow_id)
     if raised is not None and not reply.already_finished:
         raise raised
     return _recorded_result(reply.workflow)
@@ -172,34 +293,46 @@ def start_workflow(
 ) -> WorkflowHandle[R]:
     """Start workflow `fn` in a background thread of this process and return its handle.
 
-    The workflow ID comes from an enclosing `set_workflow_id` block, or is generated.
-    Starting an ID that exists returns that workflow, resuming it here if it is PENDING.
+    The workflow ID comes from an enclosing `set_workflow_id` block, or is generated; the
+    timeout from `set_workflow_timeout`, or the decorator. Starting an ID that exists
+    returns that workflow, resuming it here if it is PENDING. While a `Worker` is started
+    in this process (on the same client), the workflow runs under its session: if this
+    process dies, another worker finishes it.
     """
-    spec = _spec(fn)
+    spec = spec_of(fn)
     client = default_client()
-    started = _begin(client, spec, args, kwargs)
+    started, executor_id = _begin(client, spec, args, kwargs)
+    workflow_id = started.workflow.workflow_id
+    if started.workflow.status != pb.WORKFLOW_STATUS_PENDING:
+        return WorkflowHandle(workflow_id, client)  # finished, or waiting for a worker
     future: Future[Any] = Future()
     future.set_running_or_notify_cancel()
 
     def run() -> None:
         try:
-            future.set_result(_execute(client, spec, started))
+            future.set_result(execute(client, spec, started, executor_id))
+        except _STOPPED_HERE as exc:
+            log_stopped(workflow_id, exc)
+            future.set_exception(exc)
         except BaseException as exc:
             future.set_exception(exc)
 
-    if started.workflow.status == pb.WORKFLOW_STATUS_PENDING:
-        threading.Thread(target=run, name=f"workflow-{started.workflow.workflow_id}").start()
-    else:
-        run()
-    return WorkflowHandle(started.workflow.workflow_id, client, future)
+    threading.Thread(target=run, name=f"workflow-{workflow_id}").start()
+    return WorkflowHandle(workflow_id, client, future)
 
 
 @overload
 def workflow(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
-def workflow(*, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def workflow(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None
+    *, name: str | None = None, timeout: float | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def workflow(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Mark a function as a durable workflow.
 
@@ -207,74 +340,26 @@ def workflow(
     `set_workflow_id`, or a new one) and returns its result; `start_workflow` runs it in
     the background. Its name defaults to "module.qualname"; pass `name=` to keep it stable
     when code moves, since a workflow is resumed under the name it was started with.
+    `timeout`: seconds after its start at which the coordinator cancels it if unfinished
+    (`set_workflow_timeout` overrides it per start).
     """
+    _check_timeout(timeout)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        spec = _WorkflowSpec(name or f"{fn.__module__}.{fn.__qualname__}", fn)
+        spec = WorkflowSpec(name or f"{fn.__module__}.{fn.__qualname__}", fn, timeout)
 
         @functools.wraps(fn)
         def run_here(*args: P.args, **kwargs: P.kwargs) -> R:
             client = default_client()
-            started = _begin(client, spec, args, kwargs)
-            result: R = _execute(client, spec, started)
+            started, executor_id = _begin(client, spec, args, kwargs)
+            try:
+                result: R = execute(client, spec, started, executor_id)
+            except _STOPPED_HERE as exc:
+                log_stopped(started.workflow.workflow_id, exc)
+                result = WorkflowHandle[R](started.workflow.workflow_id, client).result()
             return result
 
         run_here.__durable_workflow__ = spec  # type: ignore[attr-defined]
         return run_here
-
-    return decorate(fn) if fn is not None else decorate
-
-
-def _run_step(context: _context.WorkflowContext, name: str, call: Callable[[], Any]) -> Any:
-    step_id, recorded = context.next_step(pb.STEP_KIND_STEP, name)
-    if recorded is None:
-        request = pb.RunStepRequest(workflow_id=context.workflow_id, step_id=step_id, name=name)
-        raised: Exception | None = None
-        context.in_step = True
-        try:
-            request.output.CopyFrom(_payloads.encode(call()))
-        except PayloadError:
-            raise
-        except Exception as exc:
-            request.error.CopyFrom(_payloads.failure(exc))
-            raised = exc
-        finally:
-            context.in_step = False
-        reply = context.client.run_step(request)
-        if raised is not None and not reply.already_recorded:
-            raise raised
-        recorded = reply.step
-    if recorded.HasField("error"):
-        raise _payloads.exception(recorded.error)
-    return _payloads.decode(recorded.output)
-
-
-@overload
-def step(fn: Callable[P, R], /) -> Callable[P, R]: ...
-@overload
-def step(*, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-def step(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None
-) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Mark a function as a step: inside a workflow its outcome is recorded once, and a
-    resumed workflow gets the recorded output (or error) back without running it again.
-
-    Outputs must be JSON-serializable; the workflow sees them as JSON reads them back
-    (a tuple comes back as a list), on the first run as on replays. Outside a workflow, or
-    inside another step, the function simply runs.
-    """
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        step_name = name or fn.__qualname__
-
-        @functools.wraps(fn)
-        def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            context = _context.current()
-            if context is None or context.in_step:
-                return fn(*args, **kwargs)
-            result: R = _run_step(context, step_name, lambda: fn(*args, **kwargs))
-            return result
-
-        return run
 
     return decorate(fn) if fn is not None else decorate

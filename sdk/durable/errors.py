@@ -23,7 +23,9 @@ class CoordinatorError(DurableError):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.reason:
+        # Only a class naming a reason itself registers: a subclass such as
+        # WorkflowCancelledError is chosen from the error's metadata instead.
+        if "reason" in vars(cls) and cls.reason:
             CoordinatorError._by_reason[cls.reason] = cls
 
     def __init__(
@@ -64,6 +66,31 @@ class WorkflowNotPendingError(CoordinatorError):
     """The workflow already finished (perhaps run elsewhere); no new step is recorded."""
 
     reason = "WORKFLOW_NOT_PENDING"
+
+
+class WorkflowCancelledError(WorkflowNotPendingError):
+    """The workflow was cancelled (by cancel_workflow or its timeout): its run stops at the
+    next step. resume_workflow continues it."""
+
+
+class WorkflowOwnershipLostError(CoordinatorError):
+    """Another worker has taken the workflow over (this one's lease lapsed, or it was
+    restarted): this run must stop; the other worker finishes it."""
+
+    reason = "NOT_OWNER"
+
+
+class WorkflowDeadLetterError(DurableError):
+    """The workflow's workers died more often than the coordinator's recovery limit allows:
+    it is no longer recovered automatically. resume_workflow continues it."""
+
+    def __init__(self, workflow_id: str, recovery_attempts: int) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is in dead letter after {recovery_attempts} recoveries;"
+            " resume it to run it again"
+        )
+        self.workflow_id = workflow_id
+        self.recovery_attempts = recovery_attempts
 
 
 class CoordinatorUnavailableError(CoordinatorError):

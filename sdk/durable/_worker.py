@@ -1,0 +1,420 @@
+"""Workers: processes that run workflows for the coordinator and take over each other's
+work when one of them dies.
+
+    worker = durable.Worker([checkout, process_data], name="pod-7", lease_seconds=10)
+    worker.run_forever()  # a dedicated worker process: until SIGTERM or SIGINT
+
+or, inside an application, `with durable.Worker([...]):` (start on entry, stop on exit).
+
+How it works
+------------
+* **Session.** Each Worker is one session with a fresh `executor_id` (a UUID4). `start()`
+  registers it with Heartbeat: its stable `name` (optional), the workflow names it can run
+  and its lease.
+* **Lease = heartbeats.** A thread renews the lease every `lease_seconds / 3`. While the
+  lease is live, the workflows the session runs are its own. If the process dies, hangs or
+  loses the network, the heartbeats stop and the lease lapses within `lease_seconds`.
+  Failed heartbeats are retried at the same cadence; a session that lost its lease gets a
+  new one with its next heartbeat, but the workflows taken over meanwhile stay with their
+  new workers (below).
+* **Claim loop.** Another thread calls PollWork with the number of free slots
+  (`max_concurrent` minus the workflows running), and the coordinator claims for it
+  ENQUEUED workflows (resumed or forked) and PENDING ones whose worker's lease lapsed. An
+  idle PollWork looks for lapsed leases every second, so a dead worker's workflows are
+  running again on another worker within about `lease_seconds + 1` seconds of its last
+  heartbeat. Each claimed workflow runs in its own thread: StartWorkflow with the
+  `executor_id` (taking it over and returning its history), then the replay: recorded
+  steps return their outcomes without running, and the workflow continues from the first
+  unrecorded step. A step that was running when the worker died runs again (steps run at
+  least once and are recorded exactly once).
+* **Fencing.** Every write of a run (RunStep, SetEvent, RecordStepAttempt, FinishWorkflow)
+  carries the `executor_id`. Once another session has taken the workflow over, the
+  coordinator refuses them (NOT_OWNER) and the run stops with WorkflowOwnershipLostError,
+  so a zombie (a worker paused past its lease, then resumed) records nothing after its
+  successor took over; at most the step it was in repeats its side effect.
+* **Restarts.** A worker restarted under the same `name` ends its previous session's lease
+  at once and is offered that session's workflows first: it resumes its own work without
+  waiting for the old lease to lapse.
+* **Cancellation and timeouts** are cooperative: the next write of a cancelled workflow (by
+  `cancel_workflow` or its timeout) fails, the run stops with WorkflowCancelledError, and
+  no later step starts; the outcome of the step running at that moment is not recorded.
+  `resume_workflow` makes it ENQUEUED and a worker continues it from its records.
+* **Dead letter.** A workflow whose workers keep dying (more recoveries than the
+  coordinator's `--max-recovery-attempts`) goes to DEAD_LETTER instead of to a worker.
+* **Stopping.** `stop()` stops claiming, waits for the running workflows (still
+  heartbeating, so they stay this worker's), then stops heartbeating. Workflows still
+  running when its timeout passes are handed to recovery: the lease is cut to the
+  1-second minimum so another worker takes them over promptly.
+* **Workflows the process starts.** While a Worker is started, `start_workflow` and direct
+  workflow calls in the same process (through the same client) run under its session, so
+  another worker finishes them if the process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+import types
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from durable import _context, _session
+from durable._client import Client, default_client
+from durable._workflow import WorkflowSpec, execute, log_stopped, spec_of
+from durable.errors import (
+    CoordinatorError,
+    CoordinatorUnavailableError,
+    DurableError,
+    WorkflowNotPendingError,
+    WorkflowOwnershipLostError,
+)
+from durable.v1 import coordinator_pb2 as pb
+
+log = logging.getLogger("durable.worker")
+
+MIN_LEASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 600.0
+# How long one PollWork waits server-side for work; `stop()` cancels it at once.
+POLL_WAIT_SECONDS = 10.0
+# The most workflows one PollWork may claim.
+_MAX_CLAIM = 100
+# Pause after a failed poll, and the first pause before running a workflow again after
+# the coordinator stayed unreachable (doubling up to the maximum).
+_ERROR_PAUSE_SECONDS = 1.0
+_MAX_ERROR_PAUSE_SECONDS = 30.0
+
+
+class Worker:
+    """Runs the given workflows for the coordinator, recovering those of dead workers.
+
+    `workflows`: functions decorated with `@durable.workflow`; the worker runs workflows
+    with their names. `name`: a stable name for this worker (e.g. the pod or host name)
+    so that a restart resumes its own work at once; unique per live process. `lease_seconds`
+    (1-600): how long after its last heartbeat a silent worker's workflows go to others.
+    `max_concurrent`: the most claimed workflows run at once. `client`: the coordinator
+    connection (default: the SDK's default client).
+    """
+
+    def __init__(
+        self,
+        workflows: Iterable[Callable[..., Any]] = (),
+        *,
+        name: str | None = None,
+        lease_seconds: float = 10.0,
+        max_concurrent: int = 16,
+        client: Client | None = None,
+    ) -> None:
+        specs: dict[str, WorkflowSpec] = {}
+        for fn in workflows:
+            spec = spec_of(fn)
+            if specs.setdefault(spec.name, spec).fn is not spec.fn:
+                raise ValueError(f"two workflows are named {spec.name!r}")
+        if not MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise ValueError(
+                f"lease_seconds must be {MIN_LEASE_SECONDS:g}-{MAX_LEASE_SECONDS:g},"
+                f" not {lease_seconds}"
+            )
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.executor_id = str(uuid.uuid4())
+        self.name = name or ""
+        self.lease_seconds = float(lease_seconds)
+        self.max_concurrent = max_concurrent
+        self._specs = specs
+        self._given_client = client
+        self._client: Client | None = None
+        self._lock = threading.Condition()
+        self._state = "new"  # -> "started" -> "stopped"
+        self._running: dict[threading.Thread, str] = {}  # -> workflow ID
+        self._stopping = threading.Event()
+        self._heartbeats_end = threading.Event()
+        self._poll_interrupt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lease_until = 0.0  # monotonic time the lease lapses, as far as we know
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register (the first heartbeat; its errors are raised) and start heartbeating
+        and claiming work in background threads."""
+        with self._lock:
+            if self._state != "new":
+                raise DurableError("a Worker is one session: it starts once")
+            self._state = "started"
+        self._client = self._given_client or default_client()
+        try:
+            self._heartbeat(self.lease_seconds)
+        except BaseException:
+            with self._lock:
+                self._state = "new"
+            raise
+        _session.register(self.executor_id, self._client)
+        for target, label in ((self._heartbeat_loop, "heartbeat"), (self._poll_loop, "poll")):
+            thread = threading.Thread(
+                target=target, name=f"durable-worker-{label}-{self.executor_id}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        log.info(
+            "worker %s started (session %s, lease %gs): %s",
+            self.name or "(unnamed)",
+            self.executor_id,
+            self.lease_seconds,
+            ", ".join(sorted(self._specs)) or "no workflow names",
+        )
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop claiming work, wait up to `timeout` seconds (None: no limit) for the running
+        workflows, then stop heartbeating. Returns True if none was left running; those left
+        are recovered by other workers (their runs here stop at their next write)."""
+        with self._lock:
+            if self._state != "started":
+                self._state = "stopped"
+                return True
+            self._state = "stopped"
+            self._stopping.set()
+            self._poll_interrupt.set()
+            self._lock.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        poll_thread, heartbeat_thread = self._threads[1], self._threads[0]
+        poll_thread.join(left())
+        with self._lock:
+            while self._running and left() != 0.0:
+                self._lock.wait(left())
+            leftover = sorted(self._running.values())
+        self._heartbeats_end.set()
+        heartbeat_thread.join(min(5.0, self.lease_seconds))
+        if leftover:
+            log.warning(
+                "worker %s stopped with %d workflows still running; other workers will"
+                " recover them: %s",
+                self.name or self.executor_id,
+                len(leftover),
+                ", ".join(leftover),
+            )
+            if not heartbeat_thread.is_alive():
+                # Hand them over soon rather than a whole lease from now.
+                with contextlib.suppress(DurableError):
+                    self._heartbeat(MIN_LEASE_SECONDS)
+        _session.unregister(self.executor_id)
+        log.info("worker %s stopped", self.name or self.executor_id)
+        return not leftover
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def run_forever(self, shutdown_timeout: float | None = 30.0) -> None:
+        """Start (unless started), run until SIGTERM or SIGINT, then `stop(shutdown_timeout)`.
+
+        For a dedicated worker process; must be called from the main thread. A second signal
+        while stopping gets its usual handling (SIGINT: KeyboardInterrupt).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise DurableError("run_forever must run in the main thread (it handles signals)")
+        received: list[int] = []
+
+        def on_signal(signum: int, frame: types.FrameType | None) -> None:
+            received.append(signum)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if self._state == "new":
+                self.start()
+            while not received:
+                # Short sleeps: a signal handler must not touch locks this thread may hold.
+                time.sleep(0.2)
+        finally:
+            # A second signal while stopping acts as it would have without us (Ctrl-C twice).
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("worker %s: %s received", self.name, signal.Signals(received[0]).name)
+        self.stop(shutdown_timeout)
+
+    # --- heartbeats ------------------------------------------------------------------------
+
+    def _heartbeat(self, lease: float) -> None:
+        assert self._client is not None
+        sent = time.monotonic()
+        self._client.heartbeat(self.executor_id, self.name, sorted(self._specs), lease)
+        if self._lease_until and sent > self._lease_until:
+            log.warning(
+                "worker %s: lease lapsed %.1fs ago and is renewed; workflows taken over"
+                " meanwhile stop running here at their next write",
+                self.name or self.executor_id,
+                sent - self._lease_until,
+            )
+        self._lease_until = sent + lease
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.lease_seconds / 3
+        next_beat = time.monotonic() + interval
+        while not self._heartbeats_end.wait(max(0.0, next_beat - time.monotonic())):
+            next_beat = time.monotonic() + interval
+            try:
+                self._heartbeat(self.lease_seconds)
+            except DurableError as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.name or self.executor_id, exc)
+            except Exception:
+                log.exception("worker %s: heartbeat failed", self.name or self.executor_id)
+
+    # --- claiming --------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        """Wait for a free slot; 0 once stopping."""
+        with self._lock:
+            while len(self._running) >= self.max_concurrent and not self._stopping.is_set():
+                self._lock.wait()
+            return 0 if self._stopping.is_set() else self.max_concurrent - len(self._running)
+
+    def _poll_loop(self) -> None:
+        assert self._client is not None
+        # After a failed poll the coordinator may have claimed workflows for this session
+        # whose reply never arrived: look for them before polling again.
+        maybe_stranded = False
+        while free := self._free_slots():
+            if maybe_stranded:
+                maybe_stranded = not self._adopt_stranded()
+                free = self._free_slots()
+                if not free:
+                    return
+            interrupt = threading.Event()
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._poll_interrupt = interrupt
+            try:
+                claimed = self._client.poll_work(
+                    self.executor_id,
+                    min(free, _MAX_CLAIM),
+                    POLL_WAIT_SECONDS,
+                    interrupt=interrupt,
+                )
+            except Exception as exc:
+                # E.g. LEASE_EXPIRED after heartbeats failed: renew, then poll again.
+                log.warning("worker %s: poll failed: %s", self.name or self.executor_id, exc)
+                maybe_stranded = True
+                with contextlib.suppress(DurableError):
+                    self._heartbeat(self.lease_seconds)
+                self._stopping.wait(_ERROR_PAUSE_SECONDS)
+                continue
+            for workflow in claimed:
+                self._launch(workflow)
+
+    def _adopt_stranded(self) -> bool:
+        """Run the PENDING workflows of this session that nothing in this process runs
+        (claimed by a poll whose reply was lost). Returns False if the search failed."""
+        assert self._client is not None
+        if self._stopping.is_set():
+            return True
+        for name in sorted(self._specs):
+            request = pb.ListWorkflowsRequest(
+                statuses=[pb.WORKFLOW_STATUS_PENDING], name=name, page_size=1000
+            )
+            while True:
+                try:
+                    reply = self._client.list_workflows(request)
+                except DurableError as exc:
+                    log.warning("worker %s: cannot look for stranded work: %s", self.name, exc)
+                    return False
+                for workflow in reply.workflows:
+                    if workflow.executor_id != self.executor_id:
+                        continue
+                    with self._lock:
+                        mine = workflow.workflow_id in self._running.values()
+                    if not mine and not _context.running_here(workflow.workflow_id):
+                        self._launch(workflow)
+                if not reply.next_page_token:
+                    break
+                request.page_token = reply.next_page_token
+        return True
+
+    def _launch(self, workflow: pb.Workflow) -> None:
+        spec = self._specs.get(workflow.name)
+        if spec is None:  # the coordinator only offers the names this worker registered
+            log.error(
+                "claimed workflow %s has unknown name %r", workflow.workflow_id, workflow.name
+            )
+            return
+        log.info(
+            "workflow %s (%s) claimed%s",
+            workflow.workflow_id,
+            workflow.name,
+            f" after {workflow.recovery_attempts} recoveries" if workflow.recovery_attempts else "",
+        )
+        thread = threading.Thread(
+            target=self._run,
+            args=(workflow, spec),
+            name=f"workflow-{workflow.workflow_id}",
+            daemon=True,
+        )
+        with self._lock:
+            self._running[thread] = workflow.workflow_id
+        thread.start()
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _run(self, workflow: pb.Workflow, spec: WorkflowSpec) -> None:
+        try:
+            self._run_until_settled(workflow, spec)
+        finally:
+            with self._lock:
+                del self._running[threading.current_thread()]
+                self._lock.notify_all()
+
+    def _run_until_settled(self, workflow: pb.Workflow, spec: WorkflowSpec) -> None:
+        """Run a claimed workflow; while the coordinator is unreachable, try again later
+        for as long as the workflow is still this worker's."""
+        assert self._client is not None
+        workflow_id = workflow.workflow_id
+        pause = _ERROR_PAUSE_SECONDS
+        while True:
+            try:
+                started = self._client.start_workflow(
+                    workflow_id, workflow.name, workflow.input, executor_id=self.executor_id
+                )
+                execute(self._client, spec, started, self.executor_id)
+                log.info("workflow %s finished", workflow_id)
+                return
+            except (WorkflowOwnershipLostError, WorkflowNotPendingError) as exc:
+                # Another worker runs it now, it was cancelled, or it finished elsewhere.
+                log_stopped(workflow_id, exc)
+                return
+            except CoordinatorUnavailableError as exc:
+                log.warning("workflow %s: coordinator unavailable (%s)", workflow_id, exc)
+                if self._stopping.wait(pause) or not self._still_mine(workflow_id):
+                    return
+                pause = min(pause * 2, _MAX_ERROR_PAUSE_SECONDS)
+            except CoordinatorError as exc:
+                # E.g. NonDeterminismError: it stays PENDING until code that replays it runs.
+                log.error("workflow %s cannot run here: %s", workflow_id, exc)
+                return
+            except DurableError as exc:
+                log.warning("workflow %s stopped: %s", workflow_id, exc)
+                return
+            except Exception as exc:
+                log.info("workflow %s finished with an error (%s)", workflow_id, exc)
+                return
+
+    def _still_mine(self, workflow_id: str) -> bool:
+        assert self._client is not None
+        try:
+            return self._client.get_workflow(workflow_id).executor_id == self.executor_id
+        except CoordinatorUnavailableError:
+            return True  # cannot tell yet: try again
