@@ -17,16 +17,32 @@ url = durable.get_event(handle.workflow_id, "paymentURL", timeout=60)
 from durable._client import Client, configure
 from durable._connection import TLS
 from durable._events import get_event, set_event, watch_event
+from durable._management import (
+    FailureInfo,
+    StepAttemptInfo,
+    StepInfo,
+    WorkflowInfo,
+    cancel_workflow,
+    fork_workflow,
+    get_workflow,
+    list_events,
+    list_steps,
+    list_workflows,
+    resume_workflow,
+)
 from durable._payloads import RawPayload
 from durable._retry import RetryPolicy
+from durable._step_retry import StepRetry
+from durable._steps import step
+from durable._worker import Worker
 from durable._workflow import (
     WorkflowHandle,
     WorkflowStatus,
     current_workflow_id,
     retrieve_workflow,
     set_workflow_id,
+    set_workflow_timeout,
     start_workflow,
-    step,
     workflow,
 )
 from durable.errors import (
@@ -39,9 +55,12 @@ from durable.errors import (
     PayloadError,
     RecordedError,
     UnauthenticatedError,
+    WorkflowCancelledError,
     WorkflowConflictError,
+    WorkflowDeadLetterError,
     WorkflowNotFoundError,
     WorkflowNotPendingError,
+    WorkflowOwnershipLostError,
 )
 
 __all__ = [
@@ -50,6 +69,7 @@ __all__ = [
     "CoordinatorError",
     "CoordinatorUnavailableError",
     "DurableError",
+    "FailureInfo",
     "InvalidRequestError",
     "NonDeterminismError",
     "NotInWorkflowError",
@@ -57,18 +77,34 @@ __all__ = [
     "RawPayload",
     "RecordedError",
     "RetryPolicy",
+    "StepAttemptInfo",
+    "StepInfo",
+    "StepRetry",
     "UnauthenticatedError",
+    "Worker",
+    "WorkflowCancelledError",
     "WorkflowConflictError",
+    "WorkflowDeadLetterError",
     "WorkflowHandle",
+    "WorkflowInfo",
     "WorkflowNotFoundError",
     "WorkflowNotPendingError",
+    "WorkflowOwnershipLostError",
     "WorkflowStatus",
+    "cancel_workflow",
     "configure",
     "current_workflow_id",
+    "fork_workflow",
     "get_event",
+    "get_workflow",
+    "list_events",
+    "list_steps",
+    "list_workflows",
+    "resume_workflow",
     "retrieve_workflow",
     "set_event",
     "set_workflow_id",
+    "set_workflow_timeout",
     "start_workflow",
     "step",
     "watch_event",
