@@ -124,7 +124,8 @@ class HealthMonitor:
         if serving:
             log.info("health: SERVING")
         elif self.serving is None:
-            log.info("health: NOT_SERVING until ready (%s)", problem)
+            # Start-up: the listener is usually still connecting; nothing is wrong yet.
+            log.debug("health: NOT_SERVING until ready (%s)", problem)
         else:
             log.warning("health: NOT_SERVING (%s)", problem)
         self.serving = serving
