@@ -10,7 +10,7 @@ NODE_EXAMPLES := examples/node
 NEED_NODE = @command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
 	{ echo "make $@: node and npm (Node.js 20 or later) must be on PATH" >&2; exit 1; }
 
-.PHONY: run test lint proto proto-check proto-lint node-deps install clean
+.PHONY: run test lint bench proto proto-check proto-lint node-deps install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## Benchmark against DBOS 3.4.0 side by side (bench/README.md); ARGS="--quick" etc.
+## DBOS goes into its own venv, bench/.venv-dbos; if that install fails, the DBOS column
+## is skipped.
+DBOS_VENV := bench/.venv-dbos
+bench: $(STAMP)
+	@test -x $(DBOS_VENV)/bin/python && $(DBOS_VENV)/bin/pip show -q dbos 2>/dev/null || \
+		{ $(PYTHON) -m venv $(DBOS_VENV) && $(DBOS_VENV)/bin/pip install --quiet dbos==3.4.0; } || \
+		echo "make bench: could not install dbos==3.4.0 into $(DBOS_VENV)" >&2
+	$(PY) -m bench.run $(ARGS)
 
 ## Regenerate the gRPC stubs (with type stubs) from protos/.
 proto: $(STAMP)

@@ -1,0 +1,428 @@
+"""Side-by-side benchmark: this coordinator and DBOS Transact 3.4.0, same scenarios, same run.
+
+    .venv/bin/python -m bench.run [--quick] [--scenarios a,b] [--json-out PATH]
+
+Postgres: DATABASE_URL if set, else an embedded one (pgserver). Each side gets a fresh
+database on it. Our side starts two real coordinator processes and drives them with the
+Python SDK; the DBOS side runs bench/dbos_worker.py with bench/.venv-dbos/bin/python (a
+separate venv with dbos==3.4.0; `make bench` creates it), one process per scenario. If that
+venv is missing the DBOS column is skipped with a message. Prints a table with ratios and
+the targets from ANCHORS.md, and writes every raw figure to bench/results/run-<time>.json.
+See bench/README.md for what each scenario measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from psycopg.conninfo import conninfo_to_dict
+
+import durable
+from bench.core_latency import replay_time
+from coordinator.embedded import start_embedded_postgres
+from durable.v1 import coordinator_pb2 as pb
+from tests.support import Coordinator, create_database, drop_database
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DBOS_PYTHON = HERE / ".venv-dbos" / "bin" / "python"
+DBOS_WORKER = HERE / "dbos_worker.py"
+
+SCENARIOS = [
+    "step_latency",
+    "start_result",
+    "event_delivery",
+    "throughput",
+    "replay",
+    "timeout_accuracy",
+]
+
+QUICK = False
+
+
+def n(full: int, quick: int) -> int:
+    return quick if QUICK else full
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples_s)
+    return {
+        "n": len(ms),
+        "median_ms": statistics.median(ms),
+        "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+        "mean_ms": statistics.fmean(ms),
+        "max_ms": ms[-1],
+    }
+
+
+# --- our side: workflows (registered once, by name) ----------------------------------------
+
+STEP_SAMPLES: list[float] = []
+STEP_RUNS = [0]
+EVENT_READY = threading.Event()
+EVENT_SENT: dict[int, float] = {}
+
+
+@durable.step(name="bench.noop")
+def noop(i: int) -> int:
+    return i
+
+
+@durable.step(name="bench.counted")
+def counted(i: int) -> int:
+    STEP_RUNS[0] += 1
+    return i
+
+
+@durable.workflow(name="bench.sequential")
+def sequential(steps: int) -> None:
+    for i in range(steps):
+        start = time.perf_counter()
+        noop(i)
+        STEP_SAMPLES.append(time.perf_counter() - start)
+
+
+@durable.workflow(name="bench.one_step")
+def one_step() -> int:
+    return noop(1)
+
+
+@durable.workflow(name="bench.ten_steps")
+def ten_steps() -> int:
+    for i in range(10):
+        noop(i)
+    return 10
+
+
+@durable.workflow(name="bench.many_steps")
+def many_steps(steps: int) -> int:
+    for i in range(steps):
+        counted(i)
+    return steps
+
+
+@durable.workflow(name="bench.publisher")
+def publisher(rounds: int) -> None:
+    for i in range(rounds):
+        if not EVENT_READY.wait(timeout=30):
+            raise RuntimeError("reader never got ready")
+        EVENT_READY.clear()
+        time.sleep(0.005)  # let the reader's GetEvent reach the coordinator and wait
+        EVENT_SENT[i] = time.perf_counter()
+        durable.set_event(f"k{i}", i)
+
+
+# --- our side: scenarios -------------------------------------------------------------------
+
+
+class Ours:
+    def __init__(self, a: Coordinator, b: Coordinator) -> None:
+        self.a, self.b = a, b
+        durable.configure(a.address)
+
+    def step_latency(self) -> dict[str, Any]:
+        sequential(20)  # warm-up: connections, prepared statements
+        STEP_SAMPLES.clear()
+        sequential(100)
+        return {"samples_s": list(STEP_SAMPLES)}
+
+    def start_result(self) -> dict[str, Any]:
+        for _ in range(5):
+            durable.start_workflow(one_step).result(timeout=10)
+        samples = []
+        for _ in range(n(200, 40)):
+            start = time.perf_counter()
+            durable.start_workflow(one_step).result(timeout=10)
+            samples.append(time.perf_counter() - start)
+        return {"samples_s": samples}
+
+    def _delivery(self, reader: durable.Client) -> list[float]:
+        rounds = n(200, 40)
+        workflow_id = f"events-{uuid.uuid4().hex}"
+        with durable.set_workflow_id(workflow_id):
+            handle = durable.start_workflow(publisher, rounds)
+        samples = []
+        for i in range(rounds):
+            EVENT_READY.set()
+            value = durable.get_event(workflow_id, f"k{i}", timeout=10, client=reader)
+            arrived = time.perf_counter()
+            if value != i:
+                raise RuntimeError(f"round {i}: got {value!r}")
+            samples.append(arrived - EVENT_SENT[i])
+        handle.result(timeout=30)
+        return samples[1:]  # the first round includes setting up the channel
+
+    def event_delivery(self) -> dict[str, Any]:
+        same = self._delivery(durable.Client(self.a.address))
+        other = durable.Client(self.b.address)
+        across = self._delivery(other)
+        other.close()
+        return {"samples_s": same, "across_coordinators_samples_s": across}
+
+    def throughput(self) -> dict[str, Any]:
+        workflows = n(200, 50)
+        durable.start_workflow(ten_steps).result(timeout=10)  # warm-up
+        start = time.perf_counter()
+        handles = [durable.start_workflow(ten_steps) for _ in range(workflows)]
+        for handle in handles:
+            handle.result(timeout=300)
+        elapsed = time.perf_counter() - start
+        return {"workflows": workflows, "steps": workflows * 10, "elapsed_s": elapsed}
+
+    def replay(self) -> dict[str, Any]:
+        steps = 1000
+        client = durable.Client(self.a.address)
+        samples = []
+        for _ in range(n(5, 2)):
+            # A PENDING workflow with all its steps recorded, as if its process died after
+            # the last one: record them over the wire, then run the workflow with its ID.
+            workflow_id = f"replay-{uuid.uuid4().hex}"
+            data = json.dumps({"args": [steps], "kwargs": {}}).encode()
+            client.start_workflow(
+                workflow_id, "bench.many_steps", pb.Payload(encoding="json", data=data)
+            )
+            for i in range(1, steps + 1):
+                client.run_step(
+                    pb.RunStepRequest(
+                        workflow_id=workflow_id,
+                        step_id=i,
+                        name="bench.counted",
+                        output=pb.Payload(encoding="json", data=str(i - 1).encode()),
+                    )
+                )
+            STEP_RUNS[0] = 0
+            start = time.perf_counter()
+            with durable.set_workflow_id(workflow_id):
+                result = many_steps(steps)
+            samples.append(time.perf_counter() - start)
+            if result != steps or STEP_RUNS[0] != 0:
+                raise RuntimeError(f"replay ran {STEP_RUNS[0]} steps again, result {result!r}")
+        client.close()
+        # The coordinator's part alone: StartWorkflow on the PENDING workflow returning
+        # its whole history (bench.core_latency's figure).
+        rpc = [replay_time(self.a.address, steps) for _ in range(n(5, 2))]
+        return {"samples_s": samples, "start_workflow_rpc_s": rpc, "steps": steps}
+
+    def timeout_accuracy(self) -> dict[str, Any]:
+        errors = []
+        for _ in range(n(10, 3)):
+            start = time.perf_counter()
+            value = durable.get_event(f"missing-{uuid.uuid4().hex}", "nothing", timeout=1)
+            errors.append(time.perf_counter() - start - 1.0)
+            if value is not None:
+                raise RuntimeError(f"got {value!r}")
+        return {"errors_s": errors}
+
+
+# --- the DBOS side -------------------------------------------------------------------------
+
+
+def sqlalchemy_url(conninfo: str) -> str:
+    """A postgresql:// URL (what DBOS's system_database_url takes) for a libpq conninfo."""
+    parts = conninfo_to_dict(conninfo)
+    user = quote(str(parts.get("user", "postgres")), safe="")
+    password = parts.get("password")
+    auth = user + (f":{quote(str(password), safe='')}" if password else "")
+    host = str(parts.get("host", "localhost"))
+    port = str(parts.get("port", "5432"))
+    dbname = quote(str(parts["dbname"]), safe="")
+    if host.startswith("/"):  # a Unix socket directory (the embedded Postgres)
+        return f"postgresql://{auth}@/{dbname}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql://{auth}@{host}:{port}/{dbname}"
+
+
+def dbos_unavailable() -> str | None:
+    if not DBOS_PYTHON.exists():
+        return (
+            f"{DBOS_PYTHON} not found: create it with `make bench` or "
+            f"`python3 -m venv bench/.venv-dbos && bench/.venv-dbos/bin/pip install dbos==3.4.0`"
+        )
+    check = subprocess.run(
+        [str(DBOS_PYTHON), "-c", "import importlib.metadata as m; print(m.version('dbos'))"],
+        capture_output=True,
+        text=True,
+    )
+    if check.returncode != 0 or check.stdout.strip() != "3.4.0":
+        return f"dbos 3.4.0 is not importable from {DBOS_PYTHON}: {check.stderr.strip()[-300:]}"
+    return None
+
+
+def run_dbos(scenario: str, database_url: str) -> dict[str, Any]:
+    args = [str(DBOS_PYTHON), str(DBOS_WORKER), scenario, database_url]
+    if QUICK:
+        args.append("--quick")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=HERE)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return result
+    raise RuntimeError(
+        f"DBOS worker for {scenario} failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
+    )
+
+
+# --- summary -------------------------------------------------------------------------------
+
+# (row, result key, kind, target from ANCHORS.md)
+ROWS: dict[str, list[tuple[str, str, str, str]]] = {
+    "step_latency": [("per step (100 sequential)", "samples_s", "latency", "DBOS/ours >= 3")],
+    "start_result": [("1-step workflow start->result", "samples_s", "latency", "-")],
+    "event_delivery": [
+        ("set_event->get_event, same", "samples_s", "latency", "p50<=2, p99<=10 ms"),
+        (
+            "set_event->get_event, across",
+            "across_coordinators_samples_s",
+            "latency",
+            "p50<=2, p99<=10 ms",
+        ),
+    ],
+    "throughput": [("concurrent workflows x 10 steps", "", "throughput", "ours/DBOS >= 8")],
+    "replay": [
+        ("replay 1000 steps", "samples_s", "latency", "<=50 ms"),
+        ("  (StartWorkflow RPC only)", "start_workflow_rpc_s", "latency", "-"),
+    ],
+    "timeout_accuracy": [("get_event 1 s timeout error", "errors_s", "error", "+-20 ms")],
+}
+
+
+def figures(result: dict[str, Any] | None, key: str, kind: str) -> dict[str, float] | None:
+    if result is None:
+        return None
+    if kind == "throughput":
+        rate = result["steps"] / result["elapsed_s"]
+        return {"median": rate, "p99": rate}
+    if key not in result:
+        return None
+    summary = percentiles(result[key])
+    if kind == "error":  # the signed median error, and the largest error either way
+        return {"median": summary["median_ms"], "p99": max(abs(e) * 1000 for e in result[key])}
+    return {"median": summary["median_ms"], "p99": summary["p99_ms"]}
+
+
+def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for scenario, sides in results.items():
+        for label, key, kind, target in ROWS[scenario]:
+            ours = figures(sides.get("ours"), key, kind)
+            dbos = figures(sides.get("dbos"), key, kind)
+            ratio = None
+            if ours and dbos and kind == "latency":
+                ratio = dbos["median"] / ours["median"]
+            elif ours and dbos and kind == "throughput":
+                ratio = ours["median"] / dbos["median"]
+            if kind == "throughput" and ours:
+                label = f"{sides['ours']['workflows']} workflows x 10 steps"
+            rows.append(
+                {
+                    "scenario": label,
+                    "unit": {"latency": "ms", "throughput": "steps/s", "error": "ms"}[kind],
+                    "ours": ours,
+                    "dbos": dbos,
+                    "ratio": ratio,
+                    "target": target,
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    def cell(figs: dict[str, float] | None, unit: str) -> str:
+        if figs is None:
+            return "n/a"
+        if unit == "steps/s":
+            return f"{figs['median']:.0f}"
+        return f"{figs['median']:.2f} / {figs['p99']:.2f}"
+
+    header = f"{'scenario':<32} {'unit':<8} {'ours med/p99':>17} {'DBOS med/p99':>17}"
+    print(f"{header} {'ratio':>7}  target")
+    for row in rows:
+        ratio = f"{row['ratio']:.1f}x" if row["ratio"] is not None else "-"
+        print(
+            f"{row['scenario']:<32} {row['unit']:<8} {cell(row['ours'], row['unit']):>17} "
+            f"{cell(row['dbos'], row['unit']):>17} {ratio:>7}  {row['target']}"
+        )
+    print(
+        "ratio: DBOS/ours medians for latency, ours/DBOS for throughput; "
+        "timeout error: signed median / largest |error|"
+    )
+
+
+def main() -> None:
+    global QUICK
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (about a minute)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--json-out", type=Path, help="default: bench/results/run-<time>.json")
+    args = parser.parse_args()
+    QUICK = args.quick
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {SCENARIOS}")
+    chosen = [s for s in SCENARIOS if s in chosen]
+
+    skip_dbos = dbos_unavailable()
+    if skip_dbos:
+        print(f"DBOS column skipped: {skip_dbos}", file=sys.stderr)
+
+    server_url = os.environ.get("DATABASE_URL")
+    embedded = None
+    if not server_url:
+        data_dir = Path(tempfile.mkdtemp(prefix="durable-bench-")) / "pgdata"
+        embedded = start_embedded_postgres(data_dir, temporary=True)
+        server_url = embedded.url
+    ours_db = create_database(server_url)
+    dbos_db = create_database(server_url)
+    a, b = Coordinator(ours_db), Coordinator(ours_db)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        a.wait_serving()
+        b.wait_serving()
+        ours = Ours(a, b)
+        for scenario in chosen:
+            print(f"running {scenario} ...", file=sys.stderr, flush=True)
+            run: Callable[[], dict[str, Any]] = getattr(ours, scenario)
+            results[scenario] = {"ours": run()}
+            if not skip_dbos:
+                results[scenario]["dbos"] = run_dbos(scenario, sqlalchemy_url(dbos_db))
+    finally:
+        a.stop()
+        b.stop()
+        drop_database(server_url, ours_db)
+        drop_database(server_url, dbos_db)
+        if embedded is not None:
+            embedded.cleanup()
+
+    rows = table(results)
+    print_table(rows)
+    out = args.json_out or RESULTS / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "quick": QUICK,
+        "postgres": "DATABASE_URL" if embedded is None else "embedded (pgserver)",
+        "dbos_skipped": skip_dbos,
+        "cpu_count": os.cpu_count(),
+        "table": rows,
+        "raw": results,
+    }
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
