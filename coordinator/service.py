@@ -415,6 +415,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             ),
             limit=request.page_size or DEFAULT_PAGE_SIZE,
             page_token=request.page_token,
+            byte_budget=self._config.history_budget_bytes,
         )
         return pb.ListWorkflowsResponse(
             workflows=[wire.workflow(w) for w in found], next_page_token=next_token

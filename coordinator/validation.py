@@ -72,6 +72,9 @@ def payload(message: pb.Payload, field: str, max_bytes: int) -> Payload:
             json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidArgument(f"{field}.data", f"not valid UTF-8 JSON: {exc}") from None
+        except RecursionError:
+            # Arrays or objects nested deeper than Python's recursion limit (about 1000).
+            raise InvalidArgument(f"{field}.data", "JSON nested too deeply") from None
     return Payload(encoding, data)
 
 

@@ -4,6 +4,7 @@ coordinator is still healthy."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -378,6 +379,60 @@ def test_a_request_that_is_not_a_valid_message_fails_without_harming_the_server(
         with pytest.raises(grpc.RpcError) as caught:
             raw(garbage, timeout=RPC_TIMEOUT)
         assert caught.value.code() != grpc.StatusCode.OK
+
+
+# --- found by fuzzing (tests/test_fuzz.py) --------------------------------------------------
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_invalid_argument(stub: Stub) -> None:
+    # Within the default 1 MiB limit; Python's parser gives up at about 1000 levels.
+    nested = json_payload(b"[" * 100_000 + b"]" * 100_000)
+    requests: list[tuple[Message, str]] = [
+        (start_req(input=nested), "input.data"),
+        (step_req(output=nested), "output.data"),
+        (set_req(value=nested), "value.data"),
+        (finish_req(output=nested), "output.data"),
+    ]
+    for request, field in requests:
+        with pytest.raises(grpc.RpcError) as caught:
+            call(stub, request)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(caught.value).metadata["field"] == field
+
+
+def test_page_token_naming_a_workflow_id_with_nul_is_invalid_argument(stub: Stub) -> None:
+    token = base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00+00:00", "a\x00b"]).encode())
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListWorkflows(pb.ListWorkflowsRequest(page_token=token.decode()), timeout=RPC_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).metadata["field"] == "page_token"
+
+
+def test_list_workflows_pages_of_large_inputs_stay_under_the_message_limit(stub: Stub) -> None:
+    # Five 1 MiB inputs in one page would be over the coordinator's send limit (about
+    # 3 MiB) and the client's default receive limit (4 MiB).
+    name = "bad-input.large-inputs"
+    large = pb.Payload(encoding="bytes", data=b"x" * (1024 * 1024))
+    ids = {f"large-input-{i}" for i in range(5)}
+    for workflow_id in ids:
+        stub.StartWorkflow(
+            pb.StartWorkflowRequest(workflow_id=workflow_id, name=name, input=large),
+            timeout=RPC_TIMEOUT,
+        )
+    request = pb.ListWorkflowsRequest(name=name)
+    seen: list[str] = []
+    pages = 0
+    while True:
+        reply = stub.ListWorkflows(request, timeout=RPC_TIMEOUT)
+        pages += 1
+        assert reply.workflows, "a page holds at least one workflow"
+        assert reply.ByteSize() < 3 * 1024 * 1024
+        seen.extend(w.workflow_id for w in reply.workflows)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    assert sorted(seen) == sorted(ids)
+    assert pages > 1
 
 
 # --- afterwards ----------------------------------------------------------------------------

@@ -167,9 +167,22 @@ def _encode_cursor(record: WorkflowRecord) -> str:
 def _decode_cursor(token: str) -> tuple[datetime, str]:
     try:
         created, workflow_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if "\x00" in str(workflow_id):
+            raise ValueError("Postgres text cannot hold NUL")
         return datetime.fromisoformat(created), str(workflow_id)
     except (ValueError, TypeError) as exc:
         raise InvalidArgument("page_token", "not a token from a previous page") from exc
+
+
+def _size(record: WorkflowRecord) -> int:
+    """About how many bytes the workflow takes in a reply."""
+    size = 256 + len(record.workflow_id) + len(record.name.encode())
+    for value in (record.input, record.result):
+        if isinstance(value, Payload):
+            size += len(value.data) + len(value.encoding)
+        elif value is not None:
+            size += sum(len(text.encode()) for text in (value.type, value.message, value.details))
+    return size
 
 
 async def list_workflows(
@@ -182,8 +195,13 @@ async def list_workflows(
     created_before: datetime | None,
     limit: int,
     page_token: str,
+    byte_budget: int,
 ) -> tuple[list[WorkflowRecord], str]:
-    """A page of workflows, newest first, and the token of the next page ('' at the end)."""
+    """A page of workflows, newest first, and the token of the next page ('' at the end).
+
+    The page holds at most `limit` workflows and `byte_budget` bytes, but at least one
+    workflow: inputs and outputs are included, so without the budget a page of large ones
+    would be over the gRPC message limit."""
     cursor_time, cursor_id = _decode_cursor(page_token) if page_token else (None, "")
     params = {
         "ns": namespace,
@@ -198,8 +216,14 @@ async def list_workflows(
     async with pool.connection() as conn:
         cur = await conn.execute(_LIST, params)
         found = [rows.workflow(row) for row in await cur.fetchall()]
-    page = found[:limit]
-    return page, _encode_cursor(page[-1]) if len(found) > limit else ""
+    page: list[WorkflowRecord] = []
+    size = 0
+    for record in found[:limit]:
+        size += _size(record)
+        if page and size > byte_budget:
+            break
+        page.append(record)
+    return page, _encode_cursor(page[-1]) if len(found) > len(page) else ""
 
 
 async def list_events(
