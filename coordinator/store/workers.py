@@ -34,9 +34,18 @@ ON CONFLICT (executor_id, namespace) DO UPDATE
 RETURNING lease_expires_at"""
 
 # Claim runnable workflows this executor can run: ENQUEUED ones, and PENDING ones whose
-# executor holds no live lease. SKIP LOCKED lets many workers claim at once without ever
-# handing one workflow to two of them. A workflow recovered more often than allowed goes to
-# DEAD_LETTER instead of to the worker.
+# executor holds no live lease. SKIP LOCKED lets many workers claim at once without waiting
+# on each other. The "no live lease" test is a correlated NOT EXISTS, not a join: when a row
+# was claimed by a transaction that committed while this one ran, Postgres re-checks the
+# conditions against the row's new version, and only expressions over the row itself (not
+# columns of an already-joined row) are re-evaluated. The UPDATE repeats the test for the
+# same reason. A workflow recovered more often than allowed goes to DEAD_LETTER instead.
+_RUNNABLE_BY_OTHERS = """(w.status = 'ENQUEUED'
+        OR (w.status = 'PENDING' AND w.executor_id IS NOT NULL AND w.executor_id <> %(exec)s
+            AND NOT EXISTS (SELECT 1 FROM durable.workers k
+                             WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace
+                               AND k.lease_expires_at > clock_timestamp())))"""
+
 _CLAIM = f"""
 WITH me AS (
     SELECT worker_name, workflow_names FROM durable.workers
@@ -45,16 +54,13 @@ WITH me AS (
 ), candidates AS (
     SELECT w.workflow_id, w.status AS was, w.recovery_attempts
       FROM durable.workflows w
-      LEFT JOIN durable.workers k
-             ON k.executor_id = w.executor_id AND k.namespace = w.namespace
      WHERE w.namespace = %(ns)s
        AND w.status IN ('PENDING', 'ENQUEUED')
        AND w.name = ANY ((SELECT workflow_names FROM me)::text[])
-       AND (w.status = 'ENQUEUED'
-            OR (w.executor_id IS NOT NULL AND w.executor_id <> %(exec)s
-                AND (k.executor_id IS NULL OR k.lease_expires_at <= clock_timestamp())))
-     ORDER BY (k.worker_name IS NOT NULL
-               AND k.worker_name = (SELECT worker_name FROM me)) DESC,
+       AND {_RUNNABLE_BY_OTHERS}
+     ORDER BY EXISTS (SELECT 1 FROM durable.workers k
+                       WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace
+                         AND k.worker_name = (SELECT worker_name FROM me)) DESC,
               w.created_at
      LIMIT %(limit)s
        FOR UPDATE OF w SKIP LOCKED
@@ -67,7 +73,7 @@ UPDATE durable.workflows w
        recovery_attempts = w.recovery_attempts + CASE WHEN c.was = 'PENDING' THEN 1 ELSE 0 END,
        updated_at = clock_timestamp()
   FROM candidates c
- WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s
+ WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND {_RUNNABLE_BY_OTHERS}
 RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}"""
 
 _HAS_LEASE = """
