@@ -427,5 +427,13 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
     ) -> pb.ListEventsResponse:
         ns = self._namespace(context)
         workflow_id = validation.workflow_id(request.workflow_id)
-        entries = await management.list_events(self._pool, ns, workflow_id)
-        return pb.ListEventsResponse(events=[wire.event_entry(e) for e in entries])
+        entries, next_token = await management.list_events(
+            self._pool,
+            ns,
+            workflow_id,
+            page_token=request.page_token,
+            byte_budget=self._config.history_budget_bytes,
+        )
+        return pb.ListEventsResponse(
+            events=[wire.event_entry(e) for e in entries], next_page_token=next_token
+        )

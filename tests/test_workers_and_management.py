@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+import durable
 from durable.v1 import coordinator_pb2 as pb
 from tests.support import (
     RPC_TIMEOUT,
@@ -443,3 +444,35 @@ def test_list_events_of_an_unknown_workflow_is_not_found(stub: Stub) -> None:
         lambda: stub.ListEvents(pb.ListEventsRequest(workflow_id=new_id()), timeout=RPC_TIMEOUT)
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_events_too_large_for_one_reply_are_listed_across_pages(database_url: str) -> None:
+    with running_coordinator(database_url, "--max-payload-bytes", "1100000") as coordinator:
+        stub = coordinator.stub
+        workflow_id = new_id("big-events")
+        start(stub, workflow_id)
+        blobs = {f"key-{n}": chr(ord("a") + n) * 1_000_000 for n in range(5)}
+        for step_id, (key, blob) in enumerate(blobs.items(), start=1):
+            set_event(stub, workflow_id, step_id, key, blob)
+
+        listed: dict[str, object] = {}
+        token, pages = "", 0
+        while True:
+            reply = stub.ListEvents(
+                pb.ListEventsRequest(workflow_id=workflow_id, page_token=token),
+                timeout=RPC_TIMEOUT,
+            )
+            # Every page fits a client that keeps gRPC's default 4 MiB receive limit.
+            assert reply.ByteSize() < 4 * 1024 * 1024
+            listed.update((e.key, value_of(e.value.value)) for e in reply.events)
+            pages += 1
+            token = reply.next_page_token
+            if not token:
+                break
+        assert listed == blobs
+        assert pages > 1
+        client = durable.Client(coordinator.address)
+        try:
+            assert durable.list_events(workflow_id, client=client) == blobs
+        finally:
+            client.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -14,6 +16,8 @@ from coordinator.store import rows
 from coordinator.store.records import EventEntry, EventValue, Payload, Status, WorkflowRecord
 from coordinator.store.workers import WORK_CHANNEL
 from coordinator.store.workflows import WORKFLOW_CHANNEL, get
+
+T = TypeVar("T")
 
 _NOTIFY_STATUS = f"""
 SELECT pg_notify('{WORKFLOW_CHANNEL}', json_build_object('n', %(ns)s::text, 'w', w)::text)
@@ -85,8 +89,12 @@ SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
 
 _EVENTS = """
 SELECT key, version, encoding, data, set_at FROM durable.events
- WHERE workflow_id = %(wf)s AND namespace = %(ns)s
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND key > %(after)s
  ORDER BY key"""
+
+# Rows are read through a server-side cursor this many at a time, so a page of large
+# payloads never has to sit in memory whole before it is cut at the byte budget.
+_FETCH_BATCH = 20
 
 
 async def _notify_status(conn: AsyncConnection[object], namespace: str, ids: list[str]) -> None:
@@ -211,28 +219,77 @@ async def list_workflows(
         "before": created_before,
         "cursor_time": cursor_time,
         "cursor_id": cursor_id,
+        # One more than a page, to tell whether another page follows.
         "limit": limit + 1,
     }
-    async with pool.connection() as conn:
-        cur = await conn.execute(_LIST, params)
-        found = [rows.workflow(row) for row in await cur.fetchall()]
-    page: list[WorkflowRecord] = []
-    size = 0
-    for record in found[:limit]:
-        size += _size(record)
-        if page and size > byte_budget:
-            break
-        page.append(record)
-    return page, _encode_cursor(page[-1]) if len(found) > len(page) else ""
+    found, more = await _read_page(
+        pool, _LIST, params, rows.workflow, _size, limit=limit, byte_budget=byte_budget
+    )
+    return found, _encode_cursor(found[-1]) if more else ""
+
+
+def _event_entry(row: rows.Row) -> EventEntry:
+    key, version, encoding, data, set_at = row
+    return EventEntry(key, EventValue(version, Payload(encoding, bytes(data)), set_at))
+
+
+def _event_size(entry: EventEntry) -> int:
+    return 128 + len(entry.key.encode()) + len(entry.value.value.data)
 
 
 async def list_events(
-    pool: AsyncConnectionPool, namespace: str, workflow_id: str
-) -> list[EventEntry]:
+    pool: AsyncConnectionPool,
+    namespace: str,
+    workflow_id: str,
+    *,
+    page_token: str,
+    byte_budget: int,
+) -> tuple[list[EventEntry], str]:
+    """A page of the workflow's events by key, about `byte_budget` bytes (at least one
+    event), and the token of the next page ('' at the end)."""
     await get(pool, namespace, workflow_id)  # WorkflowNotFound
-    async with pool.connection() as conn:
-        cur = await conn.execute(_EVENTS, {"ns": namespace, "wf": workflow_id})
-        return [
-            EventEntry(key, EventValue(version, Payload(encoding, bytes(data)), set_at))
-            for key, version, encoding, data, set_at in await cur.fetchall()
-        ]
+    after = ""
+    if page_token:
+        try:
+            after = base64.urlsafe_b64decode(page_token.encode()).decode()
+        except ValueError as exc:
+            raise InvalidArgument("page_token", "not a token from a previous page") from exc
+        if "\x00" in after:
+            raise InvalidArgument("page_token", "not a token from a previous page")
+    params = {"ns": namespace, "wf": workflow_id, "after": after}
+    found, more = await _read_page(
+        pool, _EVENTS, params, _event_entry, _event_size, limit=None, byte_budget=byte_budget
+    )
+    token = base64.urlsafe_b64encode(found[-1].key.encode()).decode() if more else ""
+    return found, token
+
+
+async def _read_page(
+    pool: AsyncConnectionPool,
+    query: str,
+    params: dict[str, Any],
+    convert: Callable[[rows.Row], T],
+    size_of: Callable[[T], int],
+    *,
+    limit: int | None,
+    byte_budget: int,
+) -> tuple[list[T], bool]:
+    """Read rows in order until `limit` rows or `byte_budget` bytes (but at least one row);
+    the bool says more rows follow."""
+    page: list[T] = []
+    size = 0
+    async with (
+        pool.connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="durable_page") as cur,
+    ):
+        await cur.execute(query, params)
+        while batch := await cur.fetchmany(_FETCH_BATCH):
+            for row in batch:
+                item = convert(row)
+                size += size_of(item)
+                full = limit is not None and len(page) >= limit
+                if page and (full or size > byte_budget):
+                    return page, True
+                page.append(item)
+    return page, False

@@ -258,8 +258,16 @@ class Client:
         return self._unary(self._stub.ListSteps, request, read=True)
 
     def list_events(self, workflow_id: str) -> list[pb.Event]:
-        request = pb.ListEventsRequest(workflow_id=workflow_id)
-        return list(self._unary(self._stub.ListEvents, request, read=True).events)
+        """Every event of the workflow with its latest value (all pages)."""
+        events: list[pb.Event] = []
+        token = ""
+        while True:
+            request = pb.ListEventsRequest(workflow_id=workflow_id, page_token=token)
+            reply = self._unary(self._stub.ListEvents, request, read=True)
+            events.extend(reply.events)
+            token = reply.next_page_token
+            if not token:
+                return events
 
     def get_event(
         self, workflow_id: str, key: str, timeout: float, *, follow: bool
