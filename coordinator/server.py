@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 # Room for the largest payload plus the rest of a message, and for a history page.
 _MESSAGE_SLACK = 64 * 1024
+# Calls that have arrived but that the event loop has not yet accepted. grpc.aio accepts one
+# call at a time, so a burst of new calls (clients re-opening thousands of GetEvent streams
+# after a restart) queues in gRPC core, which by default drops queued calls at random past
+# 1,000 and all past 3,000, with a bare CANCELLED the coordinator never sees. A queued call
+# costs about 15 KiB; gRPC still cancels any left unaccepted for 30 s.
+_MAX_PENDING_CALLS = 20_000
 
 
 def _listening_on(listen: str, port: int) -> str:
@@ -61,6 +67,8 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         options=[
             ("grpc.max_receive_message_length", config.max_payload_bytes + _MESSAGE_SLACK),
             ("grpc.max_send_message_length", max_message),
+            ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
         ],
     )
     pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorService(pool, hub, config), server)
