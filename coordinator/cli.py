@@ -53,6 +53,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="maximum database connections (env DURABLE_POOL_SIZE; default %(default)s)",
     )
     parser.add_argument(
+        "--group-commit",
+        action=argparse.BooleanOptionalAction,
+        default=_env("DURABLE_GROUP_COMMIT", "true").lower() in ("1", "true", "yes"),
+        help="write RunStep and SetEvent requests that arrive while earlier ones are being "
+        "committed together, in one transaction (env DURABLE_GROUP_COMMIT; default on)",
+    )
+    parser.add_argument(
+        "--group-commit-max-batch",
+        type=int,
+        default=int(_env("DURABLE_GROUP_COMMIT_MAX_BATCH", _DEFAULTS.group_commit_max_batch)),
+        help="most requests in one group-commit transaction "
+        "(env DURABLE_GROUP_COMMIT_MAX_BATCH; default %(default)s)",
+    )
+    parser.add_argument(
         "--max-payload-bytes",
         type=int,
         default=int(_env("DURABLE_MAX_PAYLOAD_BYTES", _DEFAULTS.max_payload_bytes)),
@@ -135,6 +149,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     args = parser.parse_args(argv)
     if args.pool_size < 1:
         parser.error("--pool-size must be at least 1")
+    if args.group_commit_max_batch < 1:
+        parser.error("--group-commit-max-batch must be at least 1")
     if args.max_payload_bytes < 1:
         parser.error("--max-payload-bytes must be at least 1")
     if args.max_recovery_attempts < 0:
@@ -163,6 +179,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         data_dir=args.data_dir,
         pool_min_size=min(_DEFAULTS.pool_min_size, args.pool_size),
         pool_max_size=args.pool_size,
+        group_commit=args.group_commit,
+        group_commit_max_batch=args.group_commit_max_batch,
         max_payload_bytes=args.max_payload_bytes,
         max_wait_seconds=args.max_wait_seconds,
         shutdown_grace_seconds=args.shutdown_grace,

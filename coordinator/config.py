@@ -19,6 +19,10 @@ class Config:
     data_dir: Path = Path(".durable/pgdata")
     pool_min_size: int = 2
     pool_max_size: int = 10
+    # Group commit: RunStep and SetEvent requests arriving while earlier ones are being
+    # committed share the next transaction, at most this many in one.
+    group_commit: bool = True
+    group_commit_max_batch: int = 128
     max_payload_bytes: int = 1024 * 1024
     # Upper bound for any wait a client may ask for (GetEvent, AwaitWorkflow).
     max_wait_seconds: float = 24 * 3600.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -66,10 +67,25 @@ OPEN_STREAMS = Gauge(
     ["method"],
 )
 
+GROUP_COMMIT_BATCH = Histogram(
+    "durable_group_commit_batch_size",
+    "Requests written per group-commit transaction, by method (1: the request went alone)",
+    ["method"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf")),
+)
+
+
+@functools.cache
+def _rpc_children(method: str, code: str) -> tuple[Counter, Histogram]:
+    # labels() builds and looks up the label tuple under a lock on every call (~8 us, about
+    # 1 % of a unary call); the children it returns live as long as their metric.
+    return RPCS.labels(method, code), RPC_DURATION.labels(method)
+
 
 def rpc_finished(method: str, code: str, seconds: float) -> None:
-    RPCS.labels(method, code).inc()
-    RPC_DURATION.labels(method).observe(seconds)
+    calls, duration = _rpc_children(method, code)
+    calls.inc()
+    duration.observe(seconds)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -10,13 +10,13 @@ from datetime import timedelta
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator import validation, wire
+from coordinator import metrics, validation, wire
 from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
 from coordinator.errors import InvalidArgument
 from coordinator.notify import Hub, event_topic, work_topic, workflow_topic
-from coordinator.store import events, management, steps, workers, workflows
+from coordinator.store import batched, events, management, steps, workers, workflows
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -36,6 +36,15 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         self._hub = hub
         self._config = config
         self._auth = Authenticator(config.tokens)
+        # Group commit: RunStep and SetEvent requests that arrive while earlier ones are
+        # being committed share the next transaction (coordinator/store/group_commit.py).
+        max_batch = config.group_commit_max_batch if config.group_commit else 1
+        self._step_writer = batched.StepWriter(
+            pool, max_batch=max_batch, observe=metrics.GROUP_COMMIT_BATCH.labels("RunStep").observe
+        )
+        self._event_writer = batched.EventWriter(
+            pool, max_batch=max_batch, observe=metrics.GROUP_COMMIT_BATCH.labels("SetEvent").observe
+        )
 
     def _namespace(self, context: Context) -> str:
         """The caller's namespace, from its bearer token; raises Unauthenticated."""
@@ -99,18 +108,19 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         if request.attempts < 0:
             raise InvalidArgument("attempts", "must not be negative")
-        record, already = await steps.record(
-            self._pool,
-            ns,
-            workflow_id,
-            step_id,
-            name,
-            outcome,
-            executor_id=validation.executor_id(request.executor_id),
-            started_at=validation.timestamp(
-                request.HasField("start_time"), request.start_time, "start_time"
-            ),
-            attempts=request.attempts or 1,
+        record, already = await self._step_writer.record(
+            batched.StepWrite(
+                ns,
+                workflow_id,
+                step_id,
+                name,
+                outcome,
+                executor_id=validation.executor_id(request.executor_id),
+                started_at=validation.timestamp(
+                    request.HasField("start_time"), request.start_time, "start_time"
+                ),
+                attempts=request.attempts or 1,
+            )
         )
         return pb.RunStepResponse(step=wire.step(record), already_recorded=already)
 
@@ -123,14 +133,15 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         if not request.HasField("value"):
             raise InvalidArgument("value", "required")
         value = validation.payload(request.value, "value", self._config.max_payload_bytes)
-        record, version = await events.set_event(
-            self._pool,
-            ns,
-            workflow_id,
-            step_id,
-            key,
-            value,
-            executor_id=validation.executor_id(request.executor_id),
+        record, version = await self._event_writer.set(
+            batched.EventWrite(
+                ns,
+                workflow_id,
+                step_id,
+                key,
+                value,
+                executor_id=validation.executor_id(request.executor_id),
+            )
         )
         if version is None:
             return pb.SetEventResponse(step=wire.step(record), already_recorded=True)
