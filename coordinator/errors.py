@@ -144,3 +144,19 @@ class WorkflowFinished(CoordinatorError):
             workflow_id=workflow_id,
             status=status,
         )
+
+
+class QueueDeduplicated(CoordinatorError):
+    """A queue already holds a live (ENQUEUED or PENDING) workflow with this deduplication ID."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "QUEUE_DEDUPLICATED"
+
+    def __init__(self, queue_name: str, deduplication_id: str, existing_workflow_id: str) -> None:
+        super().__init__(
+            f"queue {queue_name!r} already holds workflow {existing_workflow_id!r} with"
+            f" deduplication ID {deduplication_id!r}",
+            queue_name=queue_name,
+            deduplication_id=deduplication_id,
+            existing_workflow_id=existing_workflow_id,
+        )

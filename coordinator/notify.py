@@ -20,6 +20,7 @@ import psycopg
 
 from coordinator.errors import ShuttingDown
 from coordinator.store.events import EVENT_CHANNEL
+from coordinator.store.messages import MESSAGE_CHANNEL
 from coordinator.store.workers import WORK_CHANNEL
 from coordinator.store.workflows import WORKFLOW_CHANNEL
 
@@ -35,6 +36,11 @@ def event_topic(namespace: str, workflow_id: str, key: str) -> Topic:
 
 def workflow_topic(namespace: str, workflow_id: str) -> Topic:
     return ("workflow", namespace, workflow_id)
+
+
+def message_topic(namespace: str, workflow_id: str, topic: str) -> Topic:
+    """Published when a message to the workflow on `topic` is sent (or consumed)."""
+    return ("message", namespace, workflow_id, topic)
 
 
 def work_topic(namespace: str) -> Topic:
@@ -154,6 +160,7 @@ class Listener:
                     await conn.execute(f"LISTEN {EVENT_CHANNEL}")
                     await conn.execute(f"LISTEN {WORKFLOW_CHANNEL}")
                     await conn.execute(f"LISTEN {WORK_CHANNEL}")
+                    await conn.execute(f"LISTEN {MESSAGE_CHANNEL}")
                     self.connected.set()
                     # Anything published while we were not listening was missed.
                     self._hub.wake_all()
@@ -174,5 +181,7 @@ class Listener:
                 self._hub.publish(event_topic(note["n"], note["w"], note["k"]), int(note["v"]))
             elif channel == WORK_CHANNEL:
                 self._hub.publish(work_topic(note["n"]))
+            elif channel == MESSAGE_CHANNEL:
+                self._hub.publish(message_topic(note["n"], note["w"], note["t"]))
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring malformed notification on %s: %.200r", channel, payload)

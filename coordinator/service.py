@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
@@ -15,8 +16,20 @@ from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
 from coordinator.errors import InvalidArgument
-from coordinator.notify import Hub, event_topic, work_topic, workflow_topic
-from coordinator.store import batched, events, management, steps, workers, workflows
+from coordinator.notify import Hub, event_topic, message_topic, work_topic, workflow_topic
+from coordinator.store import (
+    batched,
+    children,
+    events,
+    management,
+    messages,
+    queues,
+    steps,
+    waits,
+    workers,
+    workflows,
+)
+from coordinator.store.records import Status, StepKind, StepRecord
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -58,11 +71,17 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.StartWorkflowRequest, context: Context
     ) -> pb.StartWorkflowResponse:
         ns = self._namespace(context)
+        parent = None
+        if request.HasField("parent"):
+            parent = children.StepRef(*validation.step_ref(request.parent, "parent"))
         workflow_id = (
             validation.workflow_id(request.workflow_id)
             if request.workflow_id
-            else str(uuid.uuid4())
+            # A child's start with no ID means "the recorded child" on a replay.
+            else ("" if parent else str(uuid.uuid4()))
         )
+        if parent and workflow_id == parent.workflow_id:
+            raise InvalidArgument("workflow_id", "a workflow cannot be its own child")
         name = validation.name(request.name, "name")
         input = (
             validation.payload(request.input, "input", self._config.max_payload_bytes)
@@ -76,9 +95,20 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                 True, request.timeout, "timeout", default=0, minimum=0.001, maximum=MAX_TIMEOUT
             )
             timeout = timedelta(seconds=seconds)
-        record, created = await workflows.start(
-            self._pool, ns, workflow_id, name, input, executor_id=executor, timeout=timeout
+        options = workflows.StartOptions(
+            executor_id=executor, timeout=timeout, **self._queue_options(request)
         )
+        if parent:
+            record, created = await children.start_child(
+                self._pool, ns, parent, workflow_id, name, input, options
+            )
+            workflow_id = record.workflow_id
+        else:
+            record, created = await workflows.start(
+                self._pool, ns, workflow_id, name, input, options
+            )
+        if created and record.status is Status.ENQUEUED:
+            self._hub.publish(work_topic(ns))  # other coordinators hear the NOTIFY
         response = pb.StartWorkflowResponse(workflow=wire.workflow(record), created=created)
         if not created and not record.status.finished:
             history, truncated = await steps.page(
@@ -159,6 +189,13 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         timeout = self._timeout(request.HasField("timeout"), request.timeout)
         if request.after_version < 0:
             raise InvalidArgument("after_version", "must not be negative")
+        if request.HasField("caller"):
+            if request.follow:
+                raise InvalidArgument("follow", "not allowed with caller (a read is one value)")
+            if request.after_version:
+                raise InvalidArgument("after_version", "not allowed with caller")
+            yield await self._read_event_as_step(ns, workflow_id, key, timeout, request.caller)
+            return
         follow = request.follow
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -193,6 +230,170 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                     return
                 await waiter.wait(remaining)
 
+    async def _read_event_as_step(
+        self, ns: str, workflow_id: str, key: str, timeout: float, caller: pb.StepRef
+    ) -> pb.GetEventResponse:
+        """GetEvent from a running workflow: one value (or none), checkpointed as the
+        caller's GET_EVENT step with the wait's deadline; a replay answers at once."""
+        caller_id, step_id, executor = validation.step_ref(caller, "caller")
+        begun = await waits.begin(
+            self._pool,
+            ns,
+            caller_id,
+            step_id,
+            StepKind.GET_EVENT,
+            key,
+            timeout,
+            executor_id=executor,
+        )
+        if isinstance(begun, StepRecord):
+            return wire.recorded_event(begun)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + begun.remaining
+        # The caller's own topic too: cancelling it ends the wait (with WORKFLOW_NOT_PENDING).
+        topics = (
+            event_topic(ns, workflow_id, key),
+            workflow_topic(ns, workflow_id),
+            workflow_topic(ns, caller_id),
+        )
+        with self._hub.subscribe(*topics) as waiter:
+            while True:
+                waiter.arm()
+                seen = await events.read(self._pool, ns, workflow_id, key, 0, from_history=False)
+                finished = seen.status is not None and seen.status.finished
+                remaining = deadline - loop.time()
+                if seen.values or finished or remaining <= 0:
+                    break
+                if await waits.settled(self._pool, ns, caller_id, step_id, executor):
+                    break  # recorded by a concurrent call, or refused: recording says which
+                await waiter.wait(remaining)
+        value = seen.values[0].value if seen.values else waits.JSON_NULL
+        step, already = await waits.record(
+            self._pool,
+            ns,
+            caller_id,
+            step_id,
+            StepKind.GET_EVENT,
+            key,
+            value,
+            begun.at,
+            timed_out=not seen.values,
+            executor_id=executor,
+        )
+        if already:
+            return wire.recorded_event(step)
+        if seen.values:
+            return wire.event(seen.values[0])
+        if finished:
+            # Recorded as "no value" (replays get timed_out); this caller learns why.
+            assert seen.status is not None
+            return pb.GetEventResponse(
+                workflow_finished=pb.WorkflowFinished(status=wire.status(seen.status))
+            )
+        return pb.GetEventResponse(timed_out=pb.TimedOut())
+
+    @unary
+    async def Send(self, request: pb.SendRequest, context: Context) -> pb.SendResponse:
+        ns = self._namespace(context)
+        destination = validation.workflow_id(
+            request.destination_workflow_id, "destination_workflow_id"
+        )
+        topic = validation.topic(request.topic)
+        if not request.HasField("message"):
+            raise InvalidArgument("message", "required")
+        message = validation.payload(request.message, "message", self._config.max_payload_bytes)
+        key = (
+            validation.name(request.idempotency_key, "idempotency_key")
+            if request.idempotency_key
+            else None
+        )
+        caller = None
+        if request.HasField("caller"):
+            caller = messages.Caller(*validation.step_ref(request.caller, "caller"))
+            key = key or messages.default_idempotency_key(caller.workflow_id, caller.step_id)
+        sent = await messages.send(
+            self._pool, ns, destination, topic, message, idempotency_key=key, caller=caller
+        )
+        if sent.delivered:
+            # Wake this process's receivers now; other coordinators hear the NOTIFY.
+            self._hub.publish(message_topic(ns, destination, topic))
+        response = pb.SendResponse(already_sent=not sent.delivered)
+        if sent.step is not None:
+            response.step.CopyFrom(wire.step(sent.step))
+        return response
+
+    @unary
+    async def Recv(self, request: pb.RecvRequest, context: Context) -> pb.RecvResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        step_id = validation.step_id(request.step_id)
+        topic = validation.topic(request.topic)
+        timeout = self._timeout(request.HasField("timeout"), request.timeout)
+        executor = validation.executor_id(request.executor_id)
+        begun = await waits.begin(
+            self._pool,
+            ns,
+            workflow_id,
+            step_id,
+            StepKind.RECV,
+            topic,
+            timeout,
+            executor_id=executor,
+        )
+        if isinstance(begun, StepRecord):
+            return pb.RecvResponse(step=wire.step(begun), already_recorded=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + begun.remaining
+        # The workflow's own topic too: cancelling it ends the wait (WORKFLOW_NOT_PENDING).
+        topics = (message_topic(ns, workflow_id, topic), workflow_topic(ns, workflow_id))
+        with self._hub.subscribe(*topics) as waiter:
+            while True:
+                waiter.arm()
+                remaining = deadline - loop.time()
+                received = await messages.receive(
+                    self._pool,
+                    ns,
+                    workflow_id,
+                    step_id,
+                    topic,
+                    begun.at,
+                    give_up=remaining <= 0,
+                    executor_id=executor,
+                )
+                if received is not None:
+                    break
+                await waiter.wait(remaining)
+        if not received.already_recorded:
+            # Wakes other calls waiting on this step here (others hear the NOTIFY).
+            self._hub.publish(message_topic(ns, workflow_id, topic))
+        return pb.RecvResponse(
+            step=wire.step(received.step), already_recorded=received.already_recorded
+        )
+
+    @unary
+    async def Sleep(self, request: pb.SleepRequest, context: Context) -> pb.SleepResponse:
+        ns = self._namespace(context)
+        workflow_id = validation.workflow_id(request.workflow_id)
+        step_id = validation.step_id(request.step_id)
+        if not request.HasField("duration"):
+            raise InvalidArgument("duration", "required")
+        seconds = validation.duration(
+            True, request.duration, "duration", default=0.0, minimum=0.0, maximum=MAX_TIMEOUT
+        )
+        slept = await waits.sleep(
+            self._pool,
+            ns,
+            workflow_id,
+            step_id,
+            seconds,
+            executor_id=validation.executor_id(request.executor_id),
+        )
+        return pb.SleepResponse(
+            step=wire.step(slept.step),
+            already_recorded=slept.already_recorded,
+            remaining=wire.duration(slept.remaining),
+        )
+
     @unary
     async def FinishWorkflow(
         self, request: pb.FinishWorkflowRequest, context: Context
@@ -215,6 +416,8 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         if not already:
             self._hub.publish(workflow_topic(ns, workflow_id))
+            if record.queue_name:
+                self._hub.publish(work_topic(ns))  # a slot of its queue is free
         return pb.FinishWorkflowResponse(workflow=wire.workflow(record), already_finished=already)
 
     @unary
@@ -311,6 +514,9 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         if len(request.workflow_names) > MAX_WORKFLOW_NAMES:
             raise InvalidArgument("workflow_names", f"more than {MAX_WORKFLOW_NAMES}")
         names = [validation.name(n, "workflow_names") for n in request.workflow_names]
+        if len(request.queues) > MAX_WORKFLOW_NAMES:
+            raise InvalidArgument("queues", f"more than {MAX_WORKFLOW_NAMES}")
+        served = list(dict.fromkeys(validation.name(q, "queues") for q in request.queues))
         lease = validation.duration(
             request.HasField("lease"),
             request.lease,
@@ -320,7 +526,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             maximum=600.0,
         )
         expires, took_over = await workers.heartbeat(
-            self._pool, ns, executor, worker_name, names, timedelta(seconds=lease)
+            self._pool, ns, executor, worker_name, names, timedelta(seconds=lease), served
         )
         if took_over:
             self._hub.publish(work_topic(ns))
@@ -345,13 +551,12 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         with self._hub.subscribe(work_topic(ns)) as waiter:
             while True:
                 waiter.arm()
+                wanted = request.max_workflows or 1
                 claimed, dead = await workers.claim(
-                    self._pool,
-                    ns,
-                    executor,
-                    request.max_workflows or 1,
-                    self._config.max_recovery_attempts,
+                    self._pool, ns, executor, wanted, self._config.max_recovery_attempts
                 )
+                if len(claimed) < wanted:
+                    claimed += await queues.claim(self._pool, ns, executor, wanted - len(claimed))
                 if dead:
                     await management.notify_status(self._pool, ns, [w.workflow_id for w in dead])
                     for record in dead:
@@ -362,6 +567,39 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                 # ENQUEUED work wakes us at once; a lapsed lease is noticed at the next look.
                 await waiter.wait(min(remaining, self._config.sweep_seconds))
 
+    @staticmethod
+    def _queue_options(request: pb.StartWorkflowRequest) -> dict[str, Any]:
+        """StartOptions fields of an enqueue: none without a queue_name."""
+        if not request.queue_name:
+            if request.priority:
+                raise InvalidArgument("priority", "only with queue_name")
+            if request.deduplication_id:
+                raise InvalidArgument("deduplication_id", "only with queue_name")
+            return {}
+        if request.executor_id:
+            raise InvalidArgument(
+                "queue_name", "not allowed with executor_id (a queue's worker runs it)"
+            )
+        return {
+            "queue_name": validation.name(request.queue_name, "queue_name"),
+            "priority": request.priority,
+            "deduplication_id": (
+                validation.name(request.deduplication_id, "deduplication_id")
+                if request.deduplication_id
+                else None
+            ),
+        }
+
+    @unary
+    async def ConfigureQueue(
+        self, request: pb.ConfigureQueueRequest, context: Context
+    ) -> pb.ConfigureQueueResponse:
+        ns = self._namespace(context)
+        if not request.HasField("queue"):
+            raise InvalidArgument("queue", "required")
+        config = await queues.configure(self._pool, ns, validation.queue_config(request.queue))
+        return pb.ConfigureQueueResponse(queue=wire.queue_config(config))
+
     @unary
     async def CancelWorkflow(
         self, request: pb.CancelWorkflowRequest, context: Context
@@ -370,6 +608,8 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         workflow_id = validation.workflow_id(request.workflow_id)
         record = await management.cancel(self._pool, ns, workflow_id)
         self._hub.publish(workflow_topic(ns, workflow_id))
+        if record.queue_name:
+            self._hub.publish(work_topic(ns))  # a slot of its queue may be free
         return pb.CancelWorkflowResponse(workflow=wire.workflow(record))
 
     @unary
@@ -427,6 +667,12 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             limit=request.page_size or DEFAULT_PAGE_SIZE,
             page_token=request.page_token,
             byte_budget=self._config.history_budget_bytes,
+            parent_workflow_id=validation.executor_id(
+                request.parent_workflow_id, "parent_workflow_id"
+            ),
+            queue_name=(
+                validation.name(request.queue_name, "queue_name") if request.queue_name else ""
+            ),
         )
         return pb.ListWorkflowsResponse(
             workflows=[wire.workflow(w) for w in found], next_page_token=next_token

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import NoReturn
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from coordinator.errors import InvalidArgument
+from coordinator.store.queues import QueueConfig
 from coordinator.store.records import Failure, Payload
 from durable.v1 import coordinator_pb2 as pb
 
@@ -126,6 +127,20 @@ def executor_id(value: str, field: str = "executor_id") -> str:
     return workflow_id(value, field) if value else ""
 
 
+def topic(value: str, field: str = "topic") -> str:
+    """A message topic: 0-256 characters (empty: the default topic), no control characters."""
+    return name(value, field) if value else ""
+
+
+def step_ref(message: pb.StepRef, field: str) -> tuple[str, int, str]:
+    """A running workflow's step (workflow_id, step_id, executor_id), e.g. a `caller`."""
+    return (
+        workflow_id(message.workflow_id, f"{field}.workflow_id"),
+        step_id(message.step_id, f"{field}.step_id"),
+        executor_id(message.executor_id, f"{field}.executor_id"),
+    )
+
+
 def duration(
     present: bool,
     value: duration_pb2.Duration,
@@ -150,3 +165,36 @@ def timestamp(present: bool, value: timestamp_pb2.Timestamp, field: str) -> date
     if not 0 <= value.nanos < 10**9 or not -62_135_596_800 <= value.seconds <= 253_402_300_799:
         raise InvalidArgument(field, "not a valid Timestamp")
     return value.ToDatetime(tzinfo=timezone.utc)
+
+
+MAX_RATE_PERIOD_SECONDS = 24 * 3600.0
+
+
+def queue_config(message: pb.QueueConfig) -> QueueConfig:
+    """A queue's limits: zero means none; a rate period exactly with a rate limit."""
+    queue = name(message.name, "queue.name")
+    for field in ("concurrency", "worker_concurrency", "rate_limit"):
+        if getattr(message, field) < 0:
+            raise InvalidArgument(f"queue.{field}", "must not be negative (0: no limit)")
+    period = None
+    if message.rate_limit > 0:
+        if not message.HasField("rate_period"):
+            raise InvalidArgument("queue.rate_period", "required with rate_limit")
+        seconds = duration(
+            True,
+            message.rate_period,
+            "queue.rate_period",
+            default=0.0,
+            minimum=0.001,
+            maximum=MAX_RATE_PERIOD_SECONDS,
+        )
+        period = timedelta(seconds=seconds)
+    elif message.HasField("rate_period"):
+        raise InvalidArgument("queue.rate_period", "only with a rate_limit above 0")
+    return QueueConfig(
+        queue,
+        concurrency=message.concurrency or None,
+        worker_concurrency=message.worker_concurrency or None,
+        rate_limit=message.rate_limit or None,
+        rate_period=period,
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
+from coordinator.store.queues import QueueConfig
 from coordinator.store.records import (
     EventEntry,
     EventValue,
@@ -27,7 +28,15 @@ _STATUS = {
     Status.DEAD_LETTER: pb.WORKFLOW_STATUS_DEAD_LETTER,
     Status.ENQUEUED: pb.WORKFLOW_STATUS_ENQUEUED,
 }
-_KIND = {StepKind.STEP: pb.STEP_KIND_STEP, StepKind.SET_EVENT: pb.STEP_KIND_SET_EVENT}
+_KIND = {
+    StepKind.STEP: pb.STEP_KIND_STEP,
+    StepKind.SET_EVENT: pb.STEP_KIND_SET_EVENT,
+    StepKind.SLEEP: pb.STEP_KIND_SLEEP,
+    StepKind.SEND: pb.STEP_KIND_SEND,
+    StepKind.RECV: pb.STEP_KIND_RECV,
+    StepKind.GET_EVENT: pb.STEP_KIND_GET_EVENT,
+    StepKind.START_WORKFLOW: pb.STEP_KIND_START_WORKFLOW,
+}
 
 
 def status(value: Status) -> pb.WorkflowStatus.ValueType:
@@ -82,6 +91,13 @@ def workflow(record: WorkflowRecord) -> pb.Workflow:
         message.deadline.CopyFrom(timestamp(record.deadline_at))
     if record.forked_from:
         message.forked_from = record.forked_from
+    if record.queue_name:
+        message.queue_name = record.queue_name
+        message.priority = record.priority
+    if record.deduplication_id:
+        message.deduplication_id = record.deduplication_id
+    if record.parent_workflow_id:
+        message.parent_workflow_id = record.parent_workflow_id
     return message
 
 
@@ -105,6 +121,9 @@ def step(record: StepRecord) -> pb.Step:
     )
     if record.started_at is not None:
         message.start_time.CopyFrom(timestamp(record.started_at))
+    if record.deadline_at is not None:
+        message.deadline.CopyFrom(timestamp(record.deadline_at))
+    message.timed_out = record.timed_out
     return message
 
 
@@ -118,3 +137,34 @@ def event(value: EventValue) -> pb.GetEventResponse:
 
 def event_entry(entry: EventEntry) -> pb.Event:
     return pb.Event(key=entry.key, value=event(entry.value).event)
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(round(seconds * 1e9))
+    return value
+
+
+def recorded_event(record: StepRecord) -> pb.GetEventResponse:
+    """A GET_EVENT step replayed as its GetEvent message: the value read (version 0, set
+    when it was read), or `timed_out` when the wait ended without one."""
+    if record.timed_out:
+        return pb.GetEventResponse(timed_out=pb.TimedOut())
+    assert isinstance(record.outcome, Payload), "a GET_EVENT step records a value"
+    return pb.GetEventResponse(
+        event=pb.EventValue(
+            value=payload(record.outcome), version=0, set_time=timestamp(record.recorded_at)
+        )
+    )
+
+
+def queue_config(config: QueueConfig) -> pb.QueueConfig:
+    message = pb.QueueConfig(
+        name=config.name,
+        concurrency=config.concurrency or 0,
+        worker_concurrency=config.worker_concurrency or 0,
+        rate_limit=config.rate_limit or 0,
+    )
+    if config.rate_period is not None:
+        message.rate_period.FromTimedelta(config.rate_period)
+    return message

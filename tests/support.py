@@ -200,6 +200,18 @@ def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
 # --- calls ---------------------------------------------------------------------------------
 
 
+def start_pending(stub: Stub, workflow_id: str | None = None, name: str = "test.flow") -> str:
+    """Start a PENDING workflow with an SDK-shaped empty input; returns its ID."""
+    workflow_id = workflow_id or new_id(name.split(".")[0])
+    stub.StartWorkflow(
+        pb.StartWorkflowRequest(
+            workflow_id=workflow_id, name=name, input=payload({"args": [], "kwargs": {}})
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    return workflow_id
+
+
 def set_event(
     stub: Stub, workflow_id: str, step_id: int, key: str, value: Any
 ) -> pb.SetEventResponse:

@@ -59,6 +59,18 @@ def call(stub: Stub, request: Message) -> object:
         return stub.AwaitWorkflow(request, timeout=RPC_TIMEOUT)
     if isinstance(request, pb.ListStepsRequest):
         return stub.ListSteps(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.SendRequest):
+        return stub.Send(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.RecvRequest):
+        return stub.Recv(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.SleepRequest):
+        return stub.Sleep(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.ConfigureQueueRequest):
+        return stub.ConfigureQueue(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.HeartbeatRequest):
+        return stub.Heartbeat(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.ListWorkflowsRequest):
+        return stub.ListWorkflows(request, timeout=RPC_TIMEOUT)
     raise TypeError(f"not a request: {type(request)}")
 
 
@@ -103,6 +115,24 @@ def await_req(**fields: Any) -> pb.AwaitWorkflowRequest:
 
 def list_req(**fields: Any) -> pb.ListStepsRequest:
     return pb.ListStepsRequest(**{"workflow_id": GOOD_ID, **fields})
+
+
+def send_req(**fields: Any) -> pb.SendRequest:
+    return pb.SendRequest(**{"destination_workflow_id": GOOD_ID, "message": GOOD, **fields})
+
+
+def recv_req(**fields: Any) -> pb.RecvRequest:
+    return pb.RecvRequest(**{"workflow_id": GOOD_ID, "step_id": 1, "timeout": Duration(), **fields})
+
+
+def sleep_req(**fields: Any) -> pb.SleepRequest:
+    return pb.SleepRequest(
+        **{"workflow_id": GOOD_ID, "step_id": 1, "duration": Duration(seconds=1), **fields}
+    )
+
+
+def caller(workflow_id: str = GOOD_ID, step_id: int = 1) -> pb.StepRef:
+    return pb.StepRef(workflow_id=workflow_id, step_id=step_id)
 
 
 def json_payload(data: bytes) -> pb.Payload:
@@ -272,7 +302,106 @@ def cases() -> list[Case]:
     for page_size in (-1, 1001, 2**31 - 1):
         add(f"page_size-{page_size}", list_req(page_size=page_size), "page_size")
     add("after_step_id-negative", list_req(after_step_id=-1), "after_step_id")
+    _add_message_and_sleep_cases(add)
+    _add_child_and_queue_cases(add)
     return found
+
+
+def _add_message_and_sleep_cases(add: Callable[[str, Message, str], None]) -> None:
+    """Send, Recv, Sleep, and GetEvent from a workflow (`caller`)."""
+    for label, value in {**BAD_WORKFLOW_IDS, **EMPTY_ID}.items():
+        add(
+            f"destination-{label}",
+            send_req(destination_workflow_id=value),
+            "destination_workflow_id",
+        )
+        add(f"workflow_id-{label}", recv_req(workflow_id=value), "workflow_id")
+        add(f"workflow_id-{label}", sleep_req(workflow_id=value), "workflow_id")
+        add(f"caller-{label}", send_req(caller=caller(value)), "caller.workflow_id")
+        add(f"caller-{label}", get_req(caller=caller(value)), "caller.workflow_id")
+    for label, value in BAD_NAMES.items():
+        if value:  # an empty topic is the default topic, an empty key no key
+            add(f"topic-{label}", send_req(topic=value), "topic")
+            add(f"topic-{label}", recv_req(topic=value), "topic")
+            add(f"idempotency_key-{label}", send_req(idempotency_key=value), "idempotency_key")
+    for label, data in BAD_JSON.items():
+        add(f"message-{label}", send_req(message=json_payload(data)), "message.data")
+    too_big = json_payload(json.dumps("x" * (PAYLOAD_LIMIT - 1)).encode())
+    add("message-over-the-limit", send_req(message=too_big), "message.data")
+    add("message-encoding", send_req(message=pb.Payload(encoding="JSON")), "message.encoding")
+    add("missing-message", pb.SendRequest(destination_workflow_id=GOOD_ID), "message")
+    for step_id in (0, -1, -(2**31)):
+        add(f"step_id-{step_id}", recv_req(step_id=step_id), "step_id")
+        add(f"step_id-{step_id}", sleep_req(step_id=step_id), "step_id")
+        add(f"caller.step_id-{step_id}", send_req(caller=caller(step_id=step_id)), "caller.step_id")
+        add(f"caller.step_id-{step_id}", get_req(caller=caller(step_id=step_id)), "caller.step_id")
+    add(
+        "caller.executor_id",
+        send_req(caller=pb.StepRef(workflow_id=GOOD_ID, step_id=1, executor_id="a b")),
+        "caller.executor_id",
+    )
+    for label, timeout in BAD_DURATIONS.items():
+        add(f"timeout-{label}", recv_req(timeout=timeout), "timeout")
+        if "maximum" not in label:  # a sleep may be longer than any wait: up to a year
+            add(f"duration-{label}", sleep_req(duration=timeout), "duration")
+    year = 365 * 24 * 3600
+    add("duration-over-a-year", sleep_req(duration=Duration(seconds=year + 1)), "duration")
+    add("missing-duration", pb.SleepRequest(workflow_id=GOOD_ID, step_id=1), "duration")
+    add("follow-with-caller", get_req(caller=caller(), follow=True), "follow")
+    add("after_version-with-caller", get_req(caller=caller(), after_version=1), "after_version")
+
+
+def _add_child_and_queue_cases(add: Callable[[str, Message, str], None]) -> None:
+    """StartWorkflow with `parent` or `queue_name`, ConfigureQueue, Heartbeat.queues and
+    the ListWorkflows filters."""
+    for label, value in {**BAD_WORKFLOW_IDS, **EMPTY_ID}.items():
+        add(f"parent-{label}", start_req(parent=caller(value)), "parent.workflow_id")
+    for step_id in (0, -1):
+        bad_parent = start_req(parent=caller(step_id=step_id))
+        add(f"parent.step_id-{step_id}", bad_parent, "parent.step_id")
+    add("child-is-its-parent", start_req(parent=caller(GOOD_ID)), "workflow_id")
+    for label, value in BAD_NAMES.items():
+        if value:  # an empty queue name is no queue, an empty filter no filter
+            add(f"queue_name-{label}", start_req(queue_name=value), "queue_name")
+            add(
+                f"deduplication_id-{label}",
+                start_req(queue_name="q", deduplication_id=value),
+                "deduplication_id",
+            )
+            add(f"queue_name-{label}", pb.ListWorkflowsRequest(queue_name=value), "queue_name")
+        add(
+            f"queue.name-{label}",
+            pb.ConfigureQueueRequest(queue=pb.QueueConfig(name=value)),
+            "queue.name",
+        )
+        heartbeat = pb.HeartbeatRequest(executor_id="exec-1", queues=[value])
+        add(f"queues-{label}", heartbeat, "queues")
+    for label, value in BAD_WORKFLOW_IDS.items():
+        add(
+            f"parent_workflow_id-{label}",
+            pb.ListWorkflowsRequest(parent_workflow_id=value),
+            "parent_workflow_id",
+        )
+    add("queue_name-with-executor_id", start_req(queue_name="q", executor_id="e"), "queue_name")
+    add("priority-without-queue", start_req(priority=1), "priority")
+    add("deduplication_id-without-queue", start_req(deduplication_id="d"), "deduplication_id")
+    add("missing-queue", pb.ConfigureQueueRequest(), "queue")
+    for limit in ("concurrency", "worker_concurrency", "rate_limit"):
+        config = pb.QueueConfig(name="q")
+        setattr(config, limit, -1)
+        add(f"{limit}-negative", pb.ConfigureQueueRequest(queue=config), f"queue.{limit}")
+    for label, config in {
+        "rate_limit-without-period": pb.QueueConfig(name="q", rate_limit=1),
+        "period-without-rate_limit": pb.QueueConfig(name="q", rate_period=Duration(seconds=1)),
+        "period-zero": pb.QueueConfig(name="q", rate_limit=1, rate_period=Duration()),
+        "period-over-a-day": pb.QueueConfig(
+            name="q", rate_limit=1, rate_period=Duration(seconds=86_401)
+        ),
+        "period-negative": pb.QueueConfig(name="q", rate_limit=1, rate_period=Duration(seconds=-1)),
+    }.items():
+        add(label, pb.ConfigureQueueRequest(queue=config), "queue.rate_period")
+    many = pb.HeartbeatRequest(executor_id="exec-1", queues=[f"q{i}" for i in range(1001)])
+    add("queues-over-1000", many, "queues")
 
 
 CASES = cases()

@@ -113,6 +113,16 @@ def poisoned() -> None:
     poison()
 
 
+# How long `sleeper` sleeps between its two steps (durable.sleep).
+SLEEP_SECONDS = 6.0
+
+
+def sleeper() -> list[str]:
+    first = work(1)
+    durable.sleep(SLEEP_SECONDS)
+    return [first, work(2)]
+
+
 def workflows(tag: str) -> dict[str, Callable[..., Any]]:
     """The workflows by kind, named for this tag."""
     return {
@@ -120,6 +130,7 @@ def workflows(tag: str) -> dict[str, Callable[..., Any]]:
         "timed": durable.workflow(name=f"timed.{tag}", timeout=1.0)(pipeline),
         "retried": durable.workflow(name=f"retried.{tag}")(retried),
         "poisoned": durable.workflow(name=f"poisoned.{tag}")(poisoned),
+        "sleeper": durable.workflow(name=f"sleeper.{tag}")(sleeper),
     }
 
 

@@ -80,6 +80,8 @@ SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
  WHERE namespace = %(ns)s
    AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
    AND (%(name)s = '' OR name = %(name)s)
+   AND (%(parent)s = '' OR parent_workflow_id = %(parent)s)
+   AND (%(queue)s = '' OR queue_name = %(queue)s)
    AND (%(after)s::timestamptz IS NULL OR created_at >= %(after)s)
    AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)
    AND (%(cursor_time)s::timestamptz IS NULL
@@ -116,7 +118,11 @@ async def cancel(pool: AsyncConnectionPool, namespace: str, workflow_id: str) ->
         row = await cur.fetchone()
         if row is not None:
             await _notify_status(conn, namespace, [workflow_id])
-            return rows.workflow(row)
+            cancelled = rows.workflow(row)
+            if cancelled.queue_name is not None:
+                # A slot of its queue may be free now: wake the pollers.
+                await conn.execute(_NOTIFY_WORK, params)
+            return cancelled
     return await get(pool, namespace, workflow_id)
 
 
@@ -204,6 +210,8 @@ async def list_workflows(
     limit: int,
     page_token: str,
     byte_budget: int,
+    parent_workflow_id: str = "",
+    queue_name: str = "",
 ) -> tuple[list[WorkflowRecord], str]:
     """A page of workflows, newest first, and the token of the next page ('' at the end).
 
@@ -215,6 +223,8 @@ async def list_workflows(
         "ns": namespace,
         "statuses": [s.value for s in statuses],
         "name": name,
+        "parent": parent_workflow_id,
+        "queue": queue_name,
         "after": created_after,
         "before": created_before,
         "cursor_time": cursor_time,

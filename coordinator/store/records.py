@@ -33,6 +33,11 @@ class StepKind(str, enum.Enum):
 
     STEP = "STEP"
     SET_EVENT = "SET_EVENT"
+    SLEEP = "SLEEP"
+    SEND = "SEND"
+    RECV = "RECV"
+    GET_EVENT = "GET_EVENT"
+    START_WORKFLOW = "START_WORKFLOW"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class WorkflowRecord:
     recovery_attempts: int = 0
     deadline_at: datetime | None = None
     forked_from: str | None = None
+    queue_name: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
+    parent_workflow_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,10 @@ class StepRecord:
     started_at: datetime | None = None
     attempts: int = 1
     failed_attempts: tuple[StepAttempt, ...] = ()
+    # SLEEP: the wake-up time; RECV and GET_EVENT: when the wait was due to end.
+    deadline_at: datetime | None = None
+    # RECV and GET_EVENT: the wait ended without a value (the output is JSON null).
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ Row = tuple[Any, ...]
 
 WORKFLOW_COLUMNS = """workflow_id, name, status, input_encoding, input_data,
     output_encoding, output_data, error_type, error_message, error_details,
-    created_at, updated_at, executor_id, recovery_attempts, deadline_at, forked_from"""
+    created_at, updated_at, executor_id, recovery_attempts, deadline_at, forked_from,
+    queue_name, priority, deduplication_id, parent_workflow_id"""
 
 STEP_COLUMNS = """step_id, name, kind, output_encoding, output_data,
-    error_type, error_message, error_details, recorded_at, started_at, attempts"""
+    error_type, error_message, error_details, recorded_at, started_at, attempts,
+    deadline_at, timed_out"""
 STEP_WIDTH = STEP_COLUMNS.count(",") + 1
 
 
@@ -64,6 +66,7 @@ def workflow(row: Row) -> WorkflowRecord:
     created_at: datetime = row[10]
     updated_at: datetime = row[11]
     executor_id, recovery_attempts, deadline_at, forked_from = row[12:16]
+    queue_name, priority, deduplication_id, parent_workflow_id = row[16:20]
     return WorkflowRecord(
         workflow_id=wid,
         name=name,
@@ -76,13 +79,27 @@ def workflow(row: Row) -> WorkflowRecord:
         recovery_attempts=recovery_attempts,
         deadline_at=deadline_at,
         forked_from=forked_from,
+        queue_name=queue_name,
+        priority=priority,
+        deduplication_id=deduplication_id,
+        parent_workflow_id=parent_workflow_id,
     )
 
 
 def step(row: Row) -> StepRecord:
     step_id, name, kind, out_enc, out_data, e_type, e_msg, e_det, recorded_at = row[:9]
-    started_at, attempts = row[9:11]
+    started_at, attempts, deadline_at, timed_out = row[9:13]
     result = outcome(out_enc, out_data, e_type, e_msg, e_det)
     # The table's CHECK constraint guarantees exactly one outcome.
     assert result is not None
-    return StepRecord(step_id, name, StepKind(kind), result, recorded_at, started_at, attempts)
+    return StepRecord(
+        step_id,
+        name,
+        StepKind(kind),
+        result,
+        recorded_at,
+        started_at,
+        attempts,
+        deadline_at=deadline_at,
+        timed_out=timed_out,
+    )

@@ -97,7 +97,7 @@ def _refusal(
 
 
 def _describe(kind: StepKind, name: str) -> str:
-    return f"set_event {name!r}" if kind is StepKind.SET_EVENT else f"step {name!r}"
+    return f"{kind.value.lower()} {name!r}"
 
 
 async def resolve_unrecorded(

@@ -25,12 +25,13 @@ SELECT count(*), pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text
   FROM ended HAVING count(*) > 0"""
 
 _RENEW = """
-INSERT INTO durable.workers (executor_id, namespace, worker_name, workflow_names,
+INSERT INTO durable.workers (executor_id, namespace, worker_name, workflow_names, queues,
                              lease_expires_at)
-VALUES (%(exec)s, %(ns)s, NULLIF(%(worker)s, ''), %(names)s, clock_timestamp() + %(lease)s)
+VALUES (%(exec)s, %(ns)s, NULLIF(%(worker)s, ''), %(names)s, %(queues)s,
+        clock_timestamp() + %(lease)s)
 ON CONFLICT (executor_id, namespace) DO UPDATE
    SET worker_name = EXCLUDED.worker_name, workflow_names = EXCLUDED.workflow_names,
-       lease_expires_at = EXCLUDED.lease_expires_at
+       queues = EXCLUDED.queues, lease_expires_at = EXCLUDED.lease_expires_at
 RETURNING lease_expires_at"""
 
 # Claim runnable workflows this executor can run: ENQUEUED ones, and PENDING ones whose
@@ -40,7 +41,9 @@ RETURNING lease_expires_at"""
 # conditions against the row's new version, and only expressions over the row itself (not
 # columns of an already-joined row) are re-evaluated. The UPDATE repeats the test for the
 # same reason. A workflow recovered more often than allowed goes to DEAD_LETTER instead.
-_RUNNABLE_BY_OTHERS = """(w.status = 'ENQUEUED'
+# ENQUEUED workflows of a queue are not taken here: they are claimed within their queue's
+# limits, by workers serving it (queues.py).
+_RUNNABLE_BY_OTHERS = """((w.status = 'ENQUEUED' AND w.queue_name IS NULL)
         OR (w.status = 'PENDING' AND w.executor_id IS NOT NULL AND w.executor_id <> %(exec)s
             AND NOT EXISTS (SELECT 1 FROM durable.workers k
                              WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace
@@ -96,6 +99,7 @@ async def heartbeat(
     worker_name: str,
     workflow_names: list[str],
     lease: timedelta,
+    queues: list[str] | None = None,
 ) -> tuple[datetime, bool]:
     """Register or renew a lease; returns its expiry and whether older sessions of the same
     worker name were ended (their work is now claimable)."""
@@ -104,6 +108,7 @@ async def heartbeat(
         "exec": executor_id,
         "worker": worker_name,
         "names": workflow_names,
+        "queues": queues or [],
         "lease": lease,
     }
     async with pool.connection() as conn, conn.transaction():

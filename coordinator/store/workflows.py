@@ -2,32 +2,74 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator.errors import NotOwner, WorkflowNameMismatch, WorkflowNotFound
+from coordinator.errors import (
+    NotOwner,
+    QueueDeduplicated,
+    WorkflowNameMismatch,
+    WorkflowNotFound,
+)
 from coordinator.store import rows
 from coordinator.store.records import Outcome, Payload, Status, WorkflowRecord
+from coordinator.store.workers import WORK_CHANNEL
 
 WORKFLOW_CHANNEL = "durable_workflow"
 
+# A workflow with a queue_name is created ENQUEUED: a worker serving the queue claims it
+# (coordinator/store/queues.py). Without one it is PENDING at once, run by its starter.
 _INSERT = f"""
 INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding, input_data,
-                               executor_id, deadline_at)
-VALUES (%(wf)s, %(ns)s, %(name)s, 'PENDING', %(in_enc)s, %(in_data)s,
-        NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s)
+                               executor_id, deadline_at, queue_name, priority, deduplication_id,
+                               parent_workflow_id)
+VALUES (%(wf)s, %(ns)s, %(name)s,
+        CASE WHEN %(queue)s::text IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+        %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s,
+        %(queue)s, %(priority)s, %(dedup)s, %(parent)s)
 ON CONFLICT (workflow_id, namespace) DO NOTHING
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
 # A worker starting a workflow that exists and is not finished takes it over: it resumes
-# it, and any other executor still running it gets NOT_OWNER at its next write.
+# it, and any other executor still running it gets NOT_OWNER at its next write. A queued
+# workflow still ENQUEUED is left to its queue: taking it would bypass the queue's limits.
 _TAKE_OVER = f"""
 UPDATE durable.workflows
    SET executor_id = %(exec)s, status = 'PENDING', updated_at = clock_timestamp()
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND name = %(name)s
-   AND status IN ('PENDING', 'ENQUEUED')
+   AND (status = 'PENDING' OR (status = 'ENQUEUED' AND queue_name IS NULL))
 RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+# A parent replaying its start of a child takes the child over only when no live session
+# runs it: a child that another worker recovered is left to that worker (the parent awaits
+# it) rather than taken back, which would stop that worker's run half-way.
+_TAKE_OVER_UNOWNED = f"""
+UPDATE durable.workflows w
+   SET executor_id = %(exec)s, status = 'PENDING', updated_at = clock_timestamp()
+ WHERE w.workflow_id = %(wf)s AND w.namespace = %(ns)s AND w.name = %(name)s
+   AND (w.status = 'PENDING' OR (w.status = 'ENQUEUED' AND w.queue_name IS NULL))
+   AND (w.executor_id IS NULL OR w.executor_id = %(exec)s
+        OR NOT EXISTS (SELECT 1 FROM durable.workers k
+                        WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace
+                          AND k.lease_expires_at > clock_timestamp()))
+RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+# The live holder of a queue's deduplication ID (see workflows_queue_dedup_idx).
+_DEDUP_HOLDER = """
+SELECT workflow_id FROM durable.workflows
+ WHERE namespace = %(ns)s AND queue_name = %(queue)s AND deduplication_id = %(dedup)s
+   AND status IN ('ENQUEUED', 'PENDING')"""
+
+_DEDUP_INDEX = "workflows_queue_dedup_idx"
+_DEDUP_ROUNDS = 5
+
+# Wakes the PollWork waiters of every coordinator (delivered at commit).
+NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
 
 _SELECT = f"""
 SELECT {rows.WORKFLOW_COLUMNS}
@@ -48,8 +90,25 @@ WITH finished AS (
 )
 SELECT finished.*,
        pg_notify('{WORKFLOW_CHANNEL}',
-                 json_build_object('n', %(ns)s::text, 'w', %(wf)s::text)::text)
+                 json_build_object('n', %(ns)s::text, 'w', %(wf)s::text)::text),
+       -- A queued workflow's end frees a slot of its queue: wake the pollers.
+       CASE WHEN finished.queue_name IS NOT NULL
+            THEN pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text) END
   FROM finished"""
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """How a new workflow is started (an existing one keeps what it was started with)."""
+
+    # The worker session that runs it ('' for none); it takes over an existing one.
+    executor_id: str = ""
+    timeout: timedelta | None = None
+    # Enqueue it on this queue instead (created ENQUEUED).
+    queue_name: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
+    parent_workflow_id: str | None = None
 
 
 async def start(
@@ -58,36 +117,79 @@ async def start(
     workflow_id: str,
     name: str,
     input: Payload | None,
-    *,
-    executor_id: str = "",
-    timeout: timedelta | None = None,
+    options: StartOptions = StartOptions(),
 ) -> tuple[WorkflowRecord, bool]:
     """Create the workflow, or return the existing one; the bool says whether it was created.
 
     With an `executor_id`, an existing unfinished workflow is taken over by that executor.
+    Raises QueueDeduplicated when its queue holds a live workflow with its deduplication ID.
+    """
+    async with pool.connection() as conn:
+        return await start_on(conn, namespace, workflow_id, name, input, options)
+
+
+async def start_on(
+    conn: AsyncConnection[Any],
+    namespace: str,
+    workflow_id: str,
+    name: str,
+    input: Payload | None,
+    options: StartOptions,
+    *,
+    take_over_unowned_only: bool = False,
+) -> tuple[WorkflowRecord, bool]:
+    """`start` on a connection, which may be inside a transaction (a child's start).
+
+    `take_over_unowned_only`: take an existing workflow over only if no live session runs it.
     """
     params = {
         "ns": namespace,
         "wf": workflow_id,
-        "exec": executor_id,
-        "timeout": timeout,
+        "exec": options.executor_id,
+        "timeout": options.timeout,
         "name": name,
         "in_enc": input.encoding if input else None,
         "in_data": input.data if input else None,
+        "queue": options.queue_name,
+        "priority": options.priority,
+        "dedup": options.deduplication_id,
+        "parent": options.parent_workflow_id,
     }
-    async with pool.connection() as conn:
-        cur = await conn.execute(_INSERT, params)
-        row = await cur.fetchone()
+    # The holder of a deduplication ID may finish between the failed insert and the look
+    # for it; then the insert is tried again (a holder finishing every time is not real).
+    for _ in range(_DEDUP_ROUNDS):
+        try:
+            # A savepoint inside a caller's transaction: a refused insert rolls back alone.
+            async with conn.transaction():
+                cur = await conn.execute(_INSERT, params)
+                row = await cur.fetchone()
+                if row is not None and options.queue_name is not None:
+                    await conn.execute(NOTIFY_WORK, params)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != _DEDUP_INDEX:
+                raise
+            cur = await conn.execute(_DEDUP_HOLDER, params)
+            holder = await cur.fetchone()
+            if holder is None:
+                continue
+            assert options.queue_name is not None and options.deduplication_id is not None
+            raise QueueDeduplicated(
+                options.queue_name, options.deduplication_id, holder[0]
+            ) from None
         if row is not None:
             return rows.workflow(row), True
-        # The row exists (or existed when we inserted): this read sees it, committed.
-        if executor_id:
-            cur = await conn.execute(_TAKE_OVER, params)
-            row = await cur.fetchone()
-            if row is not None:
-                return rows.workflow(row), False
-        cur = await conn.execute(_SELECT, params)
+        break
+    else:
+        raise QueueDeduplicated(options.queue_name or "", options.deduplication_id or "", "")
+    # The row exists (or existed when we inserted): this read sees it, committed.
+    if options.executor_id:
+        take_over = _TAKE_OVER_UNOWNED if take_over_unowned_only else _TAKE_OVER
+        cur = await conn.execute(take_over, params)
         row = await cur.fetchone()
+        if row is not None:
+            return rows.workflow(row), False
+    cur = await conn.execute(_SELECT, params)
+    row = await cur.fetchone()
     if row is None:
         # Deleted between the two statements; nothing deletes workflows today.
         raise WorkflowNotFound(workflow_id)

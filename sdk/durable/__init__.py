@@ -30,8 +30,11 @@ from durable._management import (
     list_workflows,
     resume_workflow,
 )
+from durable._messages import recv, send
 from durable._payloads import RawPayload
+from durable._queues import Queue, set_enqueue_options
 from durable._retry import RetryPolicy
+from durable._sleep import sleep
 from durable._step_retry import StepRetry
 from durable._steps import step
 from durable._worker import Worker
@@ -53,6 +56,7 @@ from durable.errors import (
     NonDeterminismError,
     NotInWorkflowError,
     PayloadError,
+    QueueDeduplicatedError,
     RecordedError,
     UnauthenticatedError,
     WorkflowCancelledError,
@@ -74,6 +78,8 @@ __all__ = [
     "NonDeterminismError",
     "NotInWorkflowError",
     "PayloadError",
+    "Queue",
+    "QueueDeduplicatedError",
     "RawPayload",
     "RecordedError",
     "RetryPolicy",
@@ -100,11 +106,15 @@ __all__ = [
     "list_events",
     "list_steps",
     "list_workflows",
+    "recv",
     "resume_workflow",
     "retrieve_workflow",
+    "send",
+    "set_enqueue_options",
     "set_event",
     "set_workflow_id",
     "set_workflow_timeout",
+    "sleep",
     "start_workflow",
     "step",
     "watch_event",

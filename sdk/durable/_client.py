@@ -130,11 +130,23 @@ class Client:
         *,
         executor_id: str = "",
         timeout: float | None = None,
+        queue_name: str = "",
+        priority: int = 0,
+        deduplication_id: str = "",
+        parent: pb.StepRef | None = None,
     ) -> pb.StartWorkflowResponse:
         """Start (or take over, with an `executor_id`) a workflow; `timeout` in seconds
-        cancels it if it has not finished by then."""
+        cancels it if it has not finished by then. With `queue_name` it is enqueued for a
+        worker serving the queue; with `parent` it is started as that step's child."""
         request = pb.StartWorkflowRequest(
-            workflow_id=workflow_id, name=name, input=input, executor_id=executor_id
+            workflow_id=workflow_id,
+            name=name,
+            input=input,
+            executor_id=executor_id,
+            queue_name=queue_name,
+            priority=priority,
+            deduplication_id=deduplication_id,
+            parent=parent,
         )
         if timeout is not None:
             request.timeout.CopyFrom(duration(timeout))
@@ -185,16 +197,49 @@ class Client:
     def record_step_attempt(self, request: pb.RecordStepAttemptRequest) -> None:
         self._unary(self._stub.RecordStepAttempt, request)
 
+    def send(self, request: pb.SendRequest) -> pb.SendResponse:
+        """Retried safely only with an idempotency key or a caller (the SDK sets one)."""
+        return self._unary(self._stub.Send, request)
+
+    def recv(self, request: pb.RecvRequest) -> pb.RecvResponse:
+        """Wait up to `request.timeout` for a message. A retry sends what is left of it,
+        though the coordinator keeps the deadline the first call recorded anyway."""
+        wait = request.timeout.ToNanoseconds() / 1e9
+        deadline = time.monotonic() + wait
+
+        def attempt() -> pb.RecvResponse:
+            left = max(0.0, deadline - time.monotonic())
+            retry = pb.RecvRequest()
+            retry.CopyFrom(request)
+            retry.timeout.CopyFrom(duration(left))
+            reply: pb.RecvResponse = self._stub.Recv(retry, timeout=left + WAIT_MARGIN_SECONDS)
+            return reply
+
+        return _call(attempt, self.retry, _RETRY_UNAVAILABLE)
+
+    def sleep(self, request: pb.SleepRequest) -> pb.SleepResponse:
+        return self._unary(self._stub.Sleep, request)
+
     def heartbeat(
-        self, executor_id: str, worker_name: str, workflow_names: list[str], lease: float
+        self,
+        executor_id: str,
+        worker_name: str,
+        workflow_names: list[str],
+        lease: float,
+        queues: list[str] | None = None,
     ) -> pb.HeartbeatResponse:
         request = pb.HeartbeatRequest(
             executor_id=executor_id,
             worker_name=worker_name,
             workflow_names=workflow_names,
             lease=duration(lease),
+            queues=queues or [],
         )
         return self._unary(self._stub.Heartbeat, request)
+
+    def configure_queue(self, queue: pb.QueueConfig) -> pb.QueueConfig:
+        request = pb.ConfigureQueueRequest(queue=queue)
+        return self._unary(self._stub.ConfigureQueue, request).queue
 
     def poll_work(
         self,
@@ -270,13 +315,20 @@ class Client:
                 return events
 
     def get_event(
-        self, workflow_id: str, key: str, timeout: float, *, follow: bool
+        self,
+        workflow_id: str,
+        key: str,
+        timeout: float,
+        *,
+        follow: bool,
+        caller: pb.StepRef | None = None,
     ) -> Iterator[pb.GetEventResponse]:
         """The GetEvent stream's messages; cancelled if the caller stops iterating early.
 
         If the coordinator becomes unavailable the call is made again, for what is left of
         `timeout`; a follow resumes after the last version it yielded (`after_version`),
-        so no value is lost or repeated across a coordinator restart.
+        so no value is lost or repeated across a coordinator restart. With `caller` the read
+        is checkpointed as that workflow step; a retry keeps the deadline it recorded.
         """
         deadline = time.monotonic() + timeout
         after = 0
@@ -289,6 +341,7 @@ class Client:
                 timeout=duration(left),
                 follow=follow,
                 after_version=after,
+                caller=caller,
             )
             stream = self._stub.GetEvent(request, timeout=left + WAIT_MARGIN_SECONDS)
             try:

@@ -16,7 +16,15 @@ from durable._client import Client
 from durable.errors import NonDeterminismError, WorkflowOwnershipLostError
 from durable.v1 import coordinator_pb2 as pb
 
-_KIND_LABEL = {pb.STEP_KIND_STEP: "step", pb.STEP_KIND_SET_EVENT: "set_event"}
+_KIND_LABEL = {
+    pb.STEP_KIND_STEP: "step",
+    pb.STEP_KIND_SET_EVENT: "set_event",
+    pb.STEP_KIND_SLEEP: "sleep",
+    pb.STEP_KIND_SEND: "send",
+    pb.STEP_KIND_RECV: "recv",
+    pb.STEP_KIND_GET_EVENT: "get_event",
+    pb.STEP_KIND_START_WORKFLOW: "start_workflow",
+}
 
 
 @dataclass

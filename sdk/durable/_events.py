@@ -52,8 +52,25 @@ def get_event(
 
     Returns None if the timeout passes first, or if the workflow finished without setting
     it. The workflow need not have started yet.
+
+    From a workflow (outside its steps) the read is checkpointed as a step: a resumed
+    workflow gets the value it read the first time (or None) back at once, and the
+    timeout counts from the first call. It is recorded through the workflow's own client.
     """
-    for message in (client or default_client()).get_event(workflow_id, key, timeout, follow=False):
+    context = _context.current()
+    caller = None
+    if context is not None and not context.in_step:
+        step_id, recorded = context.next_step(pb.STEP_KIND_GET_EVENT, key)
+        if recorded is not None:
+            return None if recorded.timed_out else _payloads.decode(recorded.output)
+        client = context.client
+        caller = pb.StepRef(
+            workflow_id=context.workflow_id, step_id=step_id, executor_id=context.executor_id
+        )
+    stream = (client or default_client()).get_event(
+        workflow_id, key, timeout, follow=False, caller=caller
+    )
+    for message in stream:
         if message.HasField("event"):
             return _payloads.decode(message.event.value)
     return None

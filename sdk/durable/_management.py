@@ -20,9 +20,15 @@ from durable.v1 import coordinator_pb2 as pb
 MAX_PAGE_SIZE = 1000
 
 _STATUS_PREFIX = "WORKFLOW_STATUS_"
-_KINDS: dict[int, Literal["step", "set_event"]] = {
+StepKind = Literal["step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow"]
+_KINDS: dict[int, StepKind] = {
     pb.STEP_KIND_STEP: "step",
     pb.STEP_KIND_SET_EVENT: "set_event",
+    pb.STEP_KIND_SLEEP: "sleep",
+    pb.STEP_KIND_SEND: "send",
+    pb.STEP_KIND_RECV: "recv",
+    pb.STEP_KIND_GET_EVENT: "get_event",
+    pb.STEP_KIND_START_WORKFLOW: "start_workflow",
 }
 
 
@@ -43,7 +49,8 @@ class WorkflowInfo:
     `error` once it is ERROR. Times are timezone-aware (UTC). `executor_id` names the
     worker session running it, `recovery_attempts` counts how often it was recovered after
     its worker died, `deadline` is when it is cancelled if still unfinished, and
-    `forked_from` the workflow it was forked from.
+    `forked_from` the workflow it was forked from. A queued workflow has its `queue_name`,
+    `priority` and `deduplication_id`; a child workflow its `parent_workflow_id`.
     """
 
     workflow_id: str
@@ -58,6 +65,10 @@ class WorkflowInfo:
     recovery_attempts: int
     deadline: datetime | None
     forked_from: str | None
+    queue_name: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
+    parent_workflow_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,19 +83,25 @@ class StepAttemptInfo:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """A recorded step: a "step" (its output or error) or a "set_event" (`name` is the
-    event key). `attempts` counts every attempt, `failed_attempts` those before the
-    recorded outcome."""
+    """A recorded step: a "step" (its output or error), a "set_event" (`name` is the
+    event key), or a "start_workflow" (`name` is the child's workflow name, `output` its
+    workflow ID), among others: "send" and "recv" (`name` is the topic, "" by default),
+    "get_event" (`name` is the key), "sleep". `attempts` counts every attempt,
+    `failed_attempts` those before the recorded outcome. `deadline`: a sleep's wake-up
+    time, or when a recv or get_event wait was due to end; `timed_out`: that wait ended
+    without a value."""
 
     step_id: int
     name: str
-    kind: Literal["step", "set_event"]
+    kind: StepKind
     output: Any
     error: FailureInfo | None
     started_at: datetime | None
     recorded_at: datetime
     attempts: int
     failed_attempts: tuple[StepAttemptInfo, ...]
+    deadline: datetime | None = None
+    timed_out: bool = False
 
 
 # --- wire messages to values ------------------------------------------------------------
@@ -116,6 +133,10 @@ def _workflow_info(message: pb.Workflow) -> WorkflowInfo:
         recovery_attempts=message.recovery_attempts,
         deadline=_time(message.deadline) if message.HasField("deadline") else None,
         forked_from=message.forked_from or None,
+        queue_name=message.queue_name or None,
+        priority=message.priority,
+        deduplication_id=message.deduplication_id or None,
+        parent_workflow_id=message.parent_workflow_id or None,
     )
 
 
@@ -138,6 +159,8 @@ def _step_info(message: pb.Step) -> StepInfo:
             )
             for attempt in message.failed_attempts
         ),
+        deadline=_time(message.deadline) if message.HasField("deadline") else None,
+        timed_out=message.timed_out,
     )
 
 
@@ -175,6 +198,8 @@ def list_workflows(
     name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    parent_workflow_id: str | None = None,
+    queue_name: str | None = None,
     page_size: int = 100,
     client: Client | None = None,
 ) -> Iterator[WorkflowInfo]:
@@ -182,13 +207,18 @@ def list_workflows(
 
     Filters: `status` (one status or several), `name` (the workflow's name),
     `created_after` (inclusive) and `created_before` (exclusive); a naive datetime is
-    local time. Raises ValueError at once for an unknown status or a page size outside
-    1-1000.
+    local time; `parent_workflow_id` (only its child workflows), `queue_name` (only
+    workflows enqueued on it). Raises ValueError at once for an unknown status or a page
+    size outside 1-1000.
     """
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size must be 1-{MAX_PAGE_SIZE}, not {page_size}")
     request = pb.ListWorkflowsRequest(
-        statuses=_statuses(status), name=name or "", page_size=page_size
+        statuses=_statuses(status),
+        name=name or "",
+        page_size=page_size,
+        parent_workflow_id=parent_workflow_id or "",
+        queue_name=queue_name or "",
     )
     if created_after is not None:
         request.created_after.CopyFrom(_timestamp(created_after))

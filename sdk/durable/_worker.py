@@ -45,6 +45,11 @@ How it works
   heartbeating, so they stay this worker's), then stops heartbeating. Workflows still
   running when its timeout passes are handed to recovery: the lease is cut to the
   1-second minimum so another worker takes them over promptly.
+* **Queues.** A Worker given `queues=[...]` stores each queue's limits (ConfigureQueue)
+  when it starts and names the queues in its heartbeats; its PollWork then also claims
+  the ENQUEUED workflows of those queues (with the workflow names it runs), within the
+  queues' limits. A queued workflow recovered after its worker died goes to any worker
+  that runs its name, like any other.
 * **Workflows the process starts.** While a Worker is started, `start_workflow` and direct
   workflow calls in the same process (through the same client) run under its session, so
   another worker finishes them if the process dies.
@@ -64,6 +69,7 @@ from typing import Any
 
 from durable import _context, _session
 from durable._client import Client, default_client
+from durable._queues import Queue, queue_names
 from durable._workflow import WorkflowSpec, execute, log_stopped, spec_of
 from durable.errors import (
     CoordinatorError,
@@ -95,8 +101,9 @@ class Worker:
     with their names. `name`: a stable name for this worker (e.g. the pod or host name)
     so that a restart resumes its own work at once; unique per live process. `lease_seconds`
     (1-600): how long after its last heartbeat a silent worker's workflows go to others.
-    `max_concurrent`: the most claimed workflows run at once. `client`: the coordinator
-    connection (default: the SDK's default client).
+    `max_concurrent`: the most claimed workflows run at once. `queues`: the `durable.Queue`s
+    whose workflows this worker runs (their limits are stored when it starts). `client`:
+    the coordinator connection (default: the SDK's default client).
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class Worker:
         name: str | None = None,
         lease_seconds: float = 10.0,
         max_concurrent: int = 16,
+        queues: Iterable[Queue] = (),
         client: Client | None = None,
     ) -> None:
         specs: dict[str, WorkflowSpec] = {}
@@ -125,6 +133,8 @@ class Worker:
         self.lease_seconds = float(lease_seconds)
         self.max_concurrent = max_concurrent
         self._specs = specs
+        self._queues = list(queues)
+        self._queue_names = queue_names(self._queues)
         self._given_client = client
         self._client: Client | None = None
         self._lock = threading.Condition()
@@ -147,6 +157,8 @@ class Worker:
             self._state = "started"
         self._client = self._given_client or default_client()
         try:
+            for queue in self._queues:
+                queue.configure(client=self._client)
             self._heartbeat(self.lease_seconds)
         except BaseException:
             with self._lock:
@@ -252,7 +264,9 @@ class Worker:
     def _heartbeat(self, lease: float) -> None:
         assert self._client is not None
         sent = time.monotonic()
-        self._client.heartbeat(self.executor_id, self.name, sorted(self._specs), lease)
+        self._client.heartbeat(
+            self.executor_id, self.name, sorted(self._specs), lease, self._queue_names
+        )
         if self._lease_until and sent > self._lease_until:
             log.warning(
                 "worker %s: lease lapsed %.1fs ago and is renewed; workflows taken over"

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import enum
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from durable._client import Client, default_client
 from durable.errors import (
     CoordinatorError,
     DurableError,
+    NonDeterminismError,
     PayloadError,
     WorkflowCancelledError,
     WorkflowDeadLetterError,
@@ -75,6 +77,28 @@ _UNSET = object()
 _next_timeout: contextvars.ContextVar[object] = contextvars.ContextVar(
     "durable_next_workflow_timeout", default=_UNSET
 )
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """How `Queue.enqueue` calls in a `set_enqueue_options` block enqueue (see _queues)."""
+
+    priority: int = 0
+    deduplication_id: str = ""
+
+
+next_enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
+    "durable_next_enqueue_options", default=None
+)
+
+
+@dataclass(frozen=True)
+class QueueStart:
+    """Enqueue the workflow being started on this queue."""
+
+    name: str
+    priority: int = 0
+    deduplication_id: str = ""
 
 
 def _check_timeout(seconds: float | None) -> float | None:
@@ -195,25 +219,96 @@ def spec_of(fn: Callable[..., Any]) -> WorkflowSpec:
     return spec
 
 
+def child_workflow_id(parent_id: str, step_id: int) -> str:
+    """The ID of the child a workflow starts at `step_id` without `set_workflow_id`: the
+    same on every replay. Kept within the 256 characters a workflow ID may have."""
+    suffix = f"-{step_id}"
+    if len(parent_id) + len(suffix) <= 256:
+        return parent_id + suffix
+    digest = hashlib.sha256(parent_id.encode()).hexdigest()[:16]
+    return f"{parent_id[:200]}-{digest}{suffix}"
+
+
 def _begin(
-    client: Client, spec: WorkflowSpec, args: Any, kwargs: Any
+    client: Client,
+    spec: WorkflowSpec,
+    args: Any,
+    kwargs: Any,
+    queue: QueueStart | None = None,
 ) -> tuple[pb.StartWorkflowResponse, str]:
-    """Start (or find) the workflow; returns it with the worker session it runs under."""
-    if _context.current() is not None:
-        raise DurableError("starting a workflow from inside a workflow is not supported yet")
+    """Start (or find) the workflow; returns it with the worker session it runs under.
+
+    Inside a workflow this starts a child, checkpointed as the parent's next step: a replay
+    gets the same child back. With `queue` the workflow is enqueued instead ('' session).
+    """
+    context = _context.current()
     input = _payloads.encode({"args": list(args), "kwargs": kwargs})
-    # The ID is chosen here, not by the coordinator, so a retried start is idempotent too.
-    workflow_id = _next_workflow_id.get() or str(uuid.uuid4())
     chosen = _next_timeout.get()
     timeout = spec.timeout if chosen is _UNSET else chosen
     assert timeout is None or isinstance(timeout, float | int)
-    # Under a worker started in this process, the workflow is that worker's: if the
-    # process dies, another worker recovers it.
-    executor_id = _session.executor_for(client)
+    queued: dict[str, Any] = {}
+    if queue is not None:
+        queued = {
+            "queue_name": queue.name,
+            "priority": queue.priority,
+            "deduplication_id": queue.deduplication_id,
+        }
+    if context is None:
+        # The ID is chosen here, not by the coordinator, so a retried start is idempotent.
+        workflow_id = _next_workflow_id.get() or str(uuid.uuid4())
+        # Under a worker started in this process, the workflow is that worker's: if the
+        # process dies, another worker recovers it. A queued one is its queue's to run.
+        executor_id = "" if queue else _session.executor_for(client)
+        started = client.start_workflow(
+            workflow_id, spec.name, input, executor_id=executor_id, timeout=timeout, **queued
+        )
+        return started, executor_id
+    if context.in_step:
+        raise DurableError(
+            "a workflow cannot be started inside a step; start it from the workflow itself"
+        )
+    step_id, recorded = context.next_step(pb.STEP_KIND_START_WORKFLOW, spec.name)
+    chosen_id = _next_workflow_id.get()
+    if recorded is not None:
+        workflow_id = _payloads.decode(recorded.output)
+        if chosen_id and chosen_id != workflow_id:
+            raise NonDeterminismError(
+                f"workflow {context.workflow_id!r} step {step_id} started child"
+                f" {workflow_id!r}, but the replay asked for {chosen_id!r}:"
+                " the workflow is not deterministic",
+                code=grpc.StatusCode.FAILED_PRECONDITION,
+            )
+    else:
+        workflow_id = chosen_id or child_workflow_id(context.workflow_id, step_id)
+    # The child runs under the parent's session, so a worker recovering the parent's work
+    # after a crash recovers the child's too.
+    executor_id = "" if queue else context.executor_id
     started = client.start_workflow(
-        workflow_id, spec.name, input, executor_id=executor_id, timeout=timeout
+        workflow_id,
+        spec.name,
+        input,
+        executor_id=executor_id,
+        timeout=timeout,
+        parent=pb.StepRef(
+            workflow_id=context.workflow_id, step_id=step_id, executor_id=context.executor_id
+        ),
+        **queued,
     )
     return started, executor_id
+
+
+def _client_here() -> Client:
+    """Inside a workflow, its own client (a worker's); elsewhere the default client."""
+    context = _context.current()
+    return context.client if context is not None else default_client()
+
+
+def _run_elsewhere(started: pb.StartWorkflowResponse, executor_id: str) -> bool:
+    """Whether a started child is not this caller's to run: it is waiting for a worker,
+    finished, or another live session runs it (e.g. a worker recovered it); then the
+    caller awaits its result instead of running it."""
+    workflow = started.workflow
+    return workflow.status != pb.WORKFLOW_STATUS_PENDING or workflow.executor_id != executor_id
 
 
 def execute(
@@ -259,6 +354,13 @@ def _run_body(
         executor_id=executor_id,
     )
     token = _context.enter(context)
+    # Start options of an enclosing block (e.g. the caller's set_workflow_id, when a child
+    # runs inline in its parent's thread) are for that block's own start, not this body's.
+    reset = (
+        _next_workflow_id.set(None),
+        _next_timeout.set(_UNSET),
+        next_enqueue_options.set(None),
+    )
     try:
         value = spec.fn(*args, **kwargs)
         finish = pb.FinishWorkflowRequest(
@@ -276,6 +378,9 @@ def _run_body(
         )
         raised = exc
     finally:
+        next_enqueue_options.reset(reset[2])
+        _next_timeout.reset(reset[1])
+        _next_workflow_id.reset(reset[0])
         _context.leave(token)
     finish.executor_id = executor_id
     reply = client.finish_workflow(finish)
@@ -300,11 +405,14 @@ def start_workflow(
     process dies, another worker finishes it.
     """
     spec = spec_of(fn)
-    client = default_client()
+    client = _client_here()
+    child = _context.current() is not None
     started, executor_id = _begin(client, spec, args, kwargs)
     workflow_id = started.workflow.workflow_id
-    if started.workflow.status != pb.WORKFLOW_STATUS_PENDING:
-        return WorkflowHandle(workflow_id, client)  # finished, or waiting for a worker
+    if started.workflow.status != pb.WORKFLOW_STATUS_PENDING or (
+        child and _run_elsewhere(started, executor_id)
+    ):
+        return WorkflowHandle(workflow_id, client)  # finished, or run by a worker
     future: Future[Any] = Future()
     future.set_running_or_notify_cancel()
 
@@ -350,8 +458,11 @@ def workflow(
 
         @functools.wraps(fn)
         def run_here(*args: P.args, **kwargs: P.kwargs) -> R:
-            client = default_client()
+            client = _client_here()
+            child = _context.current() is not None
             started, executor_id = _begin(client, spec, args, kwargs)
+            if child and _run_elsewhere(started, executor_id):
+                return WorkflowHandle[R](started.workflow.workflow_id, client).result()
             try:
                 result: R = execute(client, spec, started, executor_id)
             except _STOPPED_HERE as exc:

@@ -9,6 +9,7 @@
     durable workflows fork ID --from-step N [--new-id NEW]
     durable events get ID KEY [--timeout SECONDS]
     durable events watch ID KEY [--timeout SECONDS]
+    durable messages send ID JSON [--topic TOPIC] [--idempotency-key KEY]
 
 Every command takes `--json` for machine-readable output. Exit status: 0 on success, 1 when
 a wait ended without what it waited for (a timeout, or a workflow that finished without
@@ -26,6 +27,7 @@ import math
 import os
 import re
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn, TextIO
@@ -42,6 +44,7 @@ from durable.errors import (
     DurableError,
     UnauthenticatedError,
 )
+from durable.v1 import coordinator_pb2 as pb
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1  # a wait timed out, or ended without a value
@@ -120,6 +123,10 @@ def workflow_json(info: WorkflowInfo) -> dict[str, Any]:
         "recovery_attempts": info.recovery_attempts,
         "deadline": _json_time(info.deadline),
         "forked_from": info.forked_from,
+        "queue_name": info.queue_name,
+        "priority": info.priority,
+        "deduplication_id": info.deduplication_id,
+        "parent_workflow_id": info.parent_workflow_id,
     }
 
 
@@ -133,6 +140,8 @@ def step_json(step: StepInfo) -> dict[str, Any]:
         "started_at": _json_time(step.started_at),
         "recorded_at": _json_time(step.recorded_at),
         "attempts": step.attempts,
+        "deadline": _json_time(step.deadline),
+        "timed_out": step.timed_out,
         "failed_attempts": [
             {
                 "attempt": attempt.attempt,
@@ -174,6 +183,10 @@ def _outcome(step: StepInfo) -> str:
         return _short(f"error {_failure_text(step.error)}")
     if step.kind == "set_event":
         return "-"  # the value is under EVENTS
+    if step.timed_out:
+        return "timed out"  # a recv or get_event that got no value
+    if step.kind == "sleep" and step.deadline is not None:
+        return f"until {local_time(step.deadline)}"
     return _short(to_json(step.output))
 
 
@@ -198,6 +211,12 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
         fields.append(("deadline", local_time(info.deadline)))
     if info.forked_from:
         fields.append(("forked from", info.forked_from))
+    if info.parent_workflow_id:
+        fields.append(("parent", info.parent_workflow_id))
+    if info.queue_name:
+        fields.append(("queue", f"{info.queue_name} (priority {info.priority})"))
+    if info.deduplication_id:
+        fields.append(("dedup id", info.deduplication_id))
     label_width = max(len(label) for label, _ in fields)
     lines = [f"{label.ljust(label_width)}  {value}" for label, value in fields]
 
@@ -314,6 +333,13 @@ def _non_negative(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+
+
 def _whole(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -383,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these statuses: " + ", ".join(s.value for s in WorkflowStatus),
     )
     listing.add_argument("--name", help="only workflows with this name")
+    listing.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
+    listing.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
     listing.add_argument(
         "--since",
         type=parse_since,
@@ -451,7 +479,22 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(run=_get_event)
     watch.set_defaults(run=_watch_event)
 
-    for command in (listing, show, cancel, resume, fork, get, watch):
+    messages = groups.add_parser("messages", help="send a message to a workflow")
+    message_commands = messages.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    send = message_commands.add_parser(
+        "send",
+        help="send a JSON message to a workflow (which need not have started yet)",
+        description="Send a JSON message to a workflow; it waits there until the workflow "
+        "receives it with durable.recv. With --idempotency-key, sending again with the same "
+        "key delivers nothing.",
+    )
+    send.add_argument("workflow_id", metavar="ID")
+    send.add_argument("message", metavar="JSON", type=_json_value, help="the message, as JSON")
+    send.add_argument("--topic", default="", help="the topic (default: the default topic)")
+    send.add_argument("--idempotency-key", metavar="KEY", help="deliver at most once per KEY")
+    send.set_defaults(run=_send_message)
+
+    for command in (listing, show, cancel, resume, fork, get, watch, send):
         command.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -476,6 +519,8 @@ def _list(args: argparse.Namespace, client: Client) -> int:
         status=args.status,
         name=args.name,
         created_after=args.since,
+        parent_workflow_id=args.parent,
+        queue_name=args.queue,
         page_size=min(args.limit + 1, _management.MAX_PAGE_SIZE)
         if args.limit
         else _management.MAX_PAGE_SIZE,
@@ -602,6 +647,25 @@ def _watch_event(args: argparse.Namespace, client: Client) -> int:
         printer.end_line()
     _note(f"timed out after {args.timeout:g}s")
     return EXIT_NOT_FOUND
+
+
+def _send_message(args: argparse.Namespace, client: Client) -> int:
+    # A key of our own when none is given, so the client's retries deliver once.
+    key = args.idempotency_key or str(uuid.uuid4())
+    request = pb.SendRequest(
+        destination_workflow_id=args.workflow_id,
+        topic=args.topic,
+        message=_payloads.encode(args.message),
+        idempotency_key=key,
+    )
+    sent = not client.send(request).already_sent
+    if args.json:
+        _print(json.dumps({"workflow_id": args.workflow_id, "sent": sent, "idempotency_key": key}))
+    elif sent:
+        _note(f"sent to {args.workflow_id!r}")
+    else:
+        _note(f"not sent again: idempotency key {key!r} was used before for {args.workflow_id!r}")
+    return EXIT_OK
 
 
 # --- main -------------------------------------------------------------------------------

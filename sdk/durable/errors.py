@@ -125,3 +125,14 @@ class RecordedError(DurableError):
         self.type = type
         self.message = message
         self.details = details
+
+
+class QueueDeduplicatedError(CoordinatorError):
+    """The queue already holds an ENQUEUED or PENDING workflow with this deduplication ID;
+    `existing_workflow_id` names it. The ID is free again once that workflow finishes."""
+
+    reason = "QUEUE_DEDUPLICATED"
+
+    @property
+    def existing_workflow_id(self) -> str:
+        return self.metadata.get("existing_workflow_id", "")

@@ -77,6 +77,22 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     """A user step recorded with RunStep."""
     STEP_KIND_SET_EVENT: _StepKind.ValueType  # 2
     """An event published with SetEvent."""
+    STEP_KIND_SLEEP: _StepKind.ValueType  # 3
+    """A durable sleep recorded with Sleep; `deadline` is the wake-up time."""
+    STEP_KIND_SEND: _StepKind.ValueType  # 4
+    """A message sent with Send from the workflow."""
+    STEP_KIND_RECV: _StepKind.ValueType  # 5
+    """A message received with Recv; `output` is the message (JSON null when
+    `timed_out`).
+    """
+    STEP_KIND_GET_EVENT: _StepKind.ValueType  # 6
+    """An event read with GetEvent from the workflow (`caller` set); `output`
+    is the value (JSON null when `timed_out`).
+    """
+    STEP_KIND_START_WORKFLOW: _StepKind.ValueType  # 7
+    """A child workflow started with StartWorkflow from the workflow (`parent`
+    set); `output` is the child's workflow ID as a JSON string.
+    """
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """What kind of operation a step record checkpoints."""
@@ -87,6 +103,22 @@ STEP_KIND_STEP: StepKind.ValueType  # 1
 """A user step recorded with RunStep."""
 STEP_KIND_SET_EVENT: StepKind.ValueType  # 2
 """An event published with SetEvent."""
+STEP_KIND_SLEEP: StepKind.ValueType  # 3
+"""A durable sleep recorded with Sleep; `deadline` is the wake-up time."""
+STEP_KIND_SEND: StepKind.ValueType  # 4
+"""A message sent with Send from the workflow."""
+STEP_KIND_RECV: StepKind.ValueType  # 5
+"""A message received with Recv; `output` is the message (JSON null when
+`timed_out`).
+"""
+STEP_KIND_GET_EVENT: StepKind.ValueType  # 6
+"""An event read with GetEvent from the workflow (`caller` set); `output`
+is the value (JSON null when `timed_out`).
+"""
+STEP_KIND_START_WORKFLOW: StepKind.ValueType  # 7
+"""A child workflow started with StartWorkflow from the workflow (`parent`
+set); `output` is the child's workflow ID as a JSON string.
+"""
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
 @_typing.final
@@ -169,6 +201,10 @@ class Workflow(_message.Message):
     RECOVERY_ATTEMPTS_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     FORKED_FROM_FIELD_NUMBER: _builtins.int
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DEDUPLICATION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's ID."""
     name: _builtins.str
@@ -183,6 +219,14 @@ class Workflow(_message.Message):
     """How many times it was recovered after its worker's lease lapsed."""
     forked_from: _builtins.str
     """The workflow it was forked from, if any."""
+    queue_name: _builtins.str
+    """The queue it was started on, if any."""
+    priority: _builtins.int
+    """Its priority within its queue: lower runs first."""
+    deduplication_id: _builtins.str
+    """The deduplication ID it was enqueued with, if any."""
+    parent_workflow_id: _builtins.str
+    """The workflow that started it as a child, if any."""
     @_builtins.property
     def input(self) -> Global___Payload:
         """The input recorded by the first start."""
@@ -222,10 +266,14 @@ class Workflow(_message.Message):
         recovery_attempts: _builtins.int = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         forked_from: _builtins.str = ...,
+        queue_name: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        deduplication_id: _builtins.str = ...,
+        parent_workflow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "input", b"input", "output", b"output", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "recovery_attempts", b"recovery_attempts", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "deduplication_id", b"deduplication_id", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,6 +294,8 @@ class Step(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FAILED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     step_id: _builtins.int
     """The step's position in its workflow, from 1."""
     name: _builtins.str
@@ -254,6 +304,10 @@ class Step(_message.Message):
     """What the step checkpoints."""
     attempts: _builtins.int
     """How many attempts the step took (1 without retries)."""
+    timed_out: _builtins.bool
+    """For RECV and GET_EVENT: the wait ended at its deadline without a value
+    (`output` is JSON null).
+    """
     @_builtins.property
     def output(self) -> Global___Payload:
         """The step's output."""
@@ -276,6 +330,12 @@ class Step(_message.Message):
         history).
         """
 
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """For SLEEP: the wake-up time. For RECV and GET_EVENT: when the wait was
+        due to end.
+        """
+
     def __init__(
         self,
         *,
@@ -288,16 +348,52 @@ class Step(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
         failed_attempts: _abc.Iterable[Global___StepAttempt] | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        timed_out: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "error", b"error", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "failed_attempts", b"failed_attempts", "kind", b"kind", "name", b"name", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "start_time", b"start_time", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "deadline", b"deadline", "error", b"error", "failed_attempts", b"failed_attempts", "kind", b"kind", "name", b"name", "outcome", b"outcome", "output", b"output", "record_time", b"record_time", "start_time", b"start_time", "step_id", b"step_id", "timed_out", b"timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class StepRef(_message.Message):
+    """The step of a running workflow that checkpoints an operation made on its
+    behalf (a message it sends, an event it reads, a child it starts).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The calling workflow. It must exist and be PENDING for a new step to be
+    recorded.
+    """
+    step_id: _builtins.int
+    """The step's position in the calling workflow, from 1."""
+    executor_id: _builtins.str
+    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        step_id: _builtins.int = ...,
+        executor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepRef: _TypeAlias = StepRef  # noqa: Y015
 
 @_typing.final
 class StepAttempt(_message.Message):
@@ -350,6 +446,10 @@ class StartWorkflowRequest(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DEDUPLICATION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow ID. Empty: the coordinator generates a UUID. Otherwise 1-256
     characters from [A-Za-z0-9._:@/+=-].
@@ -364,6 +464,20 @@ class StartWorkflowRequest(_message.Message):
     that run workflows without being workers. Starting an existing PENDING
     workflow with an executor_id takes it over (the caller resumes it).
     """
+    queue_name: _builtins.str
+    """Enqueue the workflow on this queue (1-256 characters) instead of running
+    it here: it is created ENQUEUED and a worker serving the queue claims it
+    with PollWork, within the queue's limits (ConfigureQueue). Not allowed
+    with `executor_id`.
+    """
+    priority: _builtins.int
+    """With `queue_name`: lower runs first (0 by default; negative allowed)."""
+    deduplication_id: _builtins.str
+    """With `queue_name`: at most one ENQUEUED or PENDING workflow of the queue
+    holds a given deduplication ID (1-256 characters). Enqueuing another
+    fails with ALREADY_EXISTS (QUEUE_DEDUPLICATED, metadata
+    `existing_workflow_id`).
+    """
     @_builtins.property
     def input(self) -> Global___Payload:
         """The workflow's input. Optional; an existing workflow keeps its first one."""
@@ -374,6 +488,14 @@ class StartWorkflowRequest(_message.Message):
         first started. Absent: no timeout.
         """
 
+    @_builtins.property
+    def parent(self) -> Global___StepRef:
+        """Start the workflow as a child of a running workflow, checkpointed as the
+        parent's step `parent.step_id`: replaying that step returns the child
+        recorded the first time (an empty `workflow_id` then means "the recorded
+        child"). The child records its parent (Workflow.parent_workflow_id).
+        """
+
     def __init__(
         self,
         *,
@@ -382,10 +504,14 @@ class StartWorkflowRequest(_message.Message):
         input: Global___Payload | None = ...,
         executor_id: _builtins.str = ...,
         timeout: _duration_pb2.Duration | None = ...,
+        queue_name: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        deduplication_id: _builtins.str = ...,
+        parent: Global___StepRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "parent", b"parent", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "input", b"input", "name", b"name", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplication_id", b"deduplication_id", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "priority", b"priority", "queue_name", b"queue_name", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -617,6 +743,7 @@ class GetEventRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
     AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow whose event to read. It need not exist yet."""
     key: _builtins.str
@@ -635,6 +762,14 @@ class GetEventRequest(_message.Message):
         longer than the server's maximum (default 24 hours): INVALID_ARGUMENT.
         """
 
+    @_builtins.property
+    def caller(self) -> Global___StepRef:
+        """Read the event from a running workflow, checkpointed as the caller's
+        step `caller.step_id` (kind GET_EVENT): the first call records the wait's
+        deadline and the outcome (the value, or a timeout); a replay streams the
+        recorded outcome at once (with version 0). Not allowed with `follow`.
+        """
+
     def __init__(
         self,
         *,
@@ -643,10 +778,11 @@ class GetEventRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         follow: _builtins.bool = ...,
         after_version: _builtins.int = ...,
+        caller: Global___StepRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "follow", b"follow", "key", b"key", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "caller", b"caller", "follow", b"follow", "key", b"key", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1084,6 +1220,7 @@ class HeartbeatRequest(_message.Message):
     WORKER_NAME_FIELD_NUMBER: _builtins.int
     WORKFLOW_NAMES_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
     executor_id: _builtins.str
     """This worker session's ID: unique per process start (e.g. a UUID), 1-256
     characters like a workflow ID.
@@ -1106,6 +1243,12 @@ class HeartbeatRequest(_message.Message):
         minutes; absent: 10 seconds. Heartbeat about three times per lease.
         """
 
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues this worker serves: PollWork claims their ENQUEUED workflows
+        (those whose name is in `workflow_names`) within each queue's limits.
+        """
+
     def __init__(
         self,
         *,
@@ -1113,10 +1256,11 @@ class HeartbeatRequest(_message.Message):
         worker_name: _builtins.str = ...,
         workflow_names: _abc.Iterable[_builtins.str] | None = ...,
         lease: _duration_pb2.Duration | None = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "lease", b"lease", "worker_name", b"worker_name", "workflow_names", b"workflow_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "lease", b"lease", "queues", b"queues", "worker_name", b"worker_name", "workflow_names", b"workflow_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1373,12 +1517,18 @@ class ListWorkflowsRequest(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PARENT_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Only workflows with this name; empty: all."""
     page_size: _builtins.int
     """Page size: 1-1000; 0 means 100."""
     page_token: _builtins.str
     """From a previous response's next_page_token; empty for the first page."""
+    parent_workflow_id: _builtins.str
+    """Only children of this workflow; empty: all."""
+    queue_name: _builtins.str
+    """Only workflows started on this queue; empty: all."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___WorkflowStatus.ValueType]:
         """Only workflows in these statuses; empty: all."""
@@ -1400,10 +1550,12 @@ class ListWorkflowsRequest(_message.Message):
         created_before: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        parent_workflow_id: _builtins.str = ...,
+        queue_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1520,3 +1672,321 @@ class ListEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class SendRequest(_message.Message):
+    """Request for Send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    destination_workflow_id: _builtins.str
+    """The workflow to deliver to. It need not exist yet."""
+    topic: _builtins.str
+    """The topic, 0-256 characters (empty: the default topic). Recv takes
+    messages of one topic.
+    """
+    idempotency_key: _builtins.str
+    """Optional, 1-256 characters: a send with a key already used for the same
+    destination delivers nothing (`already_sent`). From a workflow (`caller`
+    set) the key defaults to one derived from the caller's step.
+    """
+    @_builtins.property
+    def message(self) -> Global___Payload:
+        """The message. Required."""
+
+    @_builtins.property
+    def caller(self) -> Global___StepRef:
+        """When sent from a running workflow: the step this send is checkpointed as
+        (kind SEND, named after the topic).
+        """
+
+    def __init__(
+        self,
+        *,
+        destination_workflow_id: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        message: Global___Payload | None = ...,
+        idempotency_key: _builtins.str = ...,
+        caller: Global___StepRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "destination_workflow_id", b"destination_workflow_id", "idempotency_key", b"idempotency_key", "message", b"message", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendRequest: _TypeAlias = SendRequest  # noqa: Y015
+
+@_typing.final
+class SendResponse(_message.Message):
+    """Response for Send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALREADY_SENT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    already_sent: _builtins.bool
+    """True when this send was a repeat (same idempotency key or caller step):
+    nothing new was delivered.
+    """
+    @_builtins.property
+    def step(self) -> Global___Step:
+        """With `caller`: the step record."""
+
+    def __init__(
+        self,
+        *,
+        already_sent: _builtins.bool = ...,
+        step: Global___Step | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_sent", b"already_sent", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendResponse: _TypeAlias = SendResponse  # noqa: Y015
+
+@_typing.final
+class RecvRequest(_message.Message):
+    """Request for Recv."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The receiving workflow (the caller). It must exist and be PENDING for a
+    new message to be consumed.
+    """
+    step_id: _builtins.int
+    """The step position this receive is checkpointed as, from 1."""
+    topic: _builtins.str
+    """The topic to receive from, 0-256 characters (empty: the default topic)."""
+    executor_id: _builtins.str
+    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long to wait for a message, counted from the first call for this
+        step. Absent: 60 seconds. Zero: look once. Negative or longer than the
+        server's maximum wait: INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        step_id: _builtins.int = ...,
+        topic: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        executor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "step_id", b"step_id", "timeout", b"timeout", "topic", b"topic", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecvRequest: _TypeAlias = RecvRequest  # noqa: Y015
+
+@_typing.final
+class RecvResponse(_message.Message):
+    """Response for Recv."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
+    already_recorded: _builtins.bool
+    """True when the step was already recorded (a replay): nothing was
+    consumed by this call.
+    """
+    @_builtins.property
+    def step(self) -> Global___Step:
+        """The step as recorded (kind RECV): `output` is the message, or JSON null
+        with `timed_out` when none came before the deadline.
+        """
+
+    def __init__(
+        self,
+        *,
+        step: Global___Step | None = ...,
+        already_recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_recorded", b"already_recorded", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecvResponse: _TypeAlias = RecvResponse  # noqa: Y015
+
+@_typing.final
+class SleepRequest(_message.Message):
+    """Request for Sleep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The sleeping workflow. It must exist and be PENDING for a new sleep to
+    be recorded.
+    """
+    step_id: _builtins.int
+    """The step position this sleep is checkpointed as, from 1."""
+    executor_id: _builtins.str
+    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long to sleep, from the first call: 0 to one year. Required."""
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        step_id: _builtins.int = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        executor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "executor_id", b"executor_id", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SleepRequest: _TypeAlias = SleepRequest  # noqa: Y015
+
+@_typing.final
+class SleepResponse(_message.Message):
+    """Response for Sleep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    already_recorded: _builtins.bool
+    """True when the sleep was already recorded (a replay)."""
+    @_builtins.property
+    def step(self) -> Global___Step:
+        """The step as recorded (kind SLEEP, `deadline` = the wake-up time)."""
+
+    @_builtins.property
+    def remaining(self) -> _duration_pb2.Duration:
+        """How long is left until the wake-up time, by the coordinator's clock
+        (zero once it passed). Sleep this long.
+        """
+
+    def __init__(
+        self,
+        *,
+        step: Global___Step | None = ...,
+        already_recorded: _builtins.bool = ...,
+        remaining: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remaining", b"remaining", "step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_recorded", b"already_recorded", "remaining", b"remaining", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SleepResponse: _TypeAlias = SleepResponse  # noqa: Y015
+
+@_typing.final
+class QueueConfig(_message.Message):
+    """A queue's limits. Zero means no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    WORKER_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_PERIOD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The queue's name, 1-256 characters."""
+    concurrency: _builtins.int
+    """The most workflows of the queue PENDING at once, over all workers."""
+    worker_concurrency: _builtins.int
+    """The most workflows of the queue PENDING at once on one worker session."""
+    rate_limit: _builtins.int
+    """The most workflows of the queue started (claimed) per `rate_period`."""
+    @_builtins.property
+    def rate_period(self) -> _duration_pb2.Duration:
+        """The rate limit's window: required with `rate_limit`, up to a day."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        concurrency: _builtins.int = ...,
+        worker_concurrency: _builtins.int = ...,
+        rate_limit: _builtins.int = ...,
+        rate_period: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_period", b"rate_period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "name", b"name", "rate_limit", b"rate_limit", "rate_period", b"rate_period", "worker_concurrency", b"worker_concurrency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueConfig: _TypeAlias = QueueConfig  # noqa: Y015
+
+@_typing.final
+class ConfigureQueueRequest(_message.Message):
+    """Request for ConfigureQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___QueueConfig:
+        """The queue and its limits; replaces any earlier configuration."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___QueueConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureQueueRequest: _TypeAlias = ConfigureQueueRequest  # noqa: Y015
+
+@_typing.final
+class ConfigureQueueResponse(_message.Message):
+    """Response for ConfigureQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___QueueConfig:
+        """The queue as configured."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___QueueConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureQueueResponse: _TypeAlias = ConfigureQueueResponse  # noqa: Y015

@@ -128,6 +128,26 @@ class CoordinatorServiceStub:
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.Send = channel.unary_unary(
+                '/durable.v1.CoordinatorService/Send',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.SendRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.SendResponse.FromString,
+                _registered_method=True)
+        self.Recv = channel.unary_unary(
+                '/durable.v1.CoordinatorService/Recv',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.RecvRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.RecvResponse.FromString,
+                _registered_method=True)
+        self.Sleep = channel.unary_unary(
+                '/durable.v1.CoordinatorService/Sleep',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.SleepRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.SleepResponse.FromString,
+                _registered_method=True)
+        self.ConfigureQueue = channel.unary_unary(
+                '/durable.v1.CoordinatorService/ConfigureQueue',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -281,6 +301,47 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Send(self, request, context):
+        """Sends a message to a workflow (which need not have started yet: the
+        message waits for it). With an idempotency key, a retried send is
+        delivered once. Sent from a workflow (`caller`), the send is
+        checkpointed as the caller's step and delivered once however often the
+        caller replays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Recv(self, request, context):
+        """Receives the oldest unconsumed message on a topic for the calling
+        workflow, waiting up to a timeout, and checkpoints it as step `step_id`:
+        each message is consumed by exactly one Recv, and a replayed Recv returns
+        the message (or the timeout) recorded the first time. The wait's deadline
+        is recorded by the first call, so a resumed workflow waits only for what
+        is left of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sleep(self, request, context):
+        """Records a durable sleep as step `step_id`: the wake-up time is fixed by
+        the first call, and every call (including a replay after a restart)
+        returns how long is left. The caller does the sleeping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfigureQueue(self, request, context):
+        """Creates or updates a queue's limits. Workflows started with a
+        `queue_name` wait ENQUEUED until a worker serving that queue claims them
+        with PollWork, within these limits. A queue never configured has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -363,6 +424,26 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.FromString,
                     response_serializer=durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'Send': grpc.unary_unary_rpc_method_handler(
+                    servicer.Send,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.SendRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.SendResponse.SerializeToString,
+            ),
+            'Recv': grpc.unary_unary_rpc_method_handler(
+                    servicer.Recv,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.RecvRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.RecvResponse.SerializeToString,
+            ),
+            'Sleep': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sleep,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.SleepRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.SleepResponse.SerializeToString,
+            ),
+            'ConfigureQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfigureQueue,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -811,6 +892,114 @@ class CoordinatorService:
             '/durable.v1.CoordinatorService/ListEvents',
             durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
             durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Send(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/Send',
+            durable_dot_v1_dot_coordinator__pb2.SendRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.SendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Recv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/Recv',
+            durable_dot_v1_dot_coordinator__pb2.RecvRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.RecvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sleep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/Sleep',
+            durable_dot_v1_dot_coordinator__pb2.SleepRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.SleepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfigureQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/ConfigureQueue',
+            durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -111,6 +111,31 @@ class CoordinatorServiceStub:
     """Lists workflows, newest first, filtered and a page at a time."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListEventsRequest, _coordinator_pb2.ListEventsResponse]
     """Lists a workflow's events with their latest values."""
+    Send: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SendRequest, _coordinator_pb2.SendResponse]
+    """Sends a message to a workflow (which need not have started yet: the
+    message waits for it). With an idempotency key, a retried send is
+    delivered once. Sent from a workflow (`caller`), the send is
+    checkpointed as the caller's step and delivered once however often the
+    caller replays.
+    """
+    Recv: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RecvRequest, _coordinator_pb2.RecvResponse]
+    """Receives the oldest unconsumed message on a topic for the calling
+    workflow, waiting up to a timeout, and checkpoints it as step `step_id`:
+    each message is consumed by exactly one Recv, and a replayed Recv returns
+    the message (or the timeout) recorded the first time. The wait's deadline
+    is recorded by the first call, so a resumed workflow waits only for what
+    is left of it.
+    """
+    Sleep: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SleepRequest, _coordinator_pb2.SleepResponse]
+    """Records a durable sleep as step `step_id`: the wake-up time is fixed by
+    the first call, and every call (including a replay after a restart)
+    returns how long is left. The caller does the sleeping.
+    """
+    ConfigureQueue: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ConfigureQueueRequest, _coordinator_pb2.ConfigureQueueResponse]
+    """Creates or updates a queue's limits. Workflows started with a
+    `queue_name` wait ENQUEUED until a worker serving that queue claims them
+    with PollWork, within these limits. A queue never configured has none.
+    """
 
 @_typing.type_check_only
 class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
@@ -195,6 +220,31 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Lists workflows, newest first, filtered and a page at a time."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListEventsRequest, _coordinator_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Lists a workflow's events with their latest values."""
+    Send: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SendRequest, _coordinator_pb2.SendResponse]  # type: ignore[assignment]
+    """Sends a message to a workflow (which need not have started yet: the
+    message waits for it). With an idempotency key, a retried send is
+    delivered once. Sent from a workflow (`caller`), the send is
+    checkpointed as the caller's step and delivered once however often the
+    caller replays.
+    """
+    Recv: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RecvRequest, _coordinator_pb2.RecvResponse]  # type: ignore[assignment]
+    """Receives the oldest unconsumed message on a topic for the calling
+    workflow, waiting up to a timeout, and checkpoints it as step `step_id`:
+    each message is consumed by exactly one Recv, and a replayed Recv returns
+    the message (or the timeout) recorded the first time. The wait's deadline
+    is recorded by the first call, so a resumed workflow waits only for what
+    is left of it.
+    """
+    Sleep: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SleepRequest, _coordinator_pb2.SleepResponse]  # type: ignore[assignment]
+    """Records a durable sleep as step `step_id`: the wake-up time is fixed by
+    the first call, and every call (including a replay after a restart)
+    returns how long is left. The caller does the sleeping.
+    """
+    ConfigureQueue: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ConfigureQueueRequest, _coordinator_pb2.ConfigureQueueResponse]  # type: ignore[assignment]
+    """Creates or updates a queue's limits. Workflows started with a
+    `queue_name` wait ENQUEUED until a worker serving that queue claims them
+    with PollWork, within these limits. A queue never configured has none.
+    """
 
 class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """CoordinatorService checkpoints durable workflows in Postgres.
@@ -372,5 +422,54 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ListEventsResponse, _abc.Awaitable[_coordinator_pb2.ListEventsResponse]]:
         """Lists a workflow's events with their latest values."""
+
+    @_abc_1.abstractmethod
+    def Send(
+        self,
+        request: _coordinator_pb2.SendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.SendResponse, _abc.Awaitable[_coordinator_pb2.SendResponse]]:
+        """Sends a message to a workflow (which need not have started yet: the
+        message waits for it). With an idempotency key, a retried send is
+        delivered once. Sent from a workflow (`caller`), the send is
+        checkpointed as the caller's step and delivered once however often the
+        caller replays.
+        """
+
+    @_abc_1.abstractmethod
+    def Recv(
+        self,
+        request: _coordinator_pb2.RecvRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.RecvResponse, _abc.Awaitable[_coordinator_pb2.RecvResponse]]:
+        """Receives the oldest unconsumed message on a topic for the calling
+        workflow, waiting up to a timeout, and checkpoints it as step `step_id`:
+        each message is consumed by exactly one Recv, and a replayed Recv returns
+        the message (or the timeout) recorded the first time. The wait's deadline
+        is recorded by the first call, so a resumed workflow waits only for what
+        is left of it.
+        """
+
+    @_abc_1.abstractmethod
+    def Sleep(
+        self,
+        request: _coordinator_pb2.SleepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.SleepResponse, _abc.Awaitable[_coordinator_pb2.SleepResponse]]:
+        """Records a durable sleep as step `step_id`: the wake-up time is fixed by
+        the first call, and every call (including a replay after a restart)
+        returns how long is left. The caller does the sleeping.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfigureQueue(
+        self,
+        request: _coordinator_pb2.ConfigureQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ConfigureQueueResponse, _abc.Awaitable[_coordinator_pb2.ConfigureQueueResponse]]:
+        """Creates or updates a queue's limits. Workflows started with a
+        `queue_name` wait ENQUEUED until a worker serving that queue claims them
+        with PollWork, within these limits. A queue never configured has none.
+        """
 
 def add_CoordinatorServiceServicer_to_server(servicer: CoordinatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

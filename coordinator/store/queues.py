@@ -1,0 +1,175 @@
+"""Queues: their limits, and claiming their ENQUEUED workflows for a worker within them.
+
+A worker serves the queues it named in its last Heartbeat. Each queue is claimed from in
+its own short transaction holding a transaction-scoped advisory lock on (namespace, queue):
+claimers of one queue take turns, so the counts a claim is sized by (running workflows,
+recent claims) cannot change under it, and no limit is overshot however many workers poll
+at once. The lock needs no row, so it also covers queues that were never configured.
+Claimers of different queues do not wait on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from coordinator.store import rows
+from coordinator.store.records import WorkflowRecord
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A queue's limits; None means no limit."""
+
+    name: str
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    rate_limit: int | None = None
+    # Set exactly when rate_limit is.
+    rate_period: timedelta | None = None
+
+
+# The first key of every queue's advisory lock: the two-int4 lock space is shared with
+# nothing else in the coordinator (the migration lock uses the one-bigint space).
+_LOCK_CLASS = 0x64757271  # "durq"
+
+_CONFIGURE = """
+INSERT INTO durable.queues (namespace, name, concurrency, worker_concurrency, rate_limit,
+                            rate_period)
+VALUES (%(ns)s, %(queue)s, %(concurrency)s, %(worker_concurrency)s, %(rate_limit)s,
+        %(rate_period)s)
+ON CONFLICT (namespace, name) DO UPDATE
+   SET concurrency = EXCLUDED.concurrency, worker_concurrency = EXCLUDED.worker_concurrency,
+       rate_limit = EXCLUDED.rate_limit, rate_period = EXCLUDED.rate_period,
+       updated_at = clock_timestamp()
+RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period"""
+
+# The worker's live session and, of the queues it serves, those with a workflow it could
+# run waiting (one index probe per queue).
+_READY = """
+SELECT q.name, k.workflow_names
+  FROM durable.workers k
+ CROSS JOIN LATERAL unnest(k.queues) AS q(name)
+ WHERE k.executor_id = %(exec)s AND k.namespace = %(ns)s
+   AND k.lease_expires_at > clock_timestamp()
+   AND EXISTS (SELECT 1 FROM durable.workflows w
+                WHERE w.namespace = k.namespace AND w.queue_name = q.name
+                  AND w.status = 'ENQUEUED' AND w.name = ANY (k.workflow_names))"""
+
+_LOCK = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s))"
+
+# Under the lock: the queue's limits and what they are measured against.
+_USAGE = """
+SELECT q.concurrency, q.worker_concurrency, q.rate_limit,
+       (SELECT count(*) FROM durable.workflows w
+         WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING'),
+       (SELECT count(*) FROM durable.workflows w
+         WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING'
+           AND w.executor_id = %(exec)s),
+       (SELECT count(*) FROM durable.workflows w
+         WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
+           AND q.rate_period IS NOT NULL
+           AND w.dequeued_at > clock_timestamp() - q.rate_period)
+  FROM (SELECT 1) AS one
+  LEFT JOIN durable.queues q ON q.namespace = %(ns)s AND q.name = %(queue)s"""
+
+# Lowest priority value first, then oldest. SKIP LOCKED passes over a row a cancel holds.
+_CLAIM = f"""
+WITH candidates AS (
+    SELECT w.workflow_id
+      FROM durable.workflows w
+     WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
+       AND w.name = ANY (%(names)s::text[])
+     ORDER BY w.priority, w.created_at, w.workflow_id
+     LIMIT %(limit)s
+       FOR UPDATE OF w SKIP LOCKED
+)
+UPDATE durable.workflows w
+   SET status = 'PENDING', executor_id = %(exec)s, dequeued_at = clock_timestamp(),
+       updated_at = clock_timestamp()
+  FROM candidates c
+ WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND w.status = 'ENQUEUED'
+RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}"""
+
+
+def _config(row: rows.Row) -> QueueConfig:
+    name, concurrency, worker_concurrency, rate_limit, rate_period = row
+    return QueueConfig(name, concurrency, worker_concurrency, rate_limit, rate_period)
+
+
+async def configure(pool: AsyncConnectionPool, namespace: str, config: QueueConfig) -> QueueConfig:
+    """Create or replace a queue's limits; returns them as stored."""
+    params = {
+        "ns": namespace,
+        "queue": config.name,
+        "concurrency": config.concurrency,
+        "worker_concurrency": config.worker_concurrency,
+        "rate_limit": config.rate_limit,
+        "rate_period": config.rate_period,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(_CONFIGURE, params)
+        row = await cur.fetchone()
+    assert row is not None
+    return _config(row)
+
+
+def _room(limit: int | None, used: int) -> int | None:
+    return None if limit is None else max(0, limit - used)
+
+
+async def _claim_from(
+    conn: AsyncConnection[Any],
+    namespace: str,
+    executor_id: str,
+    queue: str,
+    names: list[str],
+    limit: int,
+) -> list[WorkflowRecord]:
+    params = {
+        "ns": namespace,
+        "exec": executor_id,
+        "queue": queue,
+        "names": names,
+        "lock_class": _LOCK_CLASS,
+    }
+    async with conn.transaction():
+        await conn.execute(_LOCK, params)
+        cur = await conn.execute(_USAGE, params)
+        row = await cur.fetchone()
+        assert row is not None
+        concurrency, worker_concurrency, rate_limit, running, running_here, recent = row
+        room = [
+            limit,
+            _room(concurrency, running),
+            _room(worker_concurrency, running_here),
+            _room(rate_limit, recent),
+        ]
+        take = min(r for r in room if r is not None)
+        if take <= 0:
+            return []
+        cur = await conn.execute(_CLAIM, {**params, "limit": take})
+        return [rows.workflow(found) for found in await cur.fetchall()]
+
+
+async def claim(
+    pool: AsyncConnectionPool, namespace: str, executor_id: str, limit: int
+) -> list[WorkflowRecord]:
+    """Claim up to `limit` ENQUEUED workflows from the queues this executor serves, within
+    each queue's limits; they become PENDING under the executor. A session without a live
+    lease claims nothing."""
+    claimed: list[WorkflowRecord] = []
+    async with pool.connection() as conn:
+        cur = await conn.execute(_READY, {"ns": namespace, "exec": executor_id})
+        ready = await cur.fetchall()
+        for queue, names in ready:
+            if len(claimed) >= limit:
+                break
+            claimed += await _claim_from(
+                conn, namespace, executor_id, queue, names, limit - len(claimed)
+            )
+    return claimed
