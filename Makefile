@@ -10,7 +10,7 @@ NODE_EXAMPLES := examples/node
 NEED_NODE = @command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
 	{ echo "make $@: node and npm (Node.js 20 or later) must be on PATH" >&2; exit 1; }
 
-.PHONY: run test lint bench proto proto-check proto-lint node-deps install clean
+.PHONY: run test reliability lint bench proto proto-check proto-lint node-deps install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ run: $(STAMP)
 ## Run the whole test suite (embedded Postgres unless DATABASE_URL is set).
 test: $(STAMP) node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The reliability suite at full scale (README "Reliability suite"): coordinator, worker and
+## database faults, replica failover, fuzzed input and load; prints a report of its figures
+## and writes reliability-report.json. `make test` runs it at CI scale.
+reliability: $(STAMP)
+	DURABLE_RELIABILITY=full $(PY) -m pytest tests/reliability tests/test_fuzz.py $(PYTEST_ARGS)
 
 ## Install the Node examples' dependencies (tests/test_node_client.py runs them).
 node-deps: $(NODE_EXAMPLES)/node_modules

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durable.v1 import coordinator_pb2 as pb
+from tests.reliability.report import REPORT
 from tests.support import RPC_TIMEOUT, Coordinator, Stub, error_info
 
 M = TypeVar("M", bound=Message)
@@ -75,6 +76,7 @@ ALLOWED = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,  # QUEUE_DEDUPLICATED
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
@@ -96,6 +98,17 @@ class Tally:
         self.codes[code.name] += 1
         if code == grpc.StatusCode.OK:
             self.answered.add(method)
+
+    def figures(self) -> dict[str, Any]:
+        """The tally as figures for the reliability report (tests/reliability)."""
+        return {
+            "fuzz_cases": sum(self.codes.values()),
+            "rpcs": len(self.methods),
+            "rpcs_with_ok_answers": len(self.answered),
+            "status_codes": dict(self.codes.most_common()),
+            "internal": self.codes["INTERNAL"],
+            "unknown": self.codes["UNKNOWN"],
+        }
 
     def summary(self) -> str:
         elapsed = 0.0 if self.started is None else time.monotonic() - self.started
@@ -442,6 +455,14 @@ set_event_requests = either(
         good_payloads,
     ),
 )
+step_refs = either(
+    message(pb.StepRef, workflow_id=workflow_ids, step_id=step_ids, executor_id=executor_ids),
+    st.builds(
+        lambda wf, step: pb.StepRef(workflow_id=wf, step_id=step),
+        st.sampled_from(KNOWN_IDS + FINISHED_IDS),
+        st.integers(1, 12),
+    ),
+)
 get_event_requests = either(
     message(
         pb.GetEventRequest,
@@ -450,6 +471,7 @@ get_event_requests = either(
         timeout=wait_timeouts,
         follow=st.booleans(),
         after_version=ints(INT64),
+        caller=step_refs,
     ),
     st.builds(
         lambda wf, key, timeout, follow, after: pb.GetEventRequest(
@@ -514,6 +536,10 @@ heartbeat_requests = message(
         st.sampled_from([1000, 1001]).map(lambda n: [f"flow-{i}" for i in range(n)]),
     ),
     lease=any_durations,
+    queues=st.one_of(
+        st.lists(names, max_size=5),
+        st.sampled_from([1000, 1001]).map(lambda n: [f"queue-{i}" for i in range(n)]),
+    ),
 )
 poll_requests = message(
     pb.PollWorkRequest,
@@ -538,6 +564,8 @@ list_workflows_requests = either(
         created_before=timestamps,
         page_size=ints(INT32, 1000, 1001),
         page_token=page_tokens,
+        parent_workflow_id=workflow_ids,
+        queue_name=names,
     ),
     message(  # valid filters, so the page token (or its absence) is what is tested
         pb.ListWorkflowsRequest,
@@ -548,6 +576,122 @@ list_workflows_requests = either(
     ),
 )
 list_events_requests = message(pb.ListEventsRequest, workflow_id=workflow_ids)
+topics = st.one_of(st.sampled_from(["", "t1", "t2"]), names)
+send_requests = either(
+    message(
+        pb.SendRequest,
+        destination_workflow_id=workflow_ids,
+        topic=topics,
+        message=payloads,
+        idempotency_key=st.one_of(st.sampled_from(["key-1", "key-2"]), odd_text),
+        caller=step_refs,
+    ),
+    st.builds(
+        lambda wf, topic, value, caller: pb.SendRequest(
+            destination_workflow_id=wf, topic=topic, message=value, caller=caller
+        ),
+        st.sampled_from(KNOWN_IDS + FINISHED_IDS),
+        st.sampled_from(["", "t1"]),
+        good_payloads,
+        st.none() | step_refs,
+    ),
+)
+recv_requests = either(
+    message(
+        pb.RecvRequest,
+        workflow_id=workflow_ids,
+        step_id=step_ids,
+        topic=topics,
+        timeout=wait_timeouts,
+        executor_id=executor_ids,
+    ),
+    st.builds(
+        lambda wf, step, topic, timeout: pb.RecvRequest(
+            workflow_id=wf, step_id=step, topic=topic, timeout=timeout
+        ),
+        st.sampled_from(KNOWN_IDS),
+        st.integers(1, 12),
+        st.sampled_from(["", "t1"]),
+        short_waits,
+    ),
+)
+sleep_requests = either(
+    message(
+        pb.SleepRequest,
+        workflow_id=workflow_ids,
+        step_id=step_ids,
+        duration=any_durations,
+        executor_id=executor_ids,
+    ),
+    st.builds(
+        lambda wf, step, seconds: pb.SleepRequest(
+            workflow_id=wf, step_id=step, duration=Duration(seconds=seconds)
+        ),
+        st.sampled_from(KNOWN_IDS),
+        st.integers(1, 12),
+        st.integers(0, 3600),
+    ),
+)
+
+# Enqueues (some deduplicated) and child starts under the known workflows.
+FUZZ_QUEUE = "fuzz-queue"
+queue_start_requests = either(
+    message(
+        pb.StartWorkflowRequest,
+        workflow_id=workflow_ids,
+        name=names,
+        executor_id=executor_ids,
+        queue_name=st.one_of(st.just(FUZZ_QUEUE), names),
+        priority=ints(INT32),
+        deduplication_id=st.one_of(st.sampled_from(["dup-1", "dup-2"]), odd_text),
+        parent=step_refs,
+    ),
+    st.builds(
+        lambda wf, queue, priority, dedup, parent: pb.StartWorkflowRequest(
+            workflow_id=wf,
+            name=FLOW,
+            queue_name=queue,
+            priority=priority if queue else 0,
+            deduplication_id=dedup if queue else "",
+            parent=parent,
+        ),
+        valid_ids,
+        st.sampled_from(["", FUZZ_QUEUE]),
+        st.integers(-3, 3),
+        st.sampled_from(["", "dup-1"]),
+        st.none() | step_refs,
+    ),
+)
+rate_periods = durations(
+    valid=st.builds(Duration, seconds=st.sampled_from([0, 1, 60, 86_400, 86_401]))
+)
+configure_queue_requests = either(
+    message(
+        pb.ConfigureQueueRequest,
+        queue=message(
+            pb.QueueConfig,
+            name=st.one_of(st.just(FUZZ_QUEUE), names),
+            concurrency=ints(INT32),
+            worker_concurrency=ints(INT32),
+            rate_limit=ints(INT32),
+            rate_period=rate_periods,
+        ),
+    ),
+    st.builds(
+        lambda concurrency, per_worker, rate: pb.ConfigureQueueRequest(
+            queue=pb.QueueConfig(
+                name=FUZZ_QUEUE,
+                concurrency=concurrency,
+                worker_concurrency=per_worker,
+                rate_limit=rate,
+                rate_period=Duration(seconds=1) if rate else None,
+            )
+        ),
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.integers(0, 3),
+    ),
+)
 
 
 def answers_at_once(workflow_id: str) -> bool:
@@ -582,7 +726,7 @@ def _fuzz(strategy: st.SearchStrategy[Any]) -> Callable[[Callable[..., None]], A
     return decorate
 
 
-@_fuzz(start_requests)
+@_fuzz(st.one_of(start_requests, queue_start_requests))
 def test_start_workflow(seeded: Stub, request: pb.StartWorkflowRequest) -> None:
     send(seeded, "StartWorkflow", request)
 
@@ -643,7 +787,10 @@ def test_poll_work(seeded: Stub, request: pb.PollWorkRequest, heartbeat: bool) -
         # A live lease first, so the claim itself runs (and may claim ENQUEUED work).
         request.executor_id = WORKER_ID
         lease = pb.HeartbeatRequest(
-            executor_id=WORKER_ID, workflow_names=[FLOW], lease=Duration(seconds=30)
+            executor_id=WORKER_ID,
+            workflow_names=[FLOW],
+            lease=Duration(seconds=30),
+            queues=[FUZZ_QUEUE],
         )
         assert send(seeded, "Heartbeat", lease) == grpc.StatusCode.OK
     # 30 s by default; only a session without a lease is refused at once (and random IDs
@@ -682,6 +829,28 @@ def test_list_events(seeded: Stub, request: pb.ListEventsRequest) -> None:
     send(seeded, "ListEvents", request)
 
 
+@_fuzz(send_requests)
+def test_send(seeded: Stub, request: pb.SendRequest) -> None:
+    send(seeded, "Send", request)
+
+
+@_fuzz(recv_requests)
+def test_recv(seeded: Stub, request: pb.RecvRequest) -> None:
+    if not request.HasField("timeout"):
+        request.timeout.CopyFrom(Duration(nanos=SHORT_WAIT_NANOS))  # 60 s by default
+    send(seeded, "Recv", request)
+
+
+@_fuzz(sleep_requests)
+def test_sleep(seeded: Stub, request: pb.SleepRequest) -> None:
+    send(seeded, "Sleep", request)
+
+
+@_fuzz(configure_queue_requests)
+def test_configure_queue(seeded: Stub, request: pb.ConfigureQueueRequest) -> None:
+    send(seeded, "ConfigureQueue", request)
+
+
 def test_coordinator_survived_the_fuzzing(coordinator: Coordinator, seeded: Stub) -> None:
     health = health_pb2_grpc.HealthStub(coordinator.channel)
     reply = health.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT)
@@ -691,3 +860,5 @@ def test_coordinator_survived_the_fuzzing(coordinator: Coordinator, seeded: Stub
     assert "Traceback" not in log, log[-5000:]
     assert " ERROR coordinator." not in log, log[-5000:]
     print(f"\n{TALLY.summary()}")
+    # Printed in the reliability report when tests/reliability runs in the same session.
+    REPORT.record("fuzzed input (hypothesis, every RPC)", **TALLY.figures(), healthy_after=True)

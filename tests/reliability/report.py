@@ -1,0 +1,71 @@
+"""The suite's figures: each test records what it ran, injected and checked; the session
+prints them as one table and writes them to reliability-report.json.
+
+A plain module-level collector (not only a fixture), so tests outside this package such as
+tests/test_fuzz.py can feed it without depending on it: nothing is printed unless the
+reliability conftest is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tests.reliability.scale import MODE, SEED
+
+REPORT_PATH = Path(__file__).resolve().parents[2] / "reliability-report.json"
+
+# Figures summed over every section into the headline.
+TOTALS = ("workflows", "faults_injected", "records_checked", "lost", "doubled")
+
+
+class Report:
+    """Figures by section (one per test), in the order they were recorded."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, dict[str, Any]] = {}
+        self.started = time.time()
+
+    def record(self, section: str, **figures: Any) -> None:
+        self.sections.setdefault(section, {}).update(figures)
+
+    def totals(self) -> dict[str, int]:
+        return {name: sum(int(s.get(name, 0)) for s in self.sections.values()) for name in TOTALS}
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": MODE,
+            "seed": SEED,
+            "seconds": round(time.time() - self.started, 1),
+            "totals": self.totals(),
+            "sections": self.sections,
+        }
+
+    def write(self, path: Path = REPORT_PATH) -> None:
+        path.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False) + "\n")
+
+    def lines(self) -> Iterable[str]:
+        totals = self.totals()
+        yield f"reliability report: mode={MODE} seed={SEED}"
+        yield "  " + ", ".join(f"{name}={value}" for name, value in totals.items())
+        for section, figures in self.sections.items():
+            yield f"  {section}"
+            width = max((len(name) for name in figures), default=0)
+            for name, value in figures.items():
+                yield f"    {name:<{width}}  {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_show(v) for v in value) or "-"
+    return str(value)
+
+
+REPORT = Report()
