@@ -4,9 +4,10 @@
 
 Postgres: DATABASE_URL if set, else an embedded one (pgserver). Each side gets a fresh
 database on it. Our side starts two real coordinator processes and drives them with the
-Python SDK; the DBOS side runs bench/dbos_worker.py with bench/.venv-dbos/bin/python (a
-separate venv with dbos==3.4.0; `make bench` creates it), one process per scenario. If that
-venv is missing the DBOS column is skipped with a message. Prints a table with ratios and
+Python SDK (idle_streams: with a gRPC asyncio client, bench/idle_streams.py); the DBOS
+side runs bench/dbos_worker.py with bench/.venv-dbos/bin/python (a separate venv with
+dbos==3.4.0; `make bench` creates it), one process per scenario. If that venv is missing
+the DBOS column is skipped with a message. Prints a table with ratios and
 the targets from ANCHORS.md, and writes every raw figure to bench/results/run-<time>.json.
 See bench/README.md for what each scenario measures.
 """
@@ -31,10 +32,10 @@ from urllib.parse import quote
 from psycopg.conninfo import conninfo_to_dict
 
 import durable
-from bench.core_latency import replay_time
+from bench import idle_streams
 from coordinator.embedded import start_embedded_postgres
 from durable.v1 import coordinator_pb2 as pb
-from tests.support import Coordinator, create_database, drop_database
+from tests.support import Coordinator, create_database, drop_database, free_port
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -48,7 +49,11 @@ SCENARIOS = [
     "throughput",
     "replay",
     "timeout_accuracy",
+    "idle_streams",
 ]
+# DBOS has no counterpart of an open GetEvent stream: its get_event waits in a thread of the
+# process that calls it (or polls, from its client).
+OURS_ONLY = {"idle_streams"}
 
 QUICK = False
 
@@ -128,9 +133,33 @@ def publisher(rounds: int) -> None:
 # --- our side: scenarios -------------------------------------------------------------------
 
 
+def replay_time(address: str, steps: int) -> float:
+    """Seconds for StartWorkflow to resume a PENDING workflow whose `steps` steps are all
+    recorded and return its whole history: the coordinator's part of a replay."""
+    client = durable.Client(address)
+    started = client.start_workflow("", "bench.replay", pb.Payload(encoding="json", data=b"{}"))
+    workflow_id = started.workflow.workflow_id
+    for i in range(1, steps + 1):
+        client.run_step(
+            pb.RunStepRequest(
+                workflow_id=workflow_id, step_id=i, name="noop", output=pb.Payload(data=b"1")
+            )
+        )
+    start = time.perf_counter()
+    again = client.start_workflow(workflow_id, "bench.replay", pb.Payload(data=b"{}"))
+    history = client.history(again)
+    elapsed = time.perf_counter() - start
+    if len(history) != steps:
+        raise RuntimeError(f"history of {len(history)} steps, expected {steps}")
+    client.close()
+    return elapsed
+
+
 class Ours:
-    def __init__(self, a: Coordinator, b: Coordinator) -> None:
+    def __init__(self, a: Coordinator, b: Coordinator, metrics_port: int, server_url: str) -> None:
         self.a, self.b = a, b
+        self.metrics_port = metrics_port
+        self.server_url = server_url
         durable.configure(a.address)
 
     def step_latency(self) -> dict[str, Any]:
@@ -212,7 +241,7 @@ class Ours:
                 raise RuntimeError(f"replay ran {STEP_RUNS[0]} steps again, result {result!r}")
         client.close()
         # The coordinator's part alone: StartWorkflow on the PENDING workflow returning
-        # its whole history (bench.core_latency's figure).
+        # its whole history.
         rpc = [replay_time(self.a.address, steps) for _ in range(n(5, 2))]
         return {"samples_s": samples, "start_workflow_rpc_s": rpc, "steps": steps}
 
@@ -225,6 +254,16 @@ class Ours:
             if value is not None:
                 raise RuntimeError(f"got {value!r}")
         return {"errors_s": errors}
+
+    def idle_streams(self) -> dict[str, Any]:
+        target = idle_streams.Target(
+            address=self.a.address,
+            pid=self.a.process.pid,
+            metrics_url=f"http://127.0.0.1:{self.metrics_port}/metrics",
+            database=str(conninfo_to_dict(self.a.database_url)["dbname"]),
+            server_url=self.server_url,
+        )
+        return idle_streams.run(target, n(10_000, 2_000), window_seconds=5.0 if QUICK else 10.0)
 
 
 # --- the DBOS side -------------------------------------------------------------------------
@@ -295,7 +334,22 @@ ROWS: dict[str, list[tuple[str, str, str, str]]] = {
         ("  (StartWorkflow RPC only)", "start_workflow_rpc_s", "latency", "-"),
     ],
     "timeout_accuracy": [("get_event 1 s timeout error", "errors_s", "error", "+-20 ms")],
+    "idle_streams": [
+        ("idle GetEvent streams: RSS", "rss_mib", "MiB", "<= 1024 MiB at 10000"),
+        ("  RSS per stream", "rss_per_stream_kib", "KiB", "-"),
+        ("  DB xacts/s, no streams", "before.xact_per_s", "xact/s", "-"),
+        (
+            "  DB xacts/s, streams open",
+            "with_streams.xact_per_s",
+            "xact/s",
+            "no per-stream polling",
+        ),
+        ("  set_event wakes 1 of them", "wake_one_s", "value_ms", "-"),
+    ],
 }
+# Rows of one value rather than samples: kind -> (unit printed, scale).
+VALUES = {"MiB": ("MiB", 1.0), "KiB": ("KiB", 1.0), "xact/s": ("xact/s", 1.0)}
+VALUES["value_ms"] = ("ms", 1000.0)
 
 
 def figures(result: dict[str, Any] | None, key: str, kind: str) -> dict[str, float] | None:
@@ -304,12 +358,24 @@ def figures(result: dict[str, Any] | None, key: str, kind: str) -> dict[str, flo
     if kind == "throughput":
         rate = result["steps"] / result["elapsed_s"]
         return {"median": rate, "p99": rate}
+    if kind in VALUES:
+        value: Any = result
+        for part in key.split("."):  # "before.xact_per_s": a nested figure
+            value = value[part]
+        scaled = float(value) * VALUES[kind][1]
+        return {"median": scaled, "p99": scaled}
     if key not in result:
         return None
     summary = percentiles(result[key])
     if kind == "error":  # the signed median error, and the largest error either way
         return {"median": summary["median_ms"], "p99": max(abs(e) * 1000 for e in result[key])}
     return {"median": summary["median_ms"], "p99": summary["p99_ms"]}
+
+
+def unit(kind: str) -> str:
+    if kind in VALUES:
+        return VALUES[kind][0]
+    return {"latency": "ms", "throughput": "steps/s", "error": "ms"}[kind]
 
 
 def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -325,10 +391,12 @@ def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 ratio = ours["median"] / dbos["median"]
             if kind == "throughput" and ours:
                 label = f"{sides['ours']['workflows']} workflows x 10 steps"
+            if key == "rss_mib" and ours:
+                label = f"{sides['ours']['streams']} idle GetEvent streams: RSS"
             rows.append(
                 {
                     "scenario": label,
-                    "unit": {"latency": "ms", "throughput": "steps/s", "error": "ms"}[kind],
+                    "unit": unit(kind),
                     "ours": ours,
                     "dbos": dbos,
                     "ratio": ratio,
@@ -344,6 +412,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             return "n/a"
         if unit == "steps/s":
             return f"{figs['median']:.0f}"
+        if figs["median"] == figs["p99"]:  # one value
+            return f"{figs['median']:.2f}"
         return f"{figs['median']:.2f} / {figs['p99']:.2f}"
 
     header = f"{'scenario':<32} {'unit':<8} {'ours med/p99':>17} {'DBOS med/p99':>17}"
@@ -368,6 +438,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (about a minute)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
     parser.add_argument("--json-out", type=Path, help="default: bench/results/run-<time>.json")
+    parser.add_argument("--no-dbos", action="store_true", help="measure our side only")
+    parser.add_argument(
+        "--coordinator-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra flag for our coordinators, e.g. --coordinator-arg=--no-group-commit",
+    )
     args = parser.parse_args()
     QUICK = args.quick
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -376,7 +454,7 @@ def main() -> None:
         parser.error(f"unknown scenarios {sorted(unknown)}; choose from {SCENARIOS}")
     chosen = [s for s in SCENARIOS if s in chosen]
 
-    skip_dbos = dbos_unavailable()
+    skip_dbos = "--no-dbos given" if args.no_dbos else dbos_unavailable()
     if skip_dbos:
         print(f"DBOS column skipped: {skip_dbos}", file=sys.stderr)
 
@@ -388,17 +466,20 @@ def main() -> None:
         server_url = embedded.url
     ours_db = create_database(server_url)
     dbos_db = create_database(server_url)
-    a, b = Coordinator(ours_db), Coordinator(ours_db)
+    metrics_port = free_port()
+    extra = args.coordinator_arg
+    a = Coordinator(ours_db, "--metrics-listen", f"127.0.0.1:{metrics_port}", *extra)
+    b = Coordinator(ours_db, *extra)
     results: dict[str, dict[str, Any]] = {}
     try:
         a.wait_serving()
         b.wait_serving()
-        ours = Ours(a, b)
+        ours = Ours(a, b, metrics_port, server_url)
         for scenario in chosen:
             print(f"running {scenario} ...", file=sys.stderr, flush=True)
             run: Callable[[], dict[str, Any]] = getattr(ours, scenario)
             results[scenario] = {"ours": run()}
-            if not skip_dbos:
+            if not skip_dbos and scenario not in OURS_ONLY:
                 results[scenario]["dbos"] = run_dbos(scenario, sqlalchemy_url(dbos_db))
     finally:
         a.stop()
@@ -417,6 +498,7 @@ def main() -> None:
         "postgres": "DATABASE_URL" if embedded is None else "embedded (pgserver)",
         "dbos_skipped": skip_dbos,
         "cpu_count": os.cpu_count(),
+        "coordinator_args": extra,
         "table": rows,
         "raw": results,
     }
