@@ -38,7 +38,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _DEADLINE_SLACK_SECONDS = 1.0
 
 
-def _workflow_id(request: object) -> str | None:
+def workflow_id_of(request: object) -> str | None:
     """The request's workflow_id for log lines; escaped and capped, as it is not validated."""
     value = getattr(request, "workflow_id", None)
     if not isinstance(value, str) or not value:
@@ -46,18 +46,23 @@ def _workflow_id(request: object) -> str | None:
     return value[:256].encode("unicode_escape").decode("ascii")
 
 
-def _status(exc: BaseException, method: str, workflow_id: str | None) -> grpc.Status:
+def domain_error(exc: BaseException, method: str, workflow_id: str | None) -> CoordinatorError:
+    """What a call that raised `exc` fails with (logged here): the one mapping of failures
+    to errors, shared by unary and streaming RPCs and by Session streams' calls."""
     extra = {} if workflow_id is None else {"workflow_id": workflow_id}
     if isinstance(exc, CoordinatorError):
-        error = exc
         # The client is told why; at DEBUG, the log says which call was refused.
-        log.debug("%s refused: %s", method, error.reason, extra=extra)
-    elif isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        log.debug("%s refused: %s", method, exc.reason, extra=extra)
+        return exc
+    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
         log.warning("%s: database unavailable: %s", method, exc, extra=extra)
-        error = DatabaseUnavailable()
-    else:
-        log.exception("%s failed", method, exc_info=exc, extra=extra)
-        error = CoordinatorError("internal error; see the coordinator's log")
+        return DatabaseUnavailable()
+    log.exception("%s failed", method, exc_info=exc, extra=extra)
+    return CoordinatorError("internal error; see the coordinator's log")
+
+
+def _status(exc: BaseException, method: str, workflow_id: str | None) -> grpc.Status:
+    error = domain_error(exc, method, workflow_id)
     status: grpc.Status = rpc_status.to_status(error.to_status())
     return status
 
@@ -68,7 +73,7 @@ class _Call:
     def __init__(self, method: str, request: object, context: Context) -> None:
         self.method = method
         self.context = context
-        self.workflow_id = _workflow_id(request)
+        self.workflow_id = workflow_id_of(request)
         self.code: grpc.StatusCode | None = None
         self.started = time.perf_counter()
 

@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator import metrics, validation, wire
+from coordinator import metrics, session, validation, wire
 from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
@@ -70,7 +70,13 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
     async def StartWorkflow(
         self, request: pb.StartWorkflowRequest, context: Context
     ) -> pb.StartWorkflowResponse:
-        ns = self._namespace(context)
+        return await self.start_workflow(self._namespace(context), request)
+
+    # The hot-path calls' bodies take the caller's namespace, so that the unary RPC and
+    # a Session stream (coordinator/session.py) run the very same code.
+    async def start_workflow(
+        self, ns: str, request: pb.StartWorkflowRequest
+    ) -> pb.StartWorkflowResponse:
         parent = None
         if request.HasField("parent"):
             parent = children.StepRef(*validation.step_ref(request.parent, "parent"))
@@ -125,7 +131,9 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
 
     @unary
     async def RunStep(self, request: pb.RunStepRequest, context: Context) -> pb.RunStepResponse:
-        ns = self._namespace(context)
+        return await self.run_step(self._namespace(context), request)
+
+    async def run_step(self, ns: str, request: pb.RunStepRequest) -> pb.RunStepResponse:
         workflow_id = validation.workflow_id(request.workflow_id)
         step_id = validation.step_id(request.step_id)
         name = validation.name(request.name, "name")
@@ -156,7 +164,9 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
 
     @unary
     async def SetEvent(self, request: pb.SetEventRequest, context: Context) -> pb.SetEventResponse:
-        ns = self._namespace(context)
+        return await self.set_event(self._namespace(context), request)
+
+    async def set_event(self, ns: str, request: pb.SetEventRequest) -> pb.SetEventResponse:
         workflow_id = validation.workflow_id(request.workflow_id)
         step_id = validation.step_id(request.step_id)
         key = validation.name(request.key, "key")
@@ -398,7 +408,11 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
     async def FinishWorkflow(
         self, request: pb.FinishWorkflowRequest, context: Context
     ) -> pb.FinishWorkflowResponse:
-        ns = self._namespace(context)
+        return await self.finish_workflow(self._namespace(context), request)
+
+    async def finish_workflow(
+        self, ns: str, request: pb.FinishWorkflowRequest
+    ) -> pb.FinishWorkflowResponse:
         workflow_id = validation.workflow_id(request.workflow_id)
         result = validation.outcome(
             request.WhichOneof("result"),
@@ -475,7 +489,11 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
     async def RecordStepAttempt(
         self, request: pb.RecordStepAttemptRequest, context: Context
     ) -> pb.RecordStepAttemptResponse:
-        ns = self._namespace(context)
+        return await self.record_step_attempt(self._namespace(context), request)
+
+    async def record_step_attempt(
+        self, ns: str, request: pb.RecordStepAttemptRequest
+    ) -> pb.RecordStepAttemptResponse:
         workflow_id = validation.workflow_id(request.workflow_id)
         step_id = validation.step_id(request.step_id)
         name = validation.name(request.name, "name")
@@ -589,6 +607,15 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                 else None
             ),
         }
+
+    @streaming
+    async def Session(
+        self, request_iterator: AsyncIterator[pb.SessionRequest], context: Context
+    ) -> AsyncIterator[pb.SessionResponse]:
+        # Authenticated once, by the stream's metadata; every call on it is in this namespace.
+        ns = self._namespace(context)
+        async for response in session.serve(self, ns, request_iterator, self._hub):
+            yield response
 
     @unary
     async def ConfigureQueue(

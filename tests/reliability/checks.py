@@ -230,8 +230,12 @@ def wait_for_progress(
     when waiting is pointless (the processes doing the work have ended)."""
 
     def reached() -> bool:
+        # Progress first: work that outran this poll (e.g. while a killed coordinator was
+        # being restarted) has reached the point even if its processes have ended since.
+        if recorded_steps(conn, prefix) >= point:
+            return True
         guard()
-        return recorded_steps(conn, prefix) >= point
+        return False
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         eventually(reached, timeout=timeout, interval=0.05)

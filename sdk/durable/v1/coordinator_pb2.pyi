@@ -1990,3 +1990,179 @@ class ConfigureQueueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfigureQueueResponse: _TypeAlias = ConfigureQueueResponse  # noqa: Y015
+
+@_typing.final
+class SessionRequest(_message.Message):
+    """Request for Session: one call carried by the stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RUN_STEP_FIELD_NUMBER: _builtins.int
+    SET_EVENT_FIELD_NUMBER: _builtins.int
+    START_WORKFLOW_FIELD_NUMBER: _builtins.int
+    FINISH_WORKFLOW_FIELD_NUMBER: _builtins.int
+    RECORD_STEP_ATTEMPT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """Chosen by the client to match the response to this request; must not be
+    reused while an earlier request with the same ID awaits its response.
+    """
+    @_builtins.property
+    def run_step(self) -> Global___RunStepRequest:
+        """As RunStep."""
+
+    @_builtins.property
+    def set_event(self) -> Global___SetEventRequest:
+        """As SetEvent."""
+
+    @_builtins.property
+    def start_workflow(self) -> Global___StartWorkflowRequest:
+        """As StartWorkflow."""
+
+    @_builtins.property
+    def finish_workflow(self) -> Global___FinishWorkflowRequest:
+        """As FinishWorkflow."""
+
+    @_builtins.property
+    def record_step_attempt(self) -> Global___RecordStepAttemptRequest:
+        """As RecordStepAttempt."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        run_step: Global___RunStepRequest | None = ...,
+        set_event: Global___SetEventRequest | None = ...,
+        start_workflow: Global___StartWorkflowRequest | None = ...,
+        finish_workflow: Global___FinishWorkflowRequest | None = ...,
+        record_step_attempt: Global___RecordStepAttemptRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "finish_workflow", b"finish_workflow", "record_step_attempt", b"record_step_attempt", "run_step", b"run_step", "set_event", b"set_event", "start_workflow", b"start_workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "finish_workflow", b"finish_workflow", "record_step_attempt", b"record_step_attempt", "request_id", b"request_id", "run_step", b"run_step", "set_event", b"set_event", "start_workflow", b"start_workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["run_step", "set_event", "start_workflow", "finish_workflow", "record_step_attempt"]  # noqa: Y015
+    _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
+
+Global___SessionRequest: _TypeAlias = SessionRequest  # noqa: Y015
+
+@_typing.final
+class SessionResponse(_message.Message):
+    """Response for Session: the outcome of one request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    RUN_STEP_FIELD_NUMBER: _builtins.int
+    SET_EVENT_FIELD_NUMBER: _builtins.int
+    START_WORKFLOW_FIELD_NUMBER: _builtins.int
+    FINISH_WORKFLOW_FIELD_NUMBER: _builtins.int
+    RECORD_STEP_ATTEMPT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """The `request_id` of the request this answers."""
+    @_builtins.property
+    def error(self) -> Global___CallError:
+        """The call failed; it would have ended its unary RPC with this status."""
+
+    @_builtins.property
+    def run_step(self) -> Global___RunStepResponse:
+        """The RunStep response."""
+
+    @_builtins.property
+    def set_event(self) -> Global___SetEventResponse:
+        """The SetEvent response."""
+
+    @_builtins.property
+    def start_workflow(self) -> Global___StartWorkflowResponse:
+        """The StartWorkflow response."""
+
+    @_builtins.property
+    def finish_workflow(self) -> Global___FinishWorkflowResponse:
+        """The FinishWorkflow response."""
+
+    @_builtins.property
+    def record_step_attempt(self) -> Global___RecordStepAttemptResponse:
+        """The RecordStepAttempt response."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        error: Global___CallError | None = ...,
+        run_step: Global___RunStepResponse | None = ...,
+        set_event: Global___SetEventResponse | None = ...,
+        start_workflow: Global___StartWorkflowResponse | None = ...,
+        finish_workflow: Global___FinishWorkflowResponse | None = ...,
+        record_step_attempt: Global___RecordStepAttemptResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finish_workflow", b"finish_workflow", "record_step_attempt", b"record_step_attempt", "result", b"result", "run_step", b"run_step", "set_event", b"set_event", "start_workflow", b"start_workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finish_workflow", b"finish_workflow", "record_step_attempt", b"record_step_attempt", "request_id", b"request_id", "result", b"result", "run_step", b"run_step", "set_event", b"set_event", "start_workflow", b"start_workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["error", "run_step", "set_event", "start_workflow", "finish_workflow", "record_step_attempt"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___SessionResponse: _TypeAlias = SessionResponse  # noqa: Y015
+
+@_typing.final
+class CallError(_message.Message):
+    """The status one call carried by a Session stream failed with: what a unary
+    RPC sends as its gRPC status with a google.rpc.ErrorInfo detail.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code number (e.g. 3 INVALID_ARGUMENT, 5 NOT_FOUND,
+    9 FAILED_PRECONDITION, 14 UNAVAILABLE: safe to retry).
+    """
+    message: _builtins.str
+    """A human-readable description; not for branching on."""
+    reason: _builtins.str
+    """The ErrorInfo reason: stable, for branching on (docs/wire-contract.md)."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The ErrorInfo metadata, e.g. `field` for INVALID_ARGUMENT."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "metadata", b"metadata", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallError: _TypeAlias = CallError  # noqa: Y015

@@ -148,6 +148,11 @@ class CoordinatorServiceStub:
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.SerializeToString,
                 response_deserializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/durable.v1.CoordinatorService/Session',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.SessionRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -342,6 +347,23 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
+        SetEvent, FinishWorkflow, RecordStepAttempt) over one long-lived stream,
+        for many workflows at once: a message on an open stream costs far less
+        than a unary call. Each request behaves exactly like its unary RPC (same
+        validation, errors, semantics; authenticated by the stream's metadata)
+        and gets one response with the same `request_id`, in any order. A
+        request's error is its response's `error`; it does not end the stream.
+        The stream ends with INVALID_ARGUMENT when a `request_id` is reused while
+        in flight, and with UNAVAILABLE (SHUTTING_DOWN) when the coordinator
+        stops: requests without a response then are retried by the client (all
+        are idempotent). See docs/wire-contract.md, "Session streams".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -444,6 +466,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ConfigureQueue,
                     request_deserializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.FromString,
                     response_serializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.SessionRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1000,6 +1027,33 @@ class CoordinatorService:
             '/durable.v1.CoordinatorService/ConfigureQueue',
             durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.SerializeToString,
             durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/durable.v1.CoordinatorService/Session',
+            durable_dot_v1_dot_coordinator__pb2.SessionRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -136,6 +136,19 @@ class CoordinatorServiceStub:
     `queue_name` wait ENQUEUED until a worker serving that queue claims them
     with PollWork, within these limits. A queue never configured has none.
     """
+    Session: _grpc.StreamStreamMultiCallable[_coordinator_pb2.SessionRequest, _coordinator_pb2.SessionResponse]
+    """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
+    SetEvent, FinishWorkflow, RecordStepAttempt) over one long-lived stream,
+    for many workflows at once: a message on an open stream costs far less
+    than a unary call. Each request behaves exactly like its unary RPC (same
+    validation, errors, semantics; authenticated by the stream's metadata)
+    and gets one response with the same `request_id`, in any order. A
+    request's error is its response's `error`; it does not end the stream.
+    The stream ends with INVALID_ARGUMENT when a `request_id` is reused while
+    in flight, and with UNAVAILABLE (SHUTTING_DOWN) when the coordinator
+    stops: requests without a response then are retried by the client (all
+    are idempotent). See docs/wire-contract.md, "Session streams".
+    """
 
 @_typing.type_check_only
 class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
@@ -244,6 +257,19 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Creates or updates a queue's limits. Workflows started with a
     `queue_name` wait ENQUEUED until a worker serving that queue claims them
     with PollWork, within these limits. A queue never configured has none.
+    """
+    Session: _aio.StreamStreamMultiCallable[_coordinator_pb2.SessionRequest, _coordinator_pb2.SessionResponse]  # type: ignore[assignment]
+    """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
+    SetEvent, FinishWorkflow, RecordStepAttempt) over one long-lived stream,
+    for many workflows at once: a message on an open stream costs far less
+    than a unary call. Each request behaves exactly like its unary RPC (same
+    validation, errors, semantics; authenticated by the stream's metadata)
+    and gets one response with the same `request_id`, in any order. A
+    request's error is its response's `error`; it does not end the stream.
+    The stream ends with INVALID_ARGUMENT when a `request_id` is reused while
+    in flight, and with UNAVAILABLE (SHUTTING_DOWN) when the coordinator
+    stops: requests without a response then are retried by the client (all
+    are idempotent). See docs/wire-contract.md, "Session streams".
     """
 
 class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -470,6 +496,25 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates or updates a queue's limits. Workflows started with a
         `queue_name` wait ENQUEUED until a worker serving that queue claims them
         with PollWork, within these limits. A queue never configured has none.
+        """
+
+    @_abc_1.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[_coordinator_pb2.SessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.SessionResponse], _abc.AsyncIterator[_coordinator_pb2.SessionResponse]]:
+        """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
+        SetEvent, FinishWorkflow, RecordStepAttempt) over one long-lived stream,
+        for many workflows at once: a message on an open stream costs far less
+        than a unary call. Each request behaves exactly like its unary RPC (same
+        validation, errors, semantics; authenticated by the stream's metadata)
+        and gets one response with the same `request_id`, in any order. A
+        request's error is its response's `error`; it does not end the stream.
+        The stream ends with INVALID_ARGUMENT when a `request_id` is reused while
+        in flight, and with UNAVAILABLE (SHUTTING_DOWN) when the coordinator
+        stops: requests without a response then are retried by the client (all
+        are idempotent). See docs/wire-contract.md, "Session streams".
         """
 
 def add_CoordinatorServiceServicer_to_server(servicer: CoordinatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,178 @@
+"""Session streams: many workflows' hot-path calls over one bidirectional stream.
+
+A unary gRPC call costs the coordinator (and the client) far more than a message on a
+stream that is already open (bench/README.md, "Where the time goes"), so a client sends its
+StartWorkflow / RunStep / SetEvent / FinishWorkflow / RecordStepAttempt calls as messages
+of one Session stream. Each message runs concurrently, through the very function the unary
+RPC runs (same validation, same store call, same errors), and its response goes back
+tagged with the client's request_id as soon as it is ready: responses come in any order.
+
+- A call's failure is its response's CallError, built by the edge's mapping
+  (`edge.domain_error`): it never ends the stream.
+- At most MAX_IN_FLIGHT calls run per stream; beyond that the stream is not read until
+  one finishes, so gRPC's flow control holds the client back (backpressure).
+- A request_id reused while in flight ends the stream with INVALID_ARGUMENT: the client
+  could no longer tell the two responses apart.
+- On shutdown (the hub closes) the stream stops reading, answers the calls in flight and
+  ends with UNAVAILABLE (SHUTTING_DOWN); the client retries what got no response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from google.protobuf.message import Message
+
+from coordinator import metrics
+from coordinator.edge import domain_error, workflow_id_of
+from coordinator.errors import CoordinatorError, InvalidArgument, ShuttingDown
+from coordinator.notify import Hub
+from durable.v1 import coordinator_pb2 as pb
+
+# Calls running at once per stream. Enough for a client running hundreds of workflows
+# concurrently; a bound, so that one stream cannot queue unbounded work in the coordinator.
+MAX_IN_FLIGHT = 1024
+# A topic nothing publishes: its waiter only ever ends by the hub closing (shutdown).
+_SHUTDOWN_TOPIC = ("session-shutdown",)
+
+
+class HotPath(Protocol):
+    """The unary handlers' bodies, by the caller's namespace (coordinator/service.py)."""
+
+    async def start_workflow(
+        self, ns: str, request: pb.StartWorkflowRequest
+    ) -> pb.StartWorkflowResponse: ...
+    async def run_step(self, ns: str, request: pb.RunStepRequest) -> pb.RunStepResponse: ...
+    async def set_event(self, ns: str, request: pb.SetEventRequest) -> pb.SetEventResponse: ...
+    async def finish_workflow(
+        self, ns: str, request: pb.FinishWorkflowRequest
+    ) -> pb.FinishWorkflowResponse: ...
+    async def record_step_attempt(
+        self, ns: str, request: pb.RecordStepAttemptRequest
+    ) -> pb.RecordStepAttemptResponse: ...
+
+
+Handler = Callable[[str, Any], Awaitable[Message]]
+
+
+def _handlers(calls: HotPath) -> dict[str, tuple[str, Handler]]:
+    """SessionRequest's `call` field -> (the unary RPC's name, for metrics and logs; body).
+    The SessionResponse `result` field has the same name as the request's `call` field."""
+    return {
+        "run_step": ("RunStep", calls.run_step),
+        "set_event": ("SetEvent", calls.set_event),
+        "start_workflow": ("StartWorkflow", calls.start_workflow),
+        "finish_workflow": ("FinishWorkflow", calls.finish_workflow),
+        "record_step_attempt": ("RecordStepAttempt", calls.record_step_attempt),
+    }
+
+
+def call_error(error: CoordinatorError) -> pb.CallError:
+    """The CallError a failed call answers with: what the edge would send as its status."""
+    return pb.CallError(
+        code=error.code.value[0],
+        message=error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+    )
+
+
+class _InputEnded:
+    """Queued by the reader when it stops reading: the client half-closed, or shutdown."""
+
+    def __init__(self, shutting_down: bool) -> None:
+        self.shutting_down = shutting_down
+
+
+async def serve(
+    calls: HotPath, ns: str, requests: AsyncIterator[pb.SessionRequest], hub: Hub
+) -> AsyncIterator[pb.SessionResponse]:
+    """The responses of one Session stream (the servicer's generator yields them).
+
+    Three parties feed one queue, which this generator (the stream's only writer) drains:
+    the reader task (requests -> call tasks), the call tasks (their responses) and the
+    shutdown watcher. Raises a CoordinatorError to end the stream with that status.
+    """
+    handlers = _handlers(calls)
+    queue: asyncio.Queue[pb.SessionResponse | _InputEnded | Exception] = asyncio.Queue()
+    in_flight: dict[int, asyncio.Task[None]] = {}
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    async def answer(request_id: int, field: str, inner: Message) -> None:
+        method, handler = handlers[field]
+        started = time.perf_counter()
+        try:
+            result = await handler(ns, inner)
+            response = pb.SessionResponse(request_id=request_id)
+            getattr(response, field).CopyFrom(result)
+            code = "OK"
+        except Exception as exc:
+            error = domain_error(exc, method, workflow_id_of(inner))
+            response = pb.SessionResponse(request_id=request_id, error=call_error(error))
+            code = error.code.name
+        metrics.rpc_finished(method, code, time.perf_counter() - started)
+        queue.put_nowait(response)
+
+    async def read() -> None:
+        incoming = aiter(requests)
+        try:
+            while True:
+                # A slot before reading: past MAX_IN_FLIGHT, the client's sends wait.
+                await slots.acquire()
+                request = await anext(incoming, None)
+                if request is None:
+                    break
+                request_id = request.request_id
+                if request_id in in_flight:
+                    raise InvalidArgument("request_id", f"{request_id} is already in flight")
+                field = request.WhichOneof("call")
+                if field is None:
+                    error = InvalidArgument("call", "required")
+                    queue.put_nowait(
+                        pb.SessionResponse(request_id=request_id, error=call_error(error))
+                    )
+                    continue  # its slot is released when the writer takes the response
+                in_flight[request_id] = asyncio.create_task(
+                    answer(request_id, field, getattr(request, field))
+                )
+        except Exception as exc:  # the stream's end: tell the writer
+            queue.put_nowait(exc)
+            return
+        queue.put_nowait(_InputEnded(shutting_down=False))
+
+    async def watch_shutdown() -> None:
+        with hub.subscribe(_SHUTDOWN_TOPIC) as waiter:
+            try:
+                while True:
+                    await waiter.wait(3600.0)
+            except ShuttingDown:
+                reader.cancel()
+                queue.put_nowait(_InputEnded(shutting_down=True))
+
+    reader = asyncio.create_task(read())
+    watcher = asyncio.create_task(watch_shutdown())
+    reading = True
+    shutting_down = False
+    try:
+        while reading or in_flight:
+            item = await queue.get()
+            if isinstance(item, pb.SessionResponse):
+                in_flight.pop(item.request_id, None)
+                slots.release()
+                yield item
+            elif isinstance(item, _InputEnded):
+                reading = False
+                shutting_down = shutting_down or item.shutting_down
+            else:
+                raise item
+        if shutting_down:
+            raise ShuttingDown()
+    finally:
+        reader.cancel()
+        watcher.cancel()
+        # The client went away (or the stream failed): nobody waits for these answers.
+        for task in in_flight.values():
+            task.cancel()

@@ -1,0 +1,145 @@
+"""The Session stream: a Client's hot-path calls (StartWorkflow, RunStep, SetEvent,
+FinishWorkflow, RecordStepAttempt) as messages of one bidirectional gRPC stream.
+
+A unary call costs both sides several times what a message on an open stream does
+(bench/README.md), so every thread of the process sends its calls through one stream:
+the calling thread queues its request (tagged with a fresh request_id) and waits on its
+own slot; gRPC's request thread sends from the queue; a reader thread hands each response
+to the slot of its request_id. Responses come in any order.
+
+When the stream breaks (the coordinator stops or the connection drops) every call waiting
+on it fails with UNAVAILABLE; the Client's RetryPolicy retries them, and the first retry
+opens a new stream. Every call carried here is idempotent (first writer wins), so a call
+whose response was lost is safe to send again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.message import Message
+
+from durable._failures import CallFailed
+from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
+
+
+class _Slot:
+    """Where one call's response (or failure) lands; the caller waits on it."""
+
+    __slots__ = ("_ready", "failure", "response")
+
+    def __init__(self) -> None:
+        # A lock taken now and released by whoever answers: the cheapest one-shot wake-up.
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self.response: pb.SessionResponse | None = None
+        self.failure: CallFailed | None = None
+
+    def set(self, response: pb.SessionResponse | None, failure: CallFailed | None) -> None:
+        self.response = response
+        self.failure = failure
+        self._ready.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._ready.acquire(timeout=max(0.0, timeout))
+
+
+class SessionStream:
+    """One open Session stream. Once broken it stays broken; the Client opens another."""
+
+    def __init__(self, stub: pb_grpc.CoordinatorServiceStub) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Slot] = {}
+        self._broken: CallFailed | None = None
+        # None (once) ends the request iterator: gRPC's sending thread then returns.
+        self._outgoing: queue.SimpleQueue[pb.SessionRequest | None] = queue.SimpleQueue()
+        self._responses = stub.Session(self._requests())
+        self._reader = threading.Thread(
+            target=self._read, name="durable-session-reader", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    def call(self, field: str, request: Message, timeout: float) -> Message:
+        """Send `request` as the SessionRequest `field` and wait up to `timeout` seconds
+        for its response; raises CallFailed (the call's error, or UNAVAILABLE when the
+        stream broke, or DEADLINE_EXCEEDED)."""
+        wrapped = pb.SessionRequest()
+        getattr(wrapped, field).CopyFrom(request)
+        slot = _Slot()
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            request_id = wrapped.request_id = next(self._ids)
+            self._pending[request_id] = slot
+        self._outgoing.put(wrapped)
+        if not slot.wait(timeout):
+            with self._lock:
+                mine = self._pending.pop(request_id, None)
+            if mine is not None:
+                # Never answered: forget it (a late response is dropped by the reader).
+                raise CallFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            slot.wait(timeout=60.0)  # answered just now: set() has released or will at once
+        if slot.failure is not None:
+            raise slot.failure
+        response = slot.response
+        assert response is not None
+        result = response.WhichOneof("result")
+        if result == "error":
+            raise CallFailed.from_call_error(response.error)
+        if result != field:
+            raise CallFailed(
+                grpc.StatusCode.INTERNAL, f"session response carries {result}, not {field}"
+            )
+        answer: Message = getattr(response, field)
+        return answer
+
+    def close(self) -> None:
+        """Cancel the stream; calls still waiting fail with CANCELLED."""
+        self._break(CallFailed(grpc.StatusCode.CANCELLED, "client closed"))
+        self._responses.cancel()
+
+    def _requests(self) -> Iterator[pb.SessionRequest]:
+        while True:
+            request = self._outgoing.get()
+            if request is None:
+                return
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for response in self._responses:
+                with self._lock:
+                    slot = self._pending.pop(response.request_id, None)
+                if slot is not None:
+                    slot.set(response, None)
+            # The coordinator only ends a stream we did not half-close by failing it.
+            failure = CallFailed(grpc.StatusCode.UNAVAILABLE, "session stream ended")
+        except grpc.RpcError as error:
+            failure = CallFailed.from_rpc_error(error)
+            if failure.code == grpc.StatusCode.CANCELLED:
+                # Not by close() (that breaks the stream first, so this is ignored): the
+                # coordinator cut the stream off, e.g. at the end of its shutdown grace.
+                failure = CallFailed(grpc.StatusCode.UNAVAILABLE, failure.message)
+        self._break(failure)
+
+    def _break(self, failure: CallFailed) -> None:
+        """Fail every waiting call with `failure` (and every later one), stop sending."""
+        with self._lock:
+            if self._broken is not None:
+                return
+            self._broken = failure
+            pending = list(self._pending.values())
+            self._pending.clear()
+        self._outgoing.put(None)
+        for slot in pending:
+            slot.set(None, failure)
