@@ -257,12 +257,28 @@ class Activity:
         return count
 
     def wait_parked(self, since: datetime, sql: str, count: int = 1) -> None:
-        """Wait until `count` sessions have finished a statement containing `sql` that started
-        after `since`: the callers that armed a wake-up before that read are now waiting."""
-        eventually(
-            lambda: self.finished_queries(sql, since) >= count,
-            timeout=PROMPT,
-        )
+        """Wait until `count` runs of a statement containing `sql`, started after `since`,
+        have finished: the callers that armed a wake-up before that read are now waiting.
+
+        pg_stat_activity shows only a session's last statement, and a coordinator's pool
+        may soon reuse a parked caller's connection (its sweep, its health probe, another
+        caller), hiding that run: so every run seen, by (session, start), is remembered."""
+        seen: set[tuple[int, datetime]] = set()
+
+        def parked() -> bool:
+            seen.update(self._finished_runs(sql, since))
+            return len(seen) >= count
+
+        eventually(parked, timeout=PROMPT, interval=0.005)
+
+    def _finished_runs(self, sql: str, since: datetime) -> list[tuple[int, datetime]]:
+        rows = self.conn.execute(
+            """SELECT pid, query_start FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND state = 'idle' AND query_start >= %s AND strpos(query, %s) > 0""",
+            (since, sql),
+        ).fetchall()
+        return [(pid, started) for pid, started in rows]
 
     def lock_waiters(self) -> int:
         row = self.conn.execute(
