@@ -104,9 +104,11 @@ class WorkerProcess:
 
     def _line(self, prefix: str, timeout: float) -> str:
         def found() -> str | None:
-            if self.process.poll() is not None and not self._reader.is_alive():
+            # The line first: a worker may print it and exit before this looks.
+            line = next((line for line in self.lines if line.startswith(prefix)), None)
+            if line is None and self.process.poll() is not None and not self._reader.is_alive():
                 raise AssertionError(f"worker {self.name} exited:\n{self.stderr()}")
-            return next((line for line in self.lines if line.startswith(prefix)), None)
+            return line
 
         return eventually(found, timeout=timeout)
 
