@@ -416,6 +416,34 @@ def test_a_resumed_queued_workflow_goes_back_through_its_queue(
     assert [w.workflow_id for w in poll(stub, session(stub, name, queue), 10)] == [workflow_id]
 
 
+def test_resuming_a_workflow_whose_deduplication_id_was_taken_is_refused(
+    stub: Stub, names: tuple[str, str]
+) -> None:
+    """A cancelled holder frees its deduplication ID; once another workflow holds it,
+    resuming the first would make two live holders: ALREADY_EXISTS, and nothing changes."""
+    queue, name = names
+    first = enqueue(stub, name, queue, dedup="order-9").workflow.workflow_id
+    stub.CancelWorkflow(pb.CancelWorkflowRequest(workflow_id=first), timeout=RPC_TIMEOUT)
+    second = enqueue(stub, name, queue, dedup="order-9").workflow.workflow_id
+
+    err = rpc_error(
+        lambda: stub.ResumeWorkflow(
+            pb.ResumeWorkflowRequest(workflow_id=first), timeout=RPC_TIMEOUT
+        )
+    )
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    info = error_info(err)
+    assert (info.reason, info.metadata["existing_workflow_id"]) == ("QUEUE_DEDUPLICATED", second)
+    still = stub.GetWorkflow(pb.GetWorkflowRequest(workflow_id=first), timeout=RPC_TIMEOUT)
+    assert still.workflow.status == pb.WORKFLOW_STATUS_CANCELLED
+    # Once the holder is gone (cancelled here), the first may be resumed again.
+    stub.CancelWorkflow(pb.CancelWorkflowRequest(workflow_id=second), timeout=RPC_TIMEOUT)
+    resumed = stub.ResumeWorkflow(
+        pb.ResumeWorkflowRequest(workflow_id=first), timeout=RPC_TIMEOUT
+    ).workflow
+    assert resumed.status == pb.WORKFLOW_STATUS_ENQUEUED
+
+
 # --- many workers at once ----------------------------------------------------------------
 
 

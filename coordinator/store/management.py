@@ -8,14 +8,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator.errors import InvalidArgument, WorkflowFinished
+from coordinator.errors import InvalidArgument, QueueDeduplicated, WorkflowFinished
 from coordinator.store import rows
 from coordinator.store.records import EventEntry, EventValue, Payload, Status, WorkflowRecord
 from coordinator.store.workers import WORK_CHANNEL
-from coordinator.store.workflows import WORKFLOW_CHANNEL, get
+from coordinator.store.workflows import DEDUP_INDEX, WORKFLOW_CHANNEL, dedup_holder, get
 
 T = TypeVar("T")
 
@@ -129,12 +130,24 @@ async def cancel(pool: AsyncConnectionPool, namespace: str, workflow_id: str) ->
 async def resume(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> WorkflowRecord:
     """Make a CANCELLED or DEAD_LETTER workflow ENQUEUED for a worker to continue."""
     params = {"ns": namespace, "wf": workflow_id}
-    async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(_RESUME, params)
-        row = await cur.fetchone()
-        if row is not None:
-            await conn.execute(_NOTIFY_WORK, params)
-            return rows.workflow(row)
+    async with pool.connection() as conn:
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(_RESUME, params)
+                row = await cur.fetchone()
+                if row is not None:
+                    await conn.execute(_NOTIFY_WORK, params)
+                    return rows.workflow(row)
+        except psycopg.errors.UniqueViolation as exc:
+            # Its queue's deduplication ID, freed when it was cancelled, is held again.
+            if exc.diag.constraint_name != DEDUP_INDEX:
+                raise
+            record = await get(pool, namespace, workflow_id)
+            assert record.queue_name is not None and record.deduplication_id is not None
+            holder = await dedup_holder(conn, namespace, record.queue_name, record.deduplication_id)
+            raise QueueDeduplicated(
+                record.queue_name, record.deduplication_id, holder or ""
+            ) from None
     current = await get(pool, namespace, workflow_id)
     if current.status in (Status.SUCCESS, Status.ERROR):
         raise WorkflowFinished(workflow_id, current.status.value)

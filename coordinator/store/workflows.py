@@ -65,8 +65,19 @@ SELECT workflow_id FROM durable.workflows
  WHERE namespace = %(ns)s AND queue_name = %(queue)s AND deduplication_id = %(dedup)s
    AND status IN ('ENQUEUED', 'PENDING')"""
 
-_DEDUP_INDEX = "workflows_queue_dedup_idx"
+DEDUP_INDEX = "workflows_queue_dedup_idx"
 _DEDUP_ROUNDS = 5
+
+
+async def dedup_holder(
+    conn: AsyncConnection[Any], namespace: str, queue_name: str, deduplication_id: str
+) -> str | None:
+    """The live workflow of the queue holding this deduplication ID, if any."""
+    params = {"ns": namespace, "queue": queue_name, "dedup": deduplication_id}
+    cur = await conn.execute(_DEDUP_HOLDER, params)
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
 
 # Wakes the PollWork waiters of every coordinator (delivered at commit).
 NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
@@ -166,16 +177,15 @@ async def start_on(
                 if row is not None and options.queue_name is not None:
                     await conn.execute(NOTIFY_WORK, params)
         except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name != _DEDUP_INDEX:
+            if exc.diag.constraint_name != DEDUP_INDEX:
                 raise
-            cur = await conn.execute(_DEDUP_HOLDER, params)
-            holder = await cur.fetchone()
-            if holder is None:
-                continue
             assert options.queue_name is not None and options.deduplication_id is not None
-            raise QueueDeduplicated(
-                options.queue_name, options.deduplication_id, holder[0]
-            ) from None
+            holder = await dedup_holder(
+                conn, namespace, options.queue_name, options.deduplication_id
+            )
+            if holder is None:
+                continue  # the holder ended meanwhile: try again
+            raise QueueDeduplicated(options.queue_name, options.deduplication_id, holder) from None
         if row is not None:
             return rows.workflow(row), True
         break

@@ -1408,7 +1408,9 @@ class ResumeWorkflowRequest(_message.Message):
     workflow_id: _builtins.str
     """The workflow to resume. It must be CANCELLED, DEAD_LETTER, or already
     PENDING or ENQUEUED (then nothing changes); otherwise
-    FAILED_PRECONDITION (WORKFLOW_FINISHED).
+    FAILED_PRECONDITION (WORKFLOW_FINISHED). A queued workflow whose
+    deduplication ID another live workflow of its queue holds by now:
+    ALREADY_EXISTS (QUEUE_DEDUPLICATED).
     """
     def __init__(
         self,
