@@ -71,6 +71,42 @@ def test_sleep_records_its_wake_up_time_once(stub: Stub) -> None:
     assert seconds(replay.remaining) > 3600 - PROMPT
 
 
+def test_a_fork_keeps_the_recorded_wake_up_times_and_timeouts(stub: Stub) -> None:
+    """A fork copies the steps before its start step whole: a SLEEP keeps its wake-up time
+    (so the fork's replay sleeps only what is left of it), a timed-out RECV its flag."""
+    workflow_id = start(stub)
+    slept = sleep(stub, workflow_id, 1, 3600).step
+    received = stub.Recv(
+        pb.RecvRequest(workflow_id=workflow_id, step_id=2, timeout=duration(0)),
+        timeout=RPC_TIMEOUT,
+    ).step
+    assert received.timed_out
+    fork_id = stub.ForkWorkflow(
+        pb.ForkWorkflowRequest(workflow_id=workflow_id, start_step_id=3), timeout=RPC_TIMEOUT
+    ).workflow.workflow_id
+
+    copied = stub.ListSteps(pb.ListStepsRequest(workflow_id=fork_id), timeout=RPC_TIMEOUT).steps
+    assert [(s.deadline, s.timed_out) for s in copied] == [
+        (slept.deadline, False),
+        (received.deadline, True),
+    ]
+    executor = new_id("exec")
+    stub.Heartbeat(
+        pb.HeartbeatRequest(executor_id=executor, workflow_names=["sleep.flow"]),
+        timeout=RPC_TIMEOUT,
+    )
+    stub.StartWorkflow(
+        pb.StartWorkflowRequest(workflow_id=fork_id, name="sleep.flow", executor_id=executor),
+        timeout=RPC_TIMEOUT,
+    )
+    replay = stub.Sleep(
+        pb.SleepRequest(workflow_id=fork_id, step_id=1, duration=duration(5), executor_id=executor),
+        timeout=RPC_TIMEOUT,
+    )
+    assert replay.already_recorded and replay.step.deadline == slept.deadline
+    assert seconds(replay.remaining) > 3600 - PROMPT
+
+
 def test_remaining_counts_down_to_zero(stub: Stub) -> None:
     workflow_id = start(stub)
     first = sleep(stub, workflow_id, 1, 0.5)

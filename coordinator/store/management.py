@@ -52,12 +52,14 @@ SELECT %(new)s, namespace, name, 'ENQUEUED', input_encoding, input_data, workflo
 ON CONFLICT (workflow_id, namespace) DO NOTHING
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
+# Every column but the workflow's ID: a copied SLEEP keeps its wake-up time, a RECV or
+# GET_EVENT its deadline and whether it timed out.
 _FORK_STEPS = """
 INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind, output_encoding,
                            output_data, error_type, error_message, error_details, recorded_at,
-                           started_at, attempts)
+                           started_at, attempts, deadline_at, timed_out)
 SELECT %(new)s, namespace, step_id, name, kind, output_encoding, output_data, error_type,
-       error_message, error_details, recorded_at, started_at, attempts
+       error_message, error_details, recorded_at, started_at, attempts, deadline_at, timed_out
   FROM durable.steps
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND step_id < %(start)s"""
 
