@@ -47,6 +47,9 @@ def _as_root_prepare(root: Path, bin_dir: Path) -> str:
     return SYSTEM_USER
 
 
+START_ATTEMPTS = 3
+
+
 class DedicatedPostgres:
     """A Postgres cluster in a temporary directory, listening on 127.0.0.1:`port`."""
 
@@ -62,8 +65,8 @@ class DedicatedPostgres:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8")
         self.start()
 
-    def _run(self, program: str, *args: str) -> None:
-        result = subprocess.run(
+    def _call(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [str(self._bin / program), *args],
             user=self._user,
             capture_output=True,
@@ -72,14 +75,31 @@ class DedicatedPostgres:
             # pg_ctl start leaves the postmaster running with our pipes: detach it from them.
             stdin=subprocess.DEVNULL,
         )
+
+    def _run(self, program: str, *args: str) -> None:
+        result = self._call(program, *args)
         assert result.returncode == 0, f"{program} {args}: {result.stdout}{result.stderr}"
 
     def _ctl(self, *args: str) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", *args)
 
     def start(self) -> None:
+        """Start the server; a failed start is tried again (twice at most) before failing
+        with the end of the server's log. What is under test is the coordinator riding
+        through a restart, not pg_ctl: a start seen failing once in CI with no output."""
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data}"
-        self._ctl("-l", str(self.log_path), "-o", options, "start")
+        args = ("-D", str(self.data), "-w", "-t", "30", "-l", str(self.log_path))
+        failures = []
+        for _ in range(START_ATTEMPTS):
+            result = self._call("pg_ctl", *args, "-o", options, "start")
+            if result.returncode == 0:
+                return
+            failures.append(f"exit {result.returncode}: {result.stdout}{result.stderr}")
+        log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        raise AssertionError(
+            f"pg_ctl start failed {START_ATTEMPTS} times: {failures}\n"
+            f"--- end of {self.log_path} ---\n{log[-4000:]}"
+        )
 
     def stop(self) -> None:
         """Fast shutdown: open sessions are ended, as when Postgres is restarted."""
