@@ -52,10 +52,10 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         # Group commit: RunStep and SetEvent requests that arrive while earlier ones are
         # being committed share the next transaction (coordinator/store/group_commit.py).
         max_batch = config.group_commit_max_batch if config.group_commit else 1
-        self._step_writer = batched.StepWriter(
+        self._step_writer = batched.step_writer(
             pool, max_batch=max_batch, observe=metrics.GROUP_COMMIT_BATCH.labels("RunStep").observe
         )
-        self._event_writer = batched.EventWriter(
+        self._event_writer = batched.event_writer(
             pool, max_batch=max_batch, observe=metrics.GROUP_COMMIT_BATCH.labels("SetEvent").observe
         )
 
@@ -146,7 +146,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         if request.attempts < 0:
             raise InvalidArgument("attempts", "must not be negative")
-        record, already = await self._step_writer.record(
+        record, already = await self._step_writer.write(
             batched.StepWrite(
                 ns,
                 workflow_id,
@@ -173,7 +173,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         if not request.HasField("value"):
             raise InvalidArgument("value", "required")
         value = validation.payload(request.value, "value", self._config.max_payload_bytes)
-        record, version = await self._event_writer.set(
+        record, version = await self._event_writer.write(
             batched.EventWrite(
                 ns,
                 workflow_id,

@@ -394,9 +394,9 @@ def test_writers_batch_concurrent_requests(database_url: str) -> None:
     async def scenario() -> list[int]:
         async with open_pool(database_url) as pool:
             sizes: list[int] = []
-            writer = batched.StepWriter(pool, max_batch=50, observe=sizes.append)
+            writer = batched.step_writer(pool, max_batch=50, observe=sizes.append)
             ids = [await new_workflow(pool) for _ in range(20)]
-            results = await asyncio.gather(*(writer.record(step(w, 1, w)) for w in ids))
+            results = await asyncio.gather(*(writer.write(step(w, 1, w)) for w in ids))
             assert [r.outcome for r, _ in results] == [out(w) for w in ids]
             assert not any(already for _, already in results)
             return sizes

@@ -11,10 +11,10 @@ the single path does (resolve_unrecorded): the step recorded first, or why not.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.types.numeric import Int4
@@ -26,6 +26,8 @@ from coordinator.store.group_commit import GroupCommit, RunAlone
 from coordinator.store.records import Outcome, Payload, StepKind, StepRecord
 
 T = TypeVar("T")
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 
 # Batches written at once per writer. One, as in classic group commit: whatever arrives
 # while a batch commits goes in the next. More in flight means smaller batches, and on the
@@ -304,22 +306,24 @@ async def _run(
         raise RunAlone() from exc
 
 
-class StepWriter:
-    """RunStep's writes: grouped into shared commits, or each alone when `max_batch` is 1."""
+class Writer(Generic[Req, Res]):
+    """One kind of write: grouped into shared commits, or each alone when `max_batch` is 1."""
 
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        write_one: Callable[[Req], Awaitable[Res]],
+        write_many: Callable[[Sequence[Req]], Awaitable[Sequence[Res | Exception]]],
+        keys: Callable[[Req], Iterable[Hashable]],
         *,
         max_batch: int,
         observe: Callable[[int], None] | None = None,
     ) -> None:
-        self._pool = pool
+        self._write_one = write_one
         self._group = (
-            GroupCommit[StepWrite, StepResult](
-                lambda w: record_one(pool, w),
-                lambda ws: record_many(pool, ws),
-                keys=StepWrite.keys,
+            GroupCommit[Req, Res](
+                write_one,
+                write_many,
+                keys=keys,
                 max_batch=max_batch,
                 max_in_flight=MAX_IN_FLIGHT,
                 observe=observe,
@@ -328,37 +332,33 @@ class StepWriter:
             else None
         )
 
-    async def record(self, write: StepWrite) -> StepResult:
+    async def write(self, request: Req) -> Res:
         if self._group is None:
-            return await record_one(self._pool, write)
-        return await self._group.submit(write)
+            return await self._write_one(request)
+        return await self._group.submit(request)
 
 
-class EventWriter:
-    """SetEvent's writes, as StepWriter does for RunStep."""
+def step_writer(
+    pool: AsyncConnectionPool, *, max_batch: int, observe: Callable[[int], None] | None = None
+) -> Writer[StepWrite, StepResult]:
+    """RunStep's writes."""
+    return Writer(
+        lambda w: record_one(pool, w),
+        lambda ws: record_many(pool, ws),
+        StepWrite.keys,
+        max_batch=max_batch,
+        observe=observe,
+    )
 
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        *,
-        max_batch: int,
-        observe: Callable[[int], None] | None = None,
-    ) -> None:
-        self._pool = pool
-        self._group = (
-            GroupCommit[EventWrite, EventResult](
-                lambda w: set_one(pool, w),
-                lambda ws: set_many(pool, ws),
-                keys=EventWrite.keys,
-                max_batch=max_batch,
-                max_in_flight=MAX_IN_FLIGHT,
-                observe=observe,
-            )
-            if max_batch > 1
-            else None
-        )
 
-    async def set(self, write: EventWrite) -> EventResult:
-        if self._group is None:
-            return await set_one(self._pool, write)
-        return await self._group.submit(write)
+def event_writer(
+    pool: AsyncConnectionPool, *, max_batch: int, observe: Callable[[int], None] | None = None
+) -> Writer[EventWrite, EventResult]:
+    """SetEvent's writes."""
+    return Writer(
+        lambda w: set_one(pool, w),
+        lambda ws: set_many(pool, ws),
+        EventWrite.keys,
+        max_batch=max_batch,
+        observe=observe,
+    )
