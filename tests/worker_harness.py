@@ -59,6 +59,9 @@ class SideEffects:
 class WorkerProcess:
     """One `python -m tests.worker_process` process."""
 
+    # The program run (`python -m MODULE ADDRESS EFFECTS TAG --name NAME ...`).
+    MODULE = "tests.worker_process"
+
     def __init__(
         self,
         address: str,
@@ -69,24 +72,15 @@ class WorkerProcess:
         lease: float = 2.0,
         hold_at: int = 0,
     ) -> None:
+        self._spawn(address, effects, tag, name, "--lease", str(lease), "--hold-at", str(hold_at))
+
+    def _spawn(self, address: str, effects: SideEffects, tag: str, name: str, *args: str) -> None:
         self.name = name
         self.stderr_path = effects.path.with_name(f"{name}-{uuid.uuid4().hex[:6]}.stderr")
         self._stderr = self.stderr_path.open("wb")
+        command = [sys.executable, "-m", self.MODULE, address, str(effects.path), tag]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.worker_process",
-                address,
-                str(effects.path),
-                tag,
-                "--name",
-                name,
-                "--lease",
-                str(lease),
-                "--hold-at",
-                str(hold_at),
-            ],
+            [*command, "--name", name, *args],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
