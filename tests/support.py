@@ -77,6 +77,70 @@ def drop_database(server_url: str, database_url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
+class LineProcess:
+    """A test's helper program (`python -m MODULE ...`): its stdout lines collected as they
+    come, its stderr in a file (a full pipe would block it), waits on a line bounded."""
+
+    def __init__(self, name: str, argv: list[str], stderr_path: Path, *, stdin: int) -> None:
+        self.name = name
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=ROOT,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def on_line(self, line: str) -> None:
+        """Called by the reader thread for each stdout line, after it is stored."""
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.strip()
+            self.lines.append(line)
+            self.on_line(line)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def _line(self, prefix: str, timeout: float, interval: float = 0.02) -> str:
+        """The first stdout line starting with `prefix`, once printed; fails at once if the
+        program exited without printing it."""
+
+        def found() -> str | None:
+            # The line first: a program may print it and exit before this looks.
+            line = next((line for line in self.lines if line.startswith(prefix)), None)
+            if line is None and self.process.poll() is not None and not self._reader.is_alive():
+                raise AssertionError(f"{self.name} exited:\n{self.stderr()[-5000:]}")
+            return line
+
+        return eventually(found, timeout=timeout, interval=interval)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test stopped it
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self._reader.join(timeout=5)
+        self._stderr.close()
+
+
 class Coordinator:
     """A coordinator running as a real subprocess on a loopback port."""
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import ROOT, eventually
+from tests.support import LineProcess
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class SideEffects:
         return [e for e in self.all(workflow_id) if e.worker == worker]
 
 
-class WorkerProcess:
+class WorkerProcess(LineProcess):
     """One `python -m tests.worker_process` process."""
 
     # The program run (`python -m MODULE ADDRESS EFFECTS TAG --name NAME ...`).
@@ -75,36 +73,12 @@ class WorkerProcess:
         self._spawn(address, effects, tag, name, "--lease", str(lease), "--hold-at", str(hold_at))
 
     def _spawn(self, address: str, effects: SideEffects, tag: str, name: str, *args: str) -> None:
-        self.name = name
-        self.stderr_path = effects.path.with_name(f"{name}-{uuid.uuid4().hex[:6]}.stderr")
-        self._stderr = self.stderr_path.open("wb")
-        command = [sys.executable, "-m", self.MODULE, address, str(effects.path), tag]
-        self.process = subprocess.Popen(
-            [*command, "--name", name, *args],
-            cwd=ROOT,
+        super().__init__(
+            name,
+            [self.MODULE, address, str(effects.path), tag, "--name", name, *args],
+            effects.path.with_name(f"{name}-{uuid.uuid4().hex[:6]}.stderr"),
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.strip())
-
-    def _line(self, prefix: str, timeout: float) -> str:
-        def found() -> str | None:
-            # The line first: a worker may print it and exit before this looks.
-            line = next((line for line in self.lines if line.startswith(prefix)), None)
-            if line is None and self.process.poll() is not None and not self._reader.is_alive():
-                raise AssertionError(f"worker {self.name} exited:\n{self.stderr()}")
-            return line
-
-        return eventually(found, timeout=timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
         """Wait until the worker is registered; returns its executor ID."""
@@ -121,28 +95,8 @@ class WorkerProcess:
         if wait:
             self._line(f"started {workflow_id}", 20.0)
 
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # in case it was stopped
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self._reader.join(timeout=5)
-        self._stderr.close()
 
 
 class Workers:
