@@ -614,8 +614,19 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
     ) -> AsyncIterator[pb.SessionResponse]:
         # Authenticated once, by the stream's metadata; every call on it is in this namespace.
         ns = self._namespace(context)
-        async for response in session.serve(self, ns, request_iterator, self._hub):
-            yield response
+        batches = session.one_per_message(request_iterator)
+        async for ready in session.serve(self, ns, batches, self._hub):
+            for response in ready:
+                yield response
+
+    @streaming
+    async def BatchedSession(
+        self, request_iterator: AsyncIterator[pb.BatchedSessionRequest], context: Context
+    ) -> AsyncIterator[pb.BatchedSessionResponse]:
+        ns = self._namespace(context)
+        batches = session.calls_of(request_iterator)
+        async for ready in session.serve(self, ns, batches, self._hub):
+            yield pb.BatchedSessionResponse(results=ready)
 
     @unary
     async def ConfigureQueue(

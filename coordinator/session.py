@@ -1,5 +1,10 @@
 """Session streams: many workflows' hot-path calls over one bidirectional stream.
 
+Two RPCs share this code: Session carries one call per message each way; BatchedSession
+carries many, both ways: the calls a client has ready go in one message, and the responses
+ready at one moment come back in one message, which under load saves most of the
+per-message cost on both sides.
+
 A unary gRPC call costs the coordinator (and the client) far more than a message on a
 stream that is already open (bench/README.md, "Where the time goes"), so a client sends its
 StartWorkflow / RunStep / SetEvent / FinishWorkflow / RecordStepAttempt calls as messages
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
@@ -35,6 +40,9 @@ from durable.v1 import coordinator_pb2 as pb
 # Calls running at once per stream. Enough for a client running hundreds of workflows
 # concurrently; a bound, so that one stream cannot queue unbounded work in the coordinator.
 MAX_IN_FLIGHT = 1024
+# A BatchedSession response message stops growing past this many bytes (a larger response
+# goes alone), well inside gRPC's message size limit.
+MAX_BATCH_BYTES = 1 << 20
 # A topic nothing publishes: its waiter only ever ends by the hub closing (shutdown).
 _SHUTDOWN_TOPIC = ("session-shutdown",)
 
@@ -88,13 +96,18 @@ class _InputEnded:
 
 
 async def serve(
-    calls: HotPath, ns: str, requests: AsyncIterator[pb.SessionRequest], hub: Hub
-) -> AsyncIterator[pb.SessionResponse]:
-    """The responses of one Session stream (the servicer's generator yields them).
+    calls: HotPath,
+    ns: str,
+    batches: AsyncIterator[Sequence[pb.SessionRequest]],
+    hub: Hub,
+) -> AsyncIterator[list[pb.SessionResponse]]:
+    """The responses of one stream, in batches: each batch is what was ready at once.
 
-    Three parties feed one queue, which this generator (the stream's only writer) drains:
-    the reader task (requests -> call tasks), the call tasks (their responses) and the
-    shutdown watcher. Raises a CoordinatorError to end the stream with that status.
+    `batches` are the calls as they arrive (one per Session message, many per
+    BatchedSession message). Three parties feed one queue, which this generator (the
+    stream's only writer) drains: the reader task (requests -> call tasks), the call tasks
+    (their responses) and the shutdown watcher. Raises a CoordinatorError to end the stream
+    with that status.
     """
     handlers = _handlers(calls)
     queue: asyncio.Queue[pb.SessionResponse | _InputEnded | Exception] = asyncio.Queue()
@@ -117,27 +130,25 @@ async def serve(
         queue.put_nowait(response)
 
     async def read() -> None:
-        incoming = aiter(requests)
         try:
-            while True:
-                # A slot before reading: past MAX_IN_FLIGHT, the client's sends wait.
-                await slots.acquire()
-                request = await anext(incoming, None)
-                if request is None:
-                    break
-                request_id = request.request_id
-                if request_id in in_flight:
-                    raise InvalidArgument("request_id", f"{request_id} is already in flight")
-                field = request.WhichOneof("call")
-                if field is None:
-                    error = InvalidArgument("call", "required")
-                    queue.put_nowait(
-                        pb.SessionResponse(request_id=request_id, error=call_error(error))
+            async for batch in batches:
+                for request in batch:
+                    # A slot per call: past MAX_IN_FLIGHT this waits, the stream is not
+                    # read meanwhile, and gRPC's flow control holds the client's sends.
+                    await slots.acquire()
+                    request_id = request.request_id
+                    if request_id in in_flight:
+                        raise InvalidArgument("request_id", f"{request_id} is already in flight")
+                    field = request.WhichOneof("call")
+                    if field is None:
+                        error = InvalidArgument("call", "required")
+                        queue.put_nowait(
+                            pb.SessionResponse(request_id=request_id, error=call_error(error))
+                        )
+                        continue  # its slot is released when the writer takes the response
+                    in_flight[request_id] = asyncio.create_task(
+                        answer(request_id, field, getattr(request, field))
                     )
-                    continue  # its slot is released when the writer takes the response
-                in_flight[request_id] = asyncio.create_task(
-                    answer(request_id, field, getattr(request, field))
-                )
         except Exception as exc:  # the stream's end: tell the writer
             queue.put_nowait(exc)
             return
@@ -156,17 +167,31 @@ async def serve(
     watcher = asyncio.create_task(watch_shutdown())
     reading = True
     shutting_down = False
+    ready: list[pb.SessionResponse] = []
+    ready_bytes = 0
     try:
-        while reading or in_flight:
+        while reading or in_flight or ready:
+            # Wait only when nothing is ready; then take everything queued meanwhile.
+            if ready and queue.empty():
+                yield ready
+                ready, ready_bytes = [], 0
+                continue
             item = await queue.get()
             if isinstance(item, pb.SessionResponse):
                 in_flight.pop(item.request_id, None)
                 slots.release()
-                yield item
+                size = item.ByteSize()
+                if ready and ready_bytes + size > MAX_BATCH_BYTES:
+                    yield ready
+                    ready, ready_bytes = [], 0
+                ready.append(item)
+                ready_bytes += size
             elif isinstance(item, _InputEnded):
                 reading = False
                 shutting_down = shutting_down or item.shutting_down
             else:
+                if ready:
+                    yield ready
                 raise item
         if shutting_down:
             raise ShuttingDown()
@@ -176,3 +201,19 @@ async def serve(
         # The client went away (or the stream failed): nobody waits for these answers.
         for task in in_flight.values():
             task.cancel()
+
+
+async def one_per_message(
+    requests: AsyncIterator[pb.SessionRequest],
+) -> AsyncIterator[Sequence[pb.SessionRequest]]:
+    """A Session stream's messages as batches of one call."""
+    async for request in requests:
+        yield (request,)
+
+
+async def calls_of(
+    messages: AsyncIterator[pb.BatchedSessionRequest],
+) -> AsyncIterator[Sequence[pb.SessionRequest]]:
+    """A BatchedSession stream's messages as their batches of calls."""
+    async for message in messages:
+        yield message.calls

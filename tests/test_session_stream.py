@@ -3,9 +3,12 @@
 On the wire (raw stub): calls run concurrently and are answered by request_id in any
 order, a call's error is its own response and the stream goes on, errors equal the unary
 RPC's, a request_id reused in flight ends the stream, the stream is authenticated by its
-metadata, shutdown ends it with UNAVAILABLE. Through the SDK: workflows run over the
-stream by default (unary when switched off), and a coordinator killed while a step's call
-is in flight is ridden out: the call is retried and every step is recorded once.
+metadata, shutdown ends it with UNAVAILABLE. BatchedSession: the calls of one message are
+answered each as Session answers it, responses ready together come in one message, a
+request_id repeated within a message ends the stream. Through the SDK: workflows run over
+BatchedSession by default (unary when switched off, or when the coordinator lacks it), and
+a coordinator killed while a step's call is in flight is ridden out: the call is retried
+and every step is recorded once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -211,6 +215,105 @@ def test_a_request_id_may_be_reused_once_answered(stub: Stub) -> None:
         session.cancel()
 
 
+class Batches:
+    """A raw BatchedSession stream: `send` queues one message of calls, `results` collects
+    responses (from however many messages) within a bounded wait."""
+
+    def __init__(self, stub: Stub) -> None:
+        self._requests: queue.SimpleQueue[pb.BatchedSessionRequest | None] = queue.SimpleQueue()
+        self._messages: queue.SimpleQueue[pb.BatchedSessionResponse | grpc.RpcError | None] = (
+            queue.SimpleQueue()
+        )
+        self.call = stub.BatchedSession(self._iterate(), timeout=60)
+        self.messages_received = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _iterate(self) -> Iterator[pb.BatchedSessionRequest]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for message in self.call:
+                self._messages.put(message)
+            self._messages.put(None)
+        except grpc.RpcError as error:
+            self._messages.put(error)
+
+    def send(self, *calls: pb.SessionRequest) -> None:
+        self._requests.put(pb.BatchedSessionRequest(calls=calls))
+
+    def results(self, count: int) -> dict[int, pb.SessionResponse]:
+        """The next `count` responses, by request_id."""
+        found: dict[int, pb.SessionResponse] = {}
+        while len(found) < count:
+            message = self._messages.get(timeout=PROMPT)
+            assert isinstance(message, pb.BatchedSessionResponse), message
+            self.messages_received += 1
+            for result in message.results:
+                assert result.request_id not in found, "answered twice"
+                found[result.request_id] = result
+        assert len(found) == count, f"{len(found)} responses, expected {count}"
+        return found
+
+    def ended_with(self) -> grpc.RpcError:
+        message = self._messages.get(timeout=PROMPT)
+        assert isinstance(message, grpc.RpcError), message
+        return message
+
+    def cancel(self) -> None:
+        self._requests.put(None)
+        self.call.cancel()
+
+
+def test_a_batch_is_answered_call_by_call_in_batches(stub: Stub) -> None:
+    workflows = [start_pending(stub) for _ in range(40)]
+    unknown = new_id()
+    batches = Batches(stub)
+    try:
+        calls = [
+            pb.SessionRequest(request_id=100 + n, run_step=run_step(workflow_id, 1, n))
+            for n, workflow_id in enumerate(workflows)
+        ]
+        calls.append(pb.SessionRequest(request_id=1, run_step=run_step(unknown, 1)))
+        calls.append(pb.SessionRequest(request_id=2))  # no call at all
+        batches.send(*calls)
+        answers = batches.results(len(calls))
+        for n in range(len(workflows)):
+            step = answers[100 + n].run_step.step
+            assert (step.step_id, value_of(step.output)) == (1, n)
+        not_found = rpc_error(functools.partial(stub.RunStep, run_step(unknown, 1)))
+        assert not_found.code() == grpc.StatusCode.NOT_FOUND
+        assert answers[1].error.code == not_found.code().value[0]
+        assert answers[1].error.reason == error_info(not_found).reason
+        assert answers[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert answers[2].error.metadata["field"] == "call"
+        # 42 calls committed in a few batches: their responses share messages.
+        assert batches.messages_received < len(calls) / 2
+        # An empty message does nothing; the stream goes on. A replay answers as unary does.
+        batches.send()
+        batches.send(pb.SessionRequest(request_id=3, run_step=run_step(workflows[0], 1, "x")))
+        again = batches.results(1)[3].run_step
+        assert again.already_recorded and value_of(again.step.output) == 0
+    finally:
+        batches.cancel()
+
+
+def test_a_request_id_twice_in_one_batch_ends_the_stream(stub: Stub) -> None:
+    workflow_id = start_pending(stub)
+    batches = Batches(stub)
+    try:
+        batches.send(
+            pb.SessionRequest(request_id=4, run_step=run_step(workflow_id, 1)),
+            pb.SessionRequest(request_id=4, run_step=run_step(workflow_id, 2)),
+        )
+        ended = batches.ended_with()
+        assert ended.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(ended).metadata["field"] == "request_id"
+    finally:
+        batches.cancel()
+
+
 @pytest.fixture(scope="module")
 def token_coordinator(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -349,12 +452,59 @@ def test_the_session_can_be_switched_off(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("session opened")
 
-    monkeypatch.setattr(client._stub, "Session", refuse)
+    monkeypatch.setattr(client._stub, "BatchedSession", refuse)
     monkeypatch.setattr(durable._workflow, "default_client", lambda: client)
     try:
         assert doubles(4) == 12
     finally:
         client.close()
+
+
+class _UnaryOnlyCoordinator:
+    """A gRPC server in this process that forwards every unary RPC to a real coordinator
+    and has no session streams: what the SDK meets at a coordinator from before them."""
+
+    def __init__(self, target: Coordinator) -> None:
+        forward = target.stub
+        service = pb.DESCRIPTOR.services_by_name["CoordinatorService"]
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for method in service.methods:
+            if method.client_streaming or method.server_streaming:
+                continue
+            call = getattr(forward, method.name)
+
+            def handle(request: Any, context: grpc.ServicerContext, call: Any = call) -> Any:
+                try:
+                    return call(request, timeout=RPC_TIMEOUT)
+                except grpc.RpcError as error:
+                    context.abort(error.code(), error.details() or "")
+
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                handle,
+                request_deserializer=getattr(pb, method.input_type.name).FromString,
+                response_serializer=lambda message: message.SerializeToString(),
+            )
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+
+def test_a_coordinator_without_session_streams_gets_unary_calls(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older = _UnaryOnlyCoordinator(coordinator)
+    client = Client(older.address, retry=RETRY)
+    monkeypatch.setattr(durable._workflow, "default_client", lambda: client)
+    try:
+        assert doubles(5) == 20  # the first call meets UNIMPLEMENTED, then all go unary
+        assert client._use_session is False
+        assert doubles(3) == 6
+    finally:
+        client.close()
+        older.server.stop(grace=None)
 
 
 STEPS = 5

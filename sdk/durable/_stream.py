@@ -1,11 +1,13 @@
-"""The Session stream: a Client's hot-path calls (StartWorkflow, RunStep, SetEvent,
-FinishWorkflow, RecordStepAttempt) as messages of one bidirectional gRPC stream.
+"""The session stream: a Client's hot-path calls (StartWorkflow, RunStep, SetEvent,
+FinishWorkflow, RecordStepAttempt) as messages of one bidirectional gRPC stream
+(BatchedSession).
 
-A unary call costs both sides several times what a message on an open stream does
-(bench/README.md), so every thread of the process sends its calls through one stream:
-the calling thread queues its request (tagged with a fresh request_id) and waits on its
-own slot; gRPC's request thread sends from the queue; a reader thread hands each response
-to the slot of its request_id. Responses come in any order.
+A unary call costs both sides several times what a message on an open stream does, and a
+message carrying many calls little more than one carrying one (bench/README.md), so every
+thread of the process sends its calls through one stream: the calling thread queues its
+request (tagged with a fresh request_id) and waits on its own slot; gRPC's request thread
+sends everything queued by then as one message; a reader thread hands each response to the
+slot of its request_id. Responses come in any order, several to a message.
 
 When the stream breaks (the coordinator stops or the connection drops) every call waiting
 on it fails with UNAVAILABLE; the Client's RetryPolicy retries them, and the first retry
@@ -49,8 +51,13 @@ class _Slot:
         return self._ready.acquire(timeout=max(0.0, timeout))
 
 
+# A message stops growing past this many bytes (a larger request goes alone), well inside
+# gRPC's message size limit.
+MAX_BATCH_BYTES = 1 << 20
+
+
 class SessionStream:
-    """One open Session stream. Once broken it stays broken; the Client opens another."""
+    """One open BatchedSession stream. Once broken it stays broken; the Client opens another."""
 
     def __init__(self, stub: pb_grpc.CoordinatorServiceStub) -> None:
         self._lock = threading.Lock()
@@ -59,7 +66,7 @@ class SessionStream:
         self._broken: CallFailed | None = None
         # None (once) ends the request iterator: gRPC's sending thread then returns.
         self._outgoing: queue.SimpleQueue[pb.SessionRequest | None] = queue.SimpleQueue()
-        self._responses = stub.Session(self._requests())
+        self._responses = stub.BatchedSession(self._batches())
         self._reader = threading.Thread(
             target=self._read, name="durable-session-reader", daemon=True
         )
@@ -108,20 +115,44 @@ class SessionStream:
         self._break(CallFailed(grpc.StatusCode.CANCELLED, "client closed"))
         self._responses.cancel()
 
-    def _requests(self) -> Iterator[pb.SessionRequest]:
+    def _batches(self) -> Iterator[pb.BatchedSessionRequest]:
+        """What gRPC sends: waits for a request, then takes every one queued meanwhile
+        (while the last message was being sent) into the same message."""
+        carried: pb.SessionRequest | None = None
         while True:
-            request = self._outgoing.get()
+            request = carried if carried is not None else self._outgoing.get()
+            carried = None
             if request is None:
                 return
-            yield request
+            batch = pb.BatchedSessionRequest()
+            batch.calls.append(request)
+            size = request.ByteSize()
+            ended = False
+            while size < MAX_BATCH_BYTES:
+                try:
+                    request = self._outgoing.get_nowait()
+                except queue.Empty:
+                    break
+                if request is None:
+                    ended = True
+                    break
+                size += request.ByteSize()
+                if size > MAX_BATCH_BYTES:
+                    carried = request  # would overflow this message: first of the next
+                    break
+                batch.calls.append(request)
+            yield batch
+            if ended:
+                return
 
     def _read(self) -> None:
         try:
-            for response in self._responses:
-                with self._lock:
-                    slot = self._pending.pop(response.request_id, None)
-                if slot is not None:
-                    slot.set(response, None)
+            for message in self._responses:
+                for response in message.results:
+                    with self._lock:
+                        slot = self._pending.pop(response.request_id, None)
+                    if slot is not None:
+                        slot.set(response, None)
             # The coordinator only ends a stream we did not half-close by failing it.
             failure = CallFailed(grpc.StatusCode.UNAVAILABLE, "session stream ended")
         except grpc.RpcError as error:

@@ -2110,6 +2110,56 @@ class SessionResponse(_message.Message):
 Global___SessionResponse: _TypeAlias = SessionResponse  # noqa: Y015
 
 @_typing.final
+class BatchedSessionRequest(_message.Message):
+    """Request for BatchedSession: calls sent together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionRequest]:
+        """Each as a Session message of its own would carry it. An empty batch is
+        allowed and does nothing.
+        """
+
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___SessionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchedSessionRequest: _TypeAlias = BatchedSessionRequest  # noqa: Y015
+
+@_typing.final
+class BatchedSessionResponse(_message.Message):
+    """Response for BatchedSession: responses ready together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionResponse]:
+        """One response per call answered, each as Session would send it."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SessionResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchedSessionResponse: _TypeAlias = BatchedSessionResponse  # noqa: Y015
+
+@_typing.final
 class CallError(_message.Message):
     """The status one call carried by a Session stream failed with: what a unary
     RPC sends as its gRPC status with a google.rpc.ErrorInfo detail.

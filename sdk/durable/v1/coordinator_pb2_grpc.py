@@ -153,6 +153,11 @@ class CoordinatorServiceStub:
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.SessionRequest.SerializeToString,
                 response_deserializer=durable_dot_v1_dot_coordinator__pb2.SessionResponse.FromString,
                 _registered_method=True)
+        self.BatchedSession = channel.stream_stream(
+                '/durable.v1.CoordinatorService/BatchedSession',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.BatchedSessionRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.BatchedSessionResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -364,6 +369,20 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchedSession(self, request_iterator, context):
+        """Session with many calls per message, both ways: the client sends the
+        calls it has ready in one BatchedSessionRequest, and the coordinator
+        answers with the responses ready at that moment in one
+        BatchedSessionResponse. Every call in a batch behaves exactly as it would
+        in a Session message of its own (concurrently, answered by `request_id`
+        in any order, possibly across several response messages); a batch only
+        saves the per-message cost, which dominates when hundreds of workflows
+        run at once. See docs/wire-contract.md, "Session streams".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -471,6 +490,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=durable_dot_v1_dot_coordinator__pb2.SessionRequest.FromString,
                     response_serializer=durable_dot_v1_dot_coordinator__pb2.SessionResponse.SerializeToString,
+            ),
+            'BatchedSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.BatchedSession,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.BatchedSessionRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.BatchedSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1054,6 +1078,33 @@ class CoordinatorService:
             '/durable.v1.CoordinatorService/Session',
             durable_dot_v1_dot_coordinator__pb2.SessionRequest.SerializeToString,
             durable_dot_v1_dot_coordinator__pb2.SessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchedSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/durable.v1.CoordinatorService/BatchedSession',
+            durable_dot_v1_dot_coordinator__pb2.BatchedSessionRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.BatchedSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
