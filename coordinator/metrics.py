@@ -74,6 +74,15 @@ GROUP_COMMIT_BATCH = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf")),
 )
 
+EVENT_VALUES = Counter(
+    "durable_event_values_delivered",
+    "Values GetEvent sent, by source: 'handed' came with the wake-up (a SetEvent on this "
+    "coordinator, or a NOTIFY carrying the value), 'read' from the database",
+    ["source"],
+)
+EVENT_VALUE_HANDED = EVENT_VALUES.labels("handed")
+EVENT_VALUE_READ = EVENT_VALUES.labels("read")
+
 
 @functools.cache
 def _rpc_children(method: str, code: str) -> tuple[Counter, Histogram]:

@@ -1,26 +1,31 @@
 """Wake-ups for waiting readers: an in-memory hub fed by this process and by LISTEN/NOTIFY.
 
 A waiter subscribes to topics, reads the database, and sleeps until a topic is published
-or its deadline passes; then it reads again. Nothing polls: a write on this coordinator
-publishes directly after commit, and a write on any other coordinator arrives through one
-LISTEN connection per process. If that connection drops, notifications may have been
-missed, so every waiter is woken to re-read once it is back. At shutdown the hub is
-closed: every wait, present or future, ends with ShuttingDown (UNAVAILABLE) at once.
+or its deadline passes; then it reads again, unless the publish handed it the new value of
+an event (a SetEvent on this coordinator, or a NOTIFY small enough to carry it). Nothing
+polls: a write on this coordinator publishes directly after commit, and a write on any
+other coordinator arrives through one LISTEN connection per process. If that connection
+drops, notifications may have been missed, so every waiter is woken to re-read once it is
+back. At shutdown the hub is closed: every wait, present or future, ends with ShuttingDown
+(UNAVAILABLE) at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import psycopg
 
 from coordinator.errors import ShuttingDown
 from coordinator.store.events import EVENT_CHANNEL
 from coordinator.store.messages import MESSAGE_CHANNEL
+from coordinator.store.records import EventValue, Payload
 from coordinator.store.workers import WORK_CHANNEL
 from coordinator.store.workflows import WORKFLOW_CHANNEL
 
@@ -56,13 +61,37 @@ class Waiter:
         self._closed = closed
         # The newest event version this reader has seen; older publishes don't wake it.
         self.seen_version = 0
+        # The newest event value handed over by a publish and not taken yet. What only a
+        # read can tell: a wake-up without a version (a finish, a lost LISTEN connection...)
+        # and the newest version announced without its value (too large for its NOTIFY).
+        self._value: EventValue | None = None
+        self._must_read = False
+        self._version_without_value = 0
 
     def arm(self) -> None:
         self._woken.clear()
 
-    def wake(self, version: int | None = None) -> None:
-        if version is None or version > self.seen_version:
-            self._woken.set()
+    def wake(self, version: int | None = None, value: EventValue | None = None) -> None:
+        if version is not None and version <= self.seen_version:
+            return
+        if version is None:
+            self._must_read = True
+        elif value is None:
+            self._version_without_value = max(self._version_without_value, version)
+        elif self._value is None or version > self._value.version:
+            self._value = value
+        self._woken.set()
+
+    def take_value(self) -> EventValue | None:
+        """The newest value handed over since the last take, or None when the reader must
+        read: nothing was handed over, or a wake-up since says more than the value does.
+        Take it right after arm(): whatever is published later wakes the next wait."""
+        value, self._value = self._value, None
+        must_read = self._must_read or (
+            value is not None and self._version_without_value > value.version
+        )
+        self._must_read, self._version_without_value = False, 0
+        return None if must_read else value
 
     def close(self) -> None:
         """End this waiter's current and every later wait with ShuttingDown."""
@@ -108,9 +137,13 @@ class Hub:
                     if not waiters:
                         del self._waiters[topic]
 
-    def publish(self, topic: Topic, version: int | None = None) -> None:
+    def publish(
+        self, topic: Topic, version: int | None = None, value: EventValue | None = None
+    ) -> None:
+        """Wake the topic's waiters; an event's publish gives its version, and its value
+        when known, which spares each waiter a read."""
         for waiter in self._waiters.get(topic, ()):
-            waiter.wake(version)
+            waiter.wake(version, value)
 
     def wake_all(self) -> None:
         for waiters in self._waiters.values():
@@ -178,10 +211,21 @@ class Listener:
             if channel == WORKFLOW_CHANNEL:
                 self._hub.publish(workflow_topic(note["n"], note["w"]))
             elif channel == EVENT_CHANNEL:
-                self._hub.publish(event_topic(note["n"], note["w"], note["k"]), int(note["v"]))
+                version = int(note["v"])
+                self._hub.publish(
+                    event_topic(note["n"], note["w"], note["k"]), version, _value(version, note)
+                )
             elif channel == WORK_CHANNEL:
                 self._hub.publish(work_topic(note["n"]))
             elif channel == MESSAGE_CHANNEL:
                 self._hub.publish(message_topic(note["n"], note["w"], note["t"]))
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring malformed notification on %s: %.200r", channel, payload)
+
+
+def _value(version: int, note: dict[str, str]) -> EventValue | None:
+    """The value a durable_event note carries (events.notify), if it carries one."""
+    if "d" not in note:
+        return None
+    set_at = datetime.fromisoformat(note["t"]).replace(tzinfo=timezone.utc)
+    return EventValue(version, Payload(note["e"], base64.b64decode(note["d"])), set_at)

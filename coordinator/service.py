@@ -29,7 +29,7 @@ from coordinator.store import (
     workers,
     workflows,
 )
-from coordinator.store.records import Status, StepKind, StepRecord
+from coordinator.store.records import EventSnapshot, EventValue, Status, StepKind, StepRecord
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -185,8 +185,13 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         if version is None:
             return pb.SetEventResponse(step=wire.step(record), already_recorded=True)
-        # Wake this process's readers now; other coordinators hear the NOTIFY.
-        self._hub.publish(event_topic(ns, workflow_id, key), version)
+        # Wake this process's readers now, handing them the value; other coordinators hear
+        # the NOTIFY.
+        self._hub.publish(
+            event_topic(ns, workflow_id, key),
+            version,
+            EventValue(version, value, record.recorded_at),
+        )
         return pb.SetEventResponse(step=wire.step(record), version=version)
 
     @streaming
@@ -217,9 +222,19 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         with self._hub.subscribe(*topics) as waiter:
             while True:
                 waiter.arm()
-                seen = await events.read(
-                    self._pool, ns, workflow_id, key, after, from_history=from_history
-                )
+                handed = waiter.take_value()
+                if handed is not None and (
+                    handed.version == after + 1 or (not follow and handed.version > after)
+                ):
+                    # The value that woke us came with the wake-up: no read. A follower
+                    # takes only the very next version, so none is skipped.
+                    seen = EventSnapshot(None, [handed], has_more=False)
+                    metrics.EVENT_VALUE_HANDED.inc()
+                else:
+                    seen = await events.read(
+                        self._pool, ns, workflow_id, key, after, from_history=from_history
+                    )
+                    metrics.EVENT_VALUE_READ.inc(len(seen.values))
                 for value in seen.values:
                     yield wire.event(value)
                     after = waiter.seen_version = value.version

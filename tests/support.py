@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -25,6 +26,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from durable.v1 import coordinator_pb2 as pb
@@ -223,6 +225,20 @@ def running_coordinator(database_url: str, *extra_args: str) -> Iterator[Coordin
 
 
 # --- messages and errors -------------------------------------------------------------------
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape_metrics(address: str) -> Samples:
+    """Every sample a coordinator's /metrics endpoint at `address` serves now."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=RPC_TIMEOUT) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def payload(value: Any) -> pb.Payload:

@@ -8,14 +8,16 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import grpc
 import psycopg
+import pytest
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from coordinator.store.events import NOTIFY_VALUE_BYTES
 from durable.v1 import coordinator_pb2 as pb
 from tests.support import (
     PROMPT,
@@ -28,8 +30,11 @@ from tests.support import (
     error_info,
     eventually,
     finish,
+    free_port,
     payload,
     rpc_error,
+    running_coordinator,
+    scrape_metrics,
     set_event,
     value_of,
 )
@@ -667,6 +672,54 @@ def test_follower_on_one_coordinator_sees_values_and_finish_from_another(
     rest = follower.rest()
     assert values(rest) == [(100, 3)]
     assert kind(rest[-1]) == "workflow_finished"
+
+
+# The longest event key (256 characters of 4 bytes each): the NOTIFY must still fit.
+LONGEST_KEY = "\U0001f600" * 256
+
+
+@pytest.mark.parametrize("setter", ["same coordinator", "other coordinator"])
+def test_a_woken_reader_takes_a_small_value_from_its_wake_up_and_reads_a_large_one(
+    database_url: str, stub: Stub, setter: str
+) -> None:
+    """A SetEvent hands its value to this coordinator's readers, and its NOTIFY carries it
+    to other coordinators' when small: they deliver it without reading it back; there,
+    values over the NOTIFY limit are read. Either way the reader gets what was stored."""
+    metrics_address = f"127.0.0.1:{free_port()}"
+    largest = "x" * (NOTIFY_VALUE_BYTES - 2)  # as JSON: NOTIFY_VALUE_BYTES bytes
+    sent: list[Any] = [0, 25, 50, largest, largest + "x", 100]
+    with running_coordinator(database_url, "--metrics-listen", metrics_address) as reading:
+        writer = reading.stub if setter == "same coordinator" else stub
+        workflow_id = start_workflow(stub)
+        set_event(writer, workflow_id, 1, LONGEST_KEY, sent[0])
+        follower = Follower(reading.stub, event_request(workflow_id, LONGEST_KEY, 20, follow=True))
+        received = [follower.next()]  # read: it was set before the stream opened
+        for version, value in enumerate(sent[1:], start=2):
+            set_event(writer, workflow_id, version, LONGEST_KEY, value)
+            received.append(follower.next())
+        follower.call.cancel()
+        delivered = {
+            source: scrape_metrics(metrics_address).get(
+                ("durable_event_values_delivered_total", frozenset({("source", source)})), 0.0
+            )
+            for source in ("handed", "read")
+        }
+    assert values(received) == [(value, version) for version, value in enumerate(sent, 1)]
+    # The first value was read, and on another coordinator also the one over the NOTIFY
+    # limit; the rest came with their wake-up.
+    if setter == "same coordinator":
+        assert delivered == {"handed": 5, "read": 1}
+    else:
+        assert delivered == {"handed": 4, "read": 2}
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT set_at FROM durable.event_history WHERE workflow_id = %s ORDER BY version",
+            (workflow_id,),
+        ).fetchall()
+    # A handed-over value's set time is the stored one, to the microsecond.
+    assert [m.event.set_time.ToDatetime(tzinfo=timezone.utc) for m in received] == [
+        set_at for (set_at,) in stored
+    ]
 
 
 def test_await_workflow_on_one_coordinator_sees_a_finish_through_another(

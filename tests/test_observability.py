@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 from unittest.mock import ANY
@@ -15,7 +14,6 @@ from unittest.mock import ANY
 import grpc
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import logs
 from coordinator.cli import parse_args
@@ -25,6 +23,7 @@ from tests.support import (
     ROOT,
     RPC_TIMEOUT,
     Coordinator,
+    Samples,
     create_database,
     drop_database,
     duration,
@@ -33,10 +32,9 @@ from tests.support import (
     new_id,
     payload,
     rpc_error,
+    scrape_metrics,
     set_event,
 )
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # Markers that must never reach the log: a payload's content and a bearer token.
 SECRET_PAYLOAD = "payload-marker-8c1f4e"
@@ -60,14 +58,7 @@ class Observed(Coordinator):
         )
 
     def scrape(self) -> Samples:
-        url = f"http://{self.metrics_address}/metrics"
-        with urllib.request.urlopen(url, timeout=RPC_TIMEOUT) as reply:
-            text = reply.read().decode()
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        return scrape_metrics(self.metrics_address)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.scrape().get((name, frozenset(labels.items())), 0.0)

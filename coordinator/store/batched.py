@@ -117,8 +117,17 @@ WITH input AS ({_EVENT_INPUT}
                   = (latest.workflow_id, latest.namespace, latest.key)
 )
 SELECT fresh.ord, {_qualified("written")}, latest.version,
-       pg_notify('{events.EVENT_CHANNEL}', json_build_object(
-           'n', fresh.ns, 'w', fresh.wf, 'k', fresh.key, 'v', latest.version)::text)
+       {
+    events.notify(
+        "fresh.ns",
+        "fresh.wf",
+        "fresh.key",
+        "latest.version",
+        "latest.encoding",
+        "latest.data",
+        "latest.set_at",
+    )
+}
   FROM fresh
   JOIN written ON (written.workflow_id, written.namespace, written.step_id)
                 = (fresh.wf, fresh.ns, fresh.step)

@@ -17,6 +17,26 @@ from coordinator.store.steps import WRITABLE, resolve_unrecorded
 
 EVENT_CHANNEL = "durable_event"
 
+# A set event's NOTIFY names it and its new version, and carries the value too when it is
+# small (at most NOTIFY_VALUE_BYTES, base64, and the note within Postgres' limit of 8,000
+# bytes): readers on every coordinator then take it from the note instead of reading it
+# back (notify.Listener). Larger values are read from the table.
+NOTIFY_VALUE_BYTES = 2048
+_NOTE_MAX_BYTES = 7900
+
+
+def notify(ns: str, wf: str, key: str, version: str, enc: str, data: str, set_at: str) -> str:
+    """The pg_notify(...) expression for one set event, given the SQL of its columns."""
+    names = f"'n', {ns}, 'w', {wf}, 'k', {key}, 'v', {version}"
+    full = f"""CASE WHEN octet_length({data}) <= {NOTIFY_VALUE_BYTES} THEN json_build_object(
+        {names}, 'e', {enc}, 'd', encode({data}, 'base64'),
+        't', to_char({set_at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'))::text END"""
+    return f"""pg_notify('{EVENT_CHANNEL}', (
+        SELECT CASE WHEN octet_length(note.full) <= {_NOTE_MAX_BYTES} THEN note.full
+                    ELSE json_build_object({names})::text END
+          FROM (SELECT {full} AS full) AS note))"""
+
+
 # One statement, one commit: record the step (only for a PENDING workflow and only once),
 # then upsert the latest value, append history, and NOTIFY (delivered at commit). If the
 # step was already recorded, `step` is empty and nothing else happens.
@@ -43,8 +63,17 @@ WITH step AS (
     SELECT %(wf)s, %(ns)s, %(key)s, version, %(step)s, encoding, data, set_at FROM latest
 )
 SELECT {rows.STEP_COLUMNS}, latest.version,
-       pg_notify('{EVENT_CHANNEL}', json_build_object(
-           'n', %(ns)s::text, 'w', %(wf)s::text, 'k', %(key)s::text, 'v', latest.version)::text)
+       {
+    notify(
+        "%(ns)s::text",
+        "%(wf)s::text",
+        "%(key)s::text",
+        "latest.version",
+        "latest.encoding",
+        "latest.data",
+        "latest.set_at",
+    )
+}
   FROM step, latest"""
 
 _SNAPSHOT_COLUMNS = "w.status, e.version, e.encoding, e.data, e.set_at"
