@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, pq
 from psycopg_pool import AsyncConnectionPool
 
 from coordinator.errors import (
@@ -23,17 +23,25 @@ from coordinator.store.workers import WORK_CHANNEL
 WORKFLOW_CHANNEL = "durable_workflow"
 
 # A workflow with a queue_name is created ENQUEUED: a worker serving the queue claims it
-# (coordinator/store/queues.py). Without one it is PENDING at once, run by its starter.
+# (coordinator/store/queues.py), and the NOTIFY (sent at commit) wakes the pollers of every
+# coordinator. Without one it is PENDING at once, run by its starter. One statement, so a
+# start outside a transaction is one round trip.
 _INSERT = f"""
-INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding, input_data,
-                               executor_id, deadline_at, queue_name, priority, deduplication_id,
-                               parent_workflow_id)
-VALUES (%(wf)s, %(ns)s, %(name)s,
-        CASE WHEN %(queue)s::text IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
-        %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s,
-        %(queue)s, %(priority)s, %(dedup)s, %(parent)s)
-ON CONFLICT (workflow_id, namespace) DO NOTHING
-RETURNING {rows.WORKFLOW_COLUMNS}"""
+WITH created AS (
+    INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding,
+                                   input_data, executor_id, deadline_at, queue_name, priority,
+                                   deduplication_id, parent_workflow_id)
+    VALUES (%(wf)s, %(ns)s, %(name)s,
+            CASE WHEN %(queue)s::text IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+            %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s,
+            %(queue)s, %(priority)s, %(dedup)s, %(parent)s)
+    ON CONFLICT (workflow_id, namespace) DO NOTHING
+    RETURNING {rows.WORKFLOW_COLUMNS}
+)
+SELECT created.*,
+       CASE WHEN created.queue_name IS NOT NULL
+            THEN pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text) END
+  FROM created"""
 
 # A worker starting a workflow that exists and is not finished takes it over: it resumes
 # it, and any other executor still running it gets NOT_OWNER at its next write. A queued
@@ -78,9 +86,6 @@ async def dedup_holder(
     row = await cur.fetchone()
     return None if row is None else str(row[0])
 
-
-# Wakes the PollWork waiters of every coordinator (delivered at commit).
-NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
 
 _SELECT = f"""
 SELECT {rows.WORKFLOW_COLUMNS}
@@ -170,12 +175,13 @@ async def start_on(
     # for it; then the insert is tried again (a holder finishing every time is not real).
     for _ in range(_DEDUP_ROUNDS):
         try:
-            # A savepoint inside a caller's transaction: a refused insert rolls back alone.
-            async with conn.transaction():
-                cur = await conn.execute(_INSERT, params)
-                row = await cur.fetchone()
-                if row is not None and options.queue_name is not None:
-                    await conn.execute(NOTIFY_WORK, params)
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                cur = await conn.execute(_INSERT, params)  # autocommit: its own transaction
+            else:
+                # A savepoint inside a caller's transaction: a refused insert rolls back alone.
+                async with conn.transaction():
+                    cur = await conn.execute(_INSERT, params)
+            row = await cur.fetchone()
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name != DEDUP_INDEX:
                 raise
