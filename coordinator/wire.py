@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -51,10 +51,17 @@ def status_from_wire(value: int) -> Status | None:
     return None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    """As Timestamp.FromDatetime (a naive time is UTC), in a quarter of its time: every
+    step and workflow in a reply carries two or three of these."""
+    since = value - (_EPOCH if value.tzinfo is not None else _NAIVE_EPOCH)
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def payload(value: Payload) -> pb.Payload:
