@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import grpc.experimental
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RECONNECT_BACKOFF_MAX_MS = 2000
@@ -65,6 +66,10 @@ def open_channel(target: str, token: str | None, tls: TLS | None) -> grpc.Channe
         # attempts (up to 2 minutes by default); cap it so a retrying call (RetryPolicy)
         # notices within seconds that the coordinator is back.
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+        # GetEvent streams are read by the thread that iterates them, not handed over from
+        # gRPC's channel thread: one thread wake-up less per value, which on the benchmark
+        # box took event delivery from 2.8-3.3 ms to 2.2-2.4 ms (bench/README.md).
+        (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
     ]
     if tls is not None:
         credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.client_key, tls.client_cert)
