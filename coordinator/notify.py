@@ -57,7 +57,10 @@ class Waiter:
     """One reader's wake-up flag. Arm it before reading, so no publish can slip between."""
 
     def __init__(self, *, closed: bool = False) -> None:
-        self._woken = asyncio.Event()
+        self._woken = False
+        # The future a wait() sleeps on, while one does. Resolved directly by a wake-up (or
+        # the timeout): no task in between, so a woken reader runs in the loop's next pass.
+        self._sleeping: asyncio.Future[None] | None = None
         self._closed = closed
         # The newest event version this reader has seen; older publishes don't wake it.
         self.seen_version = 0
@@ -69,7 +72,12 @@ class Waiter:
         self._version_without_value = 0
 
     def arm(self) -> None:
-        self._woken.clear()
+        self._woken = False
+
+    def _set(self) -> None:
+        self._woken = True
+        if self._sleeping is not None and not self._sleeping.done():
+            self._sleeping.set_result(None)
 
     def wake(self, version: int | None = None, value: EventValue | None = None) -> None:
         if version is not None and version <= self.seen_version:
@@ -80,7 +88,7 @@ class Waiter:
             self._version_without_value = max(self._version_without_value, version)
         elif self._value is None or version > self._value.version:
             self._value = value
-        self._woken.set()
+        self._set()
 
     def take_value(self) -> EventValue | None:
         """The newest value handed over since the last take, or None when the reader must
@@ -96,7 +104,7 @@ class Waiter:
     def close(self) -> None:
         """End this waiter's current and every later wait with ShuttingDown."""
         self._closed = True
-        self._woken.set()
+        self._set()
 
     async def wait(self, timeout: float) -> bool:
         """Sleep until woken or `timeout` seconds pass; True if woken.
@@ -105,13 +113,23 @@ class Waiter:
         """
         if self._closed:
             raise ShuttingDown()
-        try:
-            await asyncio.wait_for(self._woken.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            self._sleeping = loop.create_future()
+            timer = loop.call_later(max(0.0, timeout), _end_sleep, self._sleeping)
+            try:
+                await self._sleeping
+            finally:
+                timer.cancel()
+                self._sleeping = None
         if self._closed:
             raise ShuttingDown()
-        return True
+        return self._woken
+
+
+def _end_sleep(sleeping: asyncio.Future[None]) -> None:
+    if not sleeping.done():
+        sleeping.set_result(None)
 
 
 class Hub:

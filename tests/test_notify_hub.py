@@ -7,6 +7,9 @@ import base64
 import json
 from datetime import datetime, timezone
 
+import pytest
+
+from coordinator.errors import ShuttingDown
 from coordinator.notify import Hub, Listener, event_topic, workflow_topic
 from coordinator.store.events import EVENT_CHANNEL
 from coordinator.store.records import EventValue, Payload
@@ -87,6 +90,42 @@ def test_wake_all_reaches_every_waiter() -> None:
             return [await a.wait(1), await b.wait(1)]
 
     assert asyncio.run(scenario()) == [True, True]
+
+
+def test_closing_the_hub_ends_a_wait_in_progress_and_every_later_one() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        with hub.subscribe(workflow_topic("ns", "w")) as waiter:
+            waiter.arm()
+            waiting = asyncio.create_task(waiter.wait(60))
+            await asyncio.sleep(0)  # the wait is asleep now
+            hub.close()
+            with pytest.raises(ShuttingDown):
+                await asyncio.wait_for(waiting, 1)
+            with pytest.raises(ShuttingDown):
+                await waiter.wait(60)
+        with pytest.raises(ShuttingDown), hub.subscribe(workflow_topic("ns", "x")) as late:
+            await late.wait(60)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_wait_can_be_followed_by_another() -> None:
+    async def scenario() -> bool:
+        hub = Hub()
+        with hub.subscribe(workflow_topic("ns", "w")) as waiter:
+            waiter.arm()
+            waiting = asyncio.create_task(waiter.wait(60))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            again = asyncio.create_task(waiter.wait(60))
+            await asyncio.sleep(0)
+            hub.publish(workflow_topic("ns", "w"))
+            return await asyncio.wait_for(again, 1)
+
+    assert asyncio.run(scenario())
 
 
 def _value(version: int) -> EventValue:
