@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 import durable
+from coordinator.session import MAX_IN_FLIGHT
 from durable._client import Client
 from durable._failures import CallFailed
 from durable.v1 import coordinator_pb2 as pb
@@ -243,11 +244,12 @@ class Batches:
     def send(self, *calls: pb.SessionRequest) -> None:
         self._requests.put(pb.BatchedSessionRequest(calls=calls))
 
-    def results(self, count: int) -> dict[int, pb.SessionResponse]:
-        """The next `count` responses, by request_id."""
+    def results(self, count: int, timeout: float = PROMPT) -> dict[int, pb.SessionResponse]:
+        """The next `count` responses, by request_id; queue.Empty if a wait for the next
+        message passes `timeout`."""
         found: dict[int, pb.SessionResponse] = {}
         while len(found) < count:
-            message = self._messages.get(timeout=PROMPT)
+            message = self._messages.get(timeout=timeout)
             assert isinstance(message, pb.BatchedSessionResponse), message
             self.messages_received += 1
             for result in message.results:
@@ -296,6 +298,40 @@ def test_a_batch_is_answered_call_by_call_in_batches(stub: Stub) -> None:
         again = batches.results(1)[3].run_step
         assert again.already_recorded and value_of(again.step.output) == 0
     finally:
+        batches.cancel()
+
+
+def test_past_the_in_flight_limit_the_stream_is_not_read_until_calls_finish(
+    stub: Stub, database_url: str, activity: Activity
+) -> None:
+    blocked = start_pending(stub)
+    free = start_pending(stub)
+    over = MAX_IN_FLIGHT + 50
+    batches = Batches(stub)
+    lock = RowLock(database_url, blocked)
+    try:
+        # More calls than may run at once, all held by the row lock (the first one waits
+        # on it in the database, the others behind it in the commit queue).
+        batches.send(
+            *(
+                pb.SessionRequest(request_id=n, run_step=run_step(blocked, n, n))
+                for n in range(1, over + 1)
+            )
+        )
+        eventually(lambda: activity.lock_waiters() >= 1, timeout=PROMPT)
+        # A call that would be answered at once (it shares nothing with the held ones, not
+        # even their commit queue): the coordinator does not read it while full.
+        finish = pb.FinishWorkflowRequest(workflow_id=free, output=payload("free"))
+        batches.send(pb.SessionRequest(request_id=0, finish_workflow=finish))
+        with pytest.raises(queue.Empty):
+            batches.results(1, timeout=1.0)
+        lock.release()
+        answers = batches.results(over + 1)
+        assert answers[0].finish_workflow.workflow.status == pb.WORKFLOW_STATUS_SUCCESS
+        assert all(answers[n].run_step.step.step_id == n for n in range(1, over + 1))
+    finally:
+        if not lock.conn.closed:
+            lock.release()
         batches.cancel()
 
 
