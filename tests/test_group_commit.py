@@ -338,6 +338,45 @@ def test_record_many_answers_each_write_as_record_would(database_url: str) -> No
     run(scenario)
 
 
+def test_batches_keep_awkward_values_exactly(database_url: str) -> None:
+    """The batch statements take their arrays in binary: quotes, braces, commas, the text
+    NULL, non-ASCII and raw bytes come back as they went in."""
+    names = ["ü😀'\"\\{},", "NULL", " spaced "]
+    data = [b"\x00\x01\xff'\\", b"NULL", b"{}"]
+
+    async def scenario() -> None:
+        async with open_pool(database_url) as pool:
+            a = await new_workflow(pool)
+            steps_written = await batched.record_many(
+                pool,
+                [
+                    *(
+                        batched.StepWrite(NS, a, n, name, Payload("bin", value))
+                        for n, (name, value) in enumerate(zip(names, data, strict=True), start=1)
+                    ),
+                    batched.StepWrite(NS, a, 4, "e", Failure("T", names[0], names[1])),
+                ],
+            )
+            assert [r[0].name for r in steps_written[:3]] == names  # type: ignore[index]
+            assert [r[0].outcome for r in steps_written[:3]] == [  # type: ignore[index]
+                Payload("bin", value) for value in data
+            ]
+            assert steps_written[3][0].outcome == Failure("T", names[0], names[1])  # type: ignore[index]
+            events_set = await batched.set_many(
+                pool,
+                [
+                    batched.EventWrite(NS, a, 10 + n, name, Payload("bin", value))
+                    for n, (name, value) in enumerate(zip(names, data, strict=True))
+                ],
+            )
+            assert [r[1] for r in events_set] == [1, 1, 1]  # type: ignore[index]
+            for name, value in zip(names, data, strict=True):
+                snapshot = await events.read(pool, NS, a, name, 0, from_history=False)
+                assert [v.value for v in snapshot.values] == [Payload("bin", value)]
+
+    run(scenario)
+
+
 def test_record_many_fails_with_run_alone_when_a_row_breaks_the_statement(
     database_url: str,
 ) -> None:

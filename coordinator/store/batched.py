@@ -48,11 +48,13 @@ _WRITABLE_ROW = (
 )
 assert not re.search(r"%\(\w+\)s", _WRITABLE_ROW), "WRITABLE has a parameter batches lack"
 
+# The arrays go in binary (%(name)b): psycopg dumps them about four times faster than as
+# text, which needs every element quoted and escaped.
 _STEP_INPUT = """
-SELECT * FROM unnest(%(ns)s::text[], %(wf)s::text[], %(exec)s::text[], %(step)s::int4[],
-                     %(name)s::text[], %(out_enc)s::text[], %(out_data)s::bytea[],
-                     %(err_type)s::text[], %(err_msg)s::text[], %(err_details)s::text[],
-                     %(started_at)s::timestamptz[], %(attempts)s::int4[])
+SELECT * FROM unnest(%(ns)b::text[], %(wf)b::text[], %(exec)b::text[], %(step)b::int4[],
+                     %(name)b::text[], %(out_enc)b::text[], %(out_data)b::bytea[],
+                     %(err_type)b::text[], %(err_msg)b::text[], %(err_details)b::text[],
+                     %(started_at)b::timestamptz[], %(attempts)b::int4[])
        WITH ORDINALITY AS input(ns, wf, exec, step, name, out_enc, out_data,
                                 err_type, err_msg, err_details, started_at, attempts, ord)"""
 
@@ -78,8 +80,8 @@ SELECT input.ord, {_qualified("written")}
               = (written.workflow_id, written.namespace, written.step_id)"""
 
 _EVENT_INPUT = """
-SELECT * FROM unnest(%(ns)s::text[], %(wf)s::text[], %(exec)s::text[], %(step)s::int4[],
-                     %(key)s::text[], %(enc)s::text[], %(data)s::bytea[])
+SELECT * FROM unnest(%(ns)b::text[], %(wf)b::text[], %(exec)b::text[], %(step)b::int4[],
+                     %(key)b::text[], %(enc)b::text[], %(data)b::bytea[])
        WITH ORDINALITY AS input(ns, wf, exec, step, key, enc, data, ord)"""
 
 # events._SET for many rows: for each step recorded now, upsert the latest value, append
