@@ -107,7 +107,8 @@ class Waiter:
         self._set()
 
     async def wait(self, timeout: float) -> bool:
-        """Sleep until woken or `timeout` seconds pass; True if woken.
+        """Sleep until woken or `timeout` seconds pass; True if woken. Returns at once if
+        woken since the last arm(): a caller that waits in a loop arms before each wait.
 
         Raises ShuttingDown once the hub is closed (also if it closes during the wait).
         """

@@ -158,6 +158,9 @@ async def serve(
         with hub.subscribe(_SHUTDOWN_TOPIC) as waiter:
             try:
                 while True:
+                    # Re-armed each time: a reconnecting LISTEN wakes every waiter, this
+                    # one too, and an unarmed wait would return at once, forever.
+                    waiter.arm()
                     await waiter.wait(3600.0)
             except ShuttingDown:
                 reader.cancel()

@@ -42,6 +42,7 @@ from tests.support import (
     new_id,
     payload,
     rpc_error,
+    running_coordinator,
     start_pending,
     value_of,
 )
@@ -348,6 +349,36 @@ def test_a_request_id_twice_in_one_batch_ends_the_stream(stub: Stub) -> None:
         assert error_info(ended).metadata["field"] == "request_id"
     finally:
         batches.cancel()
+
+
+def test_a_stream_rides_out_a_lost_listen_connection(database_url: str, activity: Activity) -> None:
+    """When its LISTEN connection comes back, the coordinator wakes every waiter to read
+    again, a stream's own shutdown watcher too: that wake-up must not stall the stream."""
+    with running_coordinator(database_url) as alone:
+        workflow_id = start_pending(alone.stub)
+        batches = Batches(alone.stub)
+        try:
+            batches.send(pb.SessionRequest(request_id=1, run_step=run_step(workflow_id, 1)))
+            assert batches.results(1)[1].run_step.step.step_id == 1
+            listeners = eventually(activity.listen_sessions, timeout=PROMPT)
+            activity.terminate(listeners)
+            eventually(lambda: "LISTEN connection lost" in alone.log(), timeout=PROMPT)
+
+            def reconnected() -> bool:
+                current = activity.listen_sessions()
+                return len(current) == len(listeners) and not set(current) & set(listeners)
+
+            eventually(reconnected, timeout=PROMPT)
+            batches.send(pb.SessionRequest(request_id=2, run_step=run_step(workflow_id, 2)))
+            assert batches.results(1)[2].run_step.step.step_id == 2
+            assert (
+                alone.stub.GetWorkflow(
+                    pb.GetWorkflowRequest(workflow_id=workflow_id), timeout=RPC_TIMEOUT
+                ).workflow.status
+                == pb.WORKFLOW_STATUS_PENDING
+            )
+        finally:
+            batches.cancel()
 
 
 @pytest.fixture(scope="module")
