@@ -84,6 +84,16 @@ SELECT * FROM unnest(%(ns)b::text[], %(wf)b::text[], %(exec)b::text[], %(step)b:
                      %(key)b::text[], %(enc)b::text[], %(data)b::bytea[])
        WITH ORDINALITY AS input(ns, wf, exec, step, key, enc, data, ord)"""
 
+_NOTIFY_MANY = events.notify(
+    "fresh.ns",
+    "fresh.wf",
+    "fresh.key",
+    "latest.version",
+    "latest.encoding",
+    "latest.data",
+    "latest.set_at",
+)
+
 # events._SET for many rows: for each step recorded now, upsert the latest value, append
 # history and NOTIFY. A batch never holds one key twice, so each upsert touches its row once.
 _SET_MANY = f"""
@@ -118,18 +128,7 @@ WITH input AS ({_EVENT_INPUT}
       JOIN fresh ON (fresh.wf, fresh.ns, fresh.key)
                   = (latest.workflow_id, latest.namespace, latest.key)
 )
-SELECT fresh.ord, {_qualified("written")}, latest.version,
-       {
-    events.notify(
-        "fresh.ns",
-        "fresh.wf",
-        "fresh.key",
-        "latest.version",
-        "latest.encoding",
-        "latest.data",
-        "latest.set_at",
-    )
-}
+SELECT fresh.ord, {_qualified("written")}, latest.version, {_NOTIFY_MANY}
   FROM fresh
   JOIN written ON (written.workflow_id, written.namespace, written.step_id)
                 = (fresh.wf, fresh.ns, fresh.step)

@@ -37,6 +37,16 @@ def notify(ns: str, wf: str, key: str, version: str, enc: str, data: str, set_at
           FROM (SELECT {full} AS full) AS note))"""
 
 
+_NOTIFY_SET = notify(
+    "%(ns)s::text",
+    "%(wf)s::text",
+    "%(key)s::text",
+    "latest.version",
+    "latest.encoding",
+    "latest.data",
+    "latest.set_at",
+)
+
 # One statement, one commit: record the step (only for a PENDING workflow and only once),
 # then upsert the latest value, append history, and NOTIFY (delivered at commit). If the
 # step was already recorded, `step` is empty and nothing else happens.
@@ -62,18 +72,7 @@ WITH step AS (
                                        encoding, data, set_at)
     SELECT %(wf)s, %(ns)s, %(key)s, version, %(step)s, encoding, data, set_at FROM latest
 )
-SELECT {rows.STEP_COLUMNS}, latest.version,
-       {
-    notify(
-        "%(ns)s::text",
-        "%(wf)s::text",
-        "%(key)s::text",
-        "latest.version",
-        "latest.encoding",
-        "latest.data",
-        "latest.set_at",
-    )
-}
+SELECT {rows.STEP_COLUMNS}, latest.version, {_NOTIFY_SET}
   FROM step, latest"""
 
 _SNAPSHOT_COLUMNS = "w.status, e.version, e.encoding, e.data, e.set_at"
