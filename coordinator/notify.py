@@ -164,6 +164,9 @@ class Hub:
         for waiter in self._waiters.get(topic, ()):
             waiter.wake(version, value)
 
+    def has_waiters(self, topic: Topic) -> bool:
+        return topic in self._waiters
+
     def wake_all(self) -> None:
         for waiters in self._waiters.values():
             for waiter in waiters:
@@ -230,10 +233,10 @@ class Listener:
             if channel == WORKFLOW_CHANNEL:
                 self._hub.publish(workflow_topic(note["n"], note["w"]))
             elif channel == EVENT_CHANNEL:
-                version = int(note["v"])
-                self._hub.publish(
-                    event_topic(note["n"], note["w"], note["k"]), version, _value(version, note)
-                )
+                topic = event_topic(note["n"], note["w"], note["k"])
+                if self._hub.has_waiters(topic):  # most events have no reader here
+                    version = int(note["v"])
+                    self._hub.publish(topic, version, _value(version, note))
             elif channel == WORK_CHANNEL:
                 self._hub.publish(work_topic(note["n"]))
             elif channel == MESSAGE_CHANNEL:
