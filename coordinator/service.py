@@ -236,8 +236,11 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                     )
                     metrics.EVENT_VALUE_READ.inc(len(seen.values))
                 for value in seen.values:
-                    yield wire.event(value)
+                    # Seen before it is sent: the NOTIFY echo of a value this coordinator
+                    # handed over often lands while it is being sent, and must not wake
+                    # the reader for a read that finds nothing new.
                     after = waiter.seen_version = value.version
+                    yield wire.event(value)
                 if seen.values and not follow:
                     return
                 from_history = follow

@@ -706,9 +706,10 @@ def test_a_woken_reader_takes_a_small_value_from_its_wake_up_and_reads_a_large_o
         }
     assert values(received) == [(value, version) for version, value in enumerate(sent, 1)]
     # The first value was read, and on another coordinator also the one over the NOTIFY
-    # limit; the rest came with their wake-up.
+    # limit; the rest came with their wake-up. On the same coordinator that one is handed
+    # over in-process, unless its NOTIFY (which lacks it) wakes the reader first: then read.
     if setter == "same coordinator":
-        assert delivered == {"handed": 5, "read": 1}
+        assert delivered in ({"handed": 5, "read": 1}, {"handed": 4, "read": 2})
     else:
         assert delivered == {"handed": 4, "read": 2}
     with psycopg.connect(database_url) as conn:
