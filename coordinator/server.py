@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator import metrics, sweeper, tls, tracing
+from coordinator import metrics, session, sweeper, tls, tracing
 from coordinator.config import Config
 from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
@@ -62,10 +62,12 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
 
     # A history page is its budget plus at most one more step.
     max_message = config.history_budget_bytes + config.max_payload_bytes + _MESSAGE_SLACK
+    # The largest payload, or a BatchedSession message of many small calls, with its rest.
+    max_request = max(config.max_payload_bytes, session.MAX_BATCH_BYTES) + _MESSAGE_SLACK
     server = grpc.aio.server(
         interceptors=tracing.server_interceptors(config),  # Observability: OTel spans (--otel)
         options=[
-            ("grpc.max_receive_message_length", config.max_payload_bytes + _MESSAGE_SLACK),
+            ("grpc.max_receive_message_length", max_request),
             ("grpc.max_send_message_length", max_message),
             ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),

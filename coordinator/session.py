@@ -40,8 +40,9 @@ from durable.v1 import coordinator_pb2 as pb
 # Calls running at once per stream. Enough for a client running hundreds of workflows
 # concurrently; a bound, so that one stream cannot queue unbounded work in the coordinator.
 MAX_IN_FLIGHT = 1024
-# A BatchedSession response message stops growing past this many bytes (a larger response
-# goes alone), well inside gRPC's message size limit.
+# A BatchedSession message, either way, grows to at most this many bytes unless one call
+# alone is larger: the coordinator's responses stop there, and it accepts requests this
+# large whatever its payload limit (server.py), so a client batching up to here is safe.
 MAX_BATCH_BYTES = 1 << 20
 # A topic nothing publishes: its waiter only ever ends by the hub closing (shutdown).
 _SHUTDOWN_TOPIC = ("session-shutdown",)

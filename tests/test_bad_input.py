@@ -483,7 +483,15 @@ def test_edge_values_are_accepted(small: Coordinator) -> None:
 def test_message_over_the_receive_limit_gets_resource_exhausted(
     small: Coordinator, stub: Stub
 ) -> None:
-    huge = json_payload(json.dumps("x" * 200_000).encode())
+    # Whatever its payload limit, a coordinator receives messages up to 1 MiB and 64 KiB
+    # (a BatchedSession message of many small calls): a larger payload under it is refused
+    # by validation, naming the field; over it, by gRPC.
+    large = json_payload(json.dumps("x" * 200_000).encode())
+    with pytest.raises(grpc.RpcError) as caught:
+        small.stub.StartWorkflow(start_req(input=large), timeout=RPC_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).metadata["field"] == "input.data"
+    huge = json_payload(json.dumps("x" * (2 * 1024 * 1024)).encode())
     with pytest.raises(grpc.RpcError) as caught:
         small.stub.StartWorkflow(start_req(input=huge), timeout=RPC_TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -336,6 +336,31 @@ def test_past_the_in_flight_limit_the_stream_is_not_read_until_calls_finish(
         batches.cancel()
 
 
+def test_a_batch_larger_than_the_payload_limit_is_accepted(database_url: str) -> None:
+    """A batch of many small calls may be far larger than one payload may: with a 1 KiB
+    payload limit a 600 KiB message of 600 calls is answered call by call (the SDK sends up
+    to 1 MiB per message), and an oversized payload still fails alone."""
+    with running_coordinator(database_url, "--max-payload-bytes", "1024") as small:
+        workflow_id = start_pending(small.stub)
+        batches = Batches(small.stub)
+        try:
+            filler = "x" * 1000
+            calls = [
+                pb.SessionRequest(request_id=n, run_step=run_step(workflow_id, n, filler))
+                for n in range(1, 601)
+            ]
+            calls.append(
+                pb.SessionRequest(request_id=999, run_step=run_step(workflow_id, 999, "y" * 2000))
+            )
+            assert sum(call.ByteSize() for call in calls) > 600 * 1024
+            batches.send(*calls)
+            answers = batches.results(len(calls))
+            assert all(answers[n].run_step.step.step_id == n for n in range(1, 601))
+            assert answers[999].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        finally:
+            batches.cancel()
+
+
 def test_a_request_id_twice_in_one_batch_ends_the_stream(stub: Stub) -> None:
     workflow_id = start_pending(stub)
     batches = Batches(stub)
