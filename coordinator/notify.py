@@ -139,6 +139,7 @@ class Hub:
     def __init__(self) -> None:
         self._waiters: dict[Topic, set[Waiter]] = {}
         self._closed = False
+        self._closing = asyncio.Event()
 
     @contextlib.contextmanager
     def subscribe(self, *topics: Topic) -> Iterator[Waiter]:
@@ -177,9 +178,14 @@ class Hub:
         ShuttingDown, so open GetEvent and AwaitWorkflow calls end at once instead of
         holding the shutdown until its grace runs out."""
         self._closed = True
+        self._closing.set()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.close()
+
+    async def wait_closed(self) -> None:
+        """Return once the hub is closed: for what only the shutdown ends."""
+        await self._closing.wait()
 
     @property
     def closed(self) -> bool:

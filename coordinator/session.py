@@ -44,8 +44,6 @@ MAX_IN_FLIGHT = 1024
 # alone is larger: the coordinator's responses stop there, and it accepts requests this
 # large whatever its payload limit (server.py), so a client batching up to here is safe.
 MAX_BATCH_BYTES = 1 << 20
-# A topic nothing publishes: its waiter only ever ends by the hub closing (shutdown).
-_SHUTDOWN_TOPIC = ("session-shutdown",)
 
 
 class HotPath(Protocol):
@@ -156,16 +154,9 @@ async def serve(
         queue.put_nowait(_InputEnded(shutting_down=False))
 
     async def watch_shutdown() -> None:
-        with hub.subscribe(_SHUTDOWN_TOPIC) as waiter:
-            try:
-                while True:
-                    # Re-armed each time: a reconnecting LISTEN wakes every waiter, this
-                    # one too, and an unarmed wait would return at once, forever.
-                    waiter.arm()
-                    await waiter.wait(3600.0)
-            except ShuttingDown:
-                reader.cancel()
-                queue.put_nowait(_InputEnded(shutting_down=True))
+        await hub.wait_closed()
+        reader.cancel()
+        queue.put_nowait(_InputEnded(shutting_down=True))
 
     reader = asyncio.create_task(read())
     watcher = asyncio.create_task(watch_shutdown())
