@@ -230,28 +230,15 @@ async def record_many(
         "attempts": [Int4(w.attempts) for w in sorted_writes],
         **{column: [o[column] for o in outcomes] for column in outcomes[0]},
     }
-    results: list[StepResult | Exception | None] = [None] * len(writes)
-    async with pool.connection() as conn:
-        found = await _run(conn, _RECORD_MANY, params)
-        for row in found:
-            results[order[row[0] - 1]] = (rows.step(row[1:]), False)
-        for i, write in enumerate(writes):
-            if results[i] is not None:
-                continue
-            try:
-                recorded = await steps.resolve_unrecorded(
-                    conn,
-                    write.namespace,
-                    write.workflow_id,
-                    write.step_id,
-                    StepKind.STEP,
-                    write.name,
-                    write.executor_id,
-                )
-                results[i] = (recorded, True)
-            except CoordinatorError as exc:
-                results[i] = exc
-    return _complete(results)
+    return await _write_many(
+        pool,
+        _RECORD_MANY,
+        params,
+        order,
+        [(w, StepKind.STEP, w.name) for w in writes],
+        written=lambda row: (rows.step(row), False),
+        recorded_before=lambda step: (step, True),
+    )
 
 
 async def set_many(
@@ -272,12 +259,36 @@ async def set_many(
         "enc": [w.value.encoding for w in sorted_writes],
         "data": [w.value.data for w in sorted_writes],
     }
-    results: list[EventResult | Exception | None] = [None] * len(writes)
+    return await _write_many(
+        pool,
+        _SET_MANY,
+        params,
+        order,
+        [(w, StepKind.SET_EVENT, w.key) for w in writes],
+        written=lambda row: (rows.step(row), row[rows.STEP_WIDTH]),
+        recorded_before=lambda step: (step, None),
+    )
+
+
+async def _write_many(
+    pool: AsyncConnectionPool,
+    query: str,
+    params: dict[str, Any],
+    order: list[int],
+    writes: Sequence[tuple[StepWrite | EventWrite, StepKind, str]],
+    *,
+    written: Callable[[tuple[Any, ...]], T],
+    recorded_before: Callable[[StepRecord], T],
+) -> list[T | Exception]:
+    """Run a batch statement whose rows start with their write's position in `order`
+    (1-based, ordinality), then the written step's columns; each write without a row is
+    explained as the single path does (resolve_unrecorded): recorded before, or why not.
+    `writes` are in the callers' order, each with its step kind and name."""
+    results: list[T | Exception | None] = [None] * len(writes)
     async with pool.connection() as conn:
-        found = await _run(conn, _SET_MANY, params)
-        for row in found:
-            results[order[row[0] - 1]] = (rows.step(row[1:]), row[1 + rows.STEP_WIDTH])
-        for i, write in enumerate(writes):
+        for row in await _run(conn, query, params):
+            results[order[row[0] - 1]] = written(row[1:])
+        for i, (write, kind, name) in enumerate(writes):
             if results[i] is not None:
                 continue
             try:
@@ -286,11 +297,11 @@ async def set_many(
                     write.namespace,
                     write.workflow_id,
                     write.step_id,
-                    StepKind.SET_EVENT,
-                    write.key,
+                    kind,
+                    name,
                     write.executor_id,
                 )
-                results[i] = (recorded, None)
+                results[i] = recorded_before(recorded)
             except CoordinatorError as exc:
                 results[i] = exc
     return _complete(results)
