@@ -9,6 +9,7 @@ import contextvars
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import grpc
 
@@ -16,7 +17,9 @@ from durable._client import Client
 from durable.errors import NonDeterminismError, WorkflowOwnershipLostError
 from durable.v1 import coordinator_pb2 as pb
 
-_KIND_LABEL = {
+# How a step's kind is named to users: in StepInfo (list_steps) and in error messages.
+StepKind = Literal["step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow"]
+STEP_KINDS: dict[int, StepKind] = {
     pb.STEP_KIND_STEP: "step",
     pb.STEP_KIND_SET_EVENT: "set_event",
     pb.STEP_KIND_SLEEP: "sleep",
@@ -51,8 +54,8 @@ class WorkflowContext:
         if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} step {step_id} was recorded as "
-                f"{_KIND_LABEL.get(recorded.kind, '?')} {recorded.name!r}, but the replay "
-                f"asked for {_KIND_LABEL[kind]} {name!r}: the workflow is not deterministic",
+                f"{STEP_KINDS.get(recorded.kind, '?')} {recorded.name!r}, but the replay "
+                f"asked for {STEP_KINDS[kind]} {name!r}: the workflow is not deterministic",
                 code=grpc.StatusCode.FAILED_PRECONDITION,
             )
         return step_id, recorded

@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from google.protobuf import timestamp_pb2
 
 from durable import _payloads
 from durable._client import Client, default_client
+from durable._context import STEP_KINDS, StepKind
 from durable._workflow import WorkflowHandle, WorkflowStatus
 from durable.v1 import coordinator_pb2 as pb
 
@@ -20,16 +21,6 @@ from durable.v1 import coordinator_pb2 as pb
 MAX_PAGE_SIZE = 1000
 
 _STATUS_PREFIX = "WORKFLOW_STATUS_"
-StepKind = Literal["step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow"]
-_KINDS: dict[int, StepKind] = {
-    pb.STEP_KIND_STEP: "step",
-    pb.STEP_KIND_SET_EVENT: "set_event",
-    pb.STEP_KIND_SLEEP: "sleep",
-    pb.STEP_KIND_SEND: "send",
-    pb.STEP_KIND_RECV: "recv",
-    pb.STEP_KIND_GET_EVENT: "get_event",
-    pb.STEP_KIND_START_WORKFLOW: "start_workflow",
-}
 
 
 class FailureInfo(NamedTuple):
@@ -144,7 +135,7 @@ def _step_info(message: pb.Step) -> StepInfo:
     return StepInfo(
         step_id=message.step_id,
         name=message.name,
-        kind=_KINDS.get(message.kind, "step"),
+        kind=STEP_KINDS.get(message.kind, "step"),
         output=_payloads.decode(message.output) if message.HasField("output") else None,
         error=_failure(message.error) if message.HasField("error") else None,
         started_at=_time(message.start_time) if message.HasField("start_time") else None,
