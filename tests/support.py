@@ -44,6 +44,10 @@ PROMPT = 5.0
 # Text of the coordinator's workflow read (coordinator/store/workflows.py). AwaitWorkflow
 # arms its wake-up before this read, so once a session shows it finished the call is parked.
 WORKFLOW_READ_SQL = "FROM durable.workflows WHERE workflow_id ="
+# Text of the check a checkpointed wait (Recv, GetEvent from a workflow) makes when it found
+# nothing, right before it parks (coordinator/store/waits.py _SETTLED): once a session
+# shows it finished, the wait is parked and anything sent or set from then on must wake it.
+WAIT_PARKED_SQL = "OR NOT EXISTS (SELECT 1 FROM durable.workflows"
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02) -> T:

@@ -16,6 +16,7 @@ from durable.v1 import coordinator_pb2 as pb
 from tests.support import (
     PROMPT,
     RPC_TIMEOUT,
+    WAIT_PARKED_SQL,
     Activity,
     Stub,
     duration,
@@ -28,10 +29,6 @@ from tests.support import (
     start_pending,
     value_of,
 )
-
-# The check a checkpointed read makes after finding no value, right before it parks
-# (coordinator/store/waits.py _SETTLED).
-PARKED_SQL = "OR NOT EXISTS (SELECT 1 FROM durable.workflows"
 
 
 def start(stub: Stub, workflow_id: str | None = None, name: str = "reader.flow") -> str:
@@ -92,7 +89,7 @@ def test_a_read_waits_for_the_value_and_is_woken(
     target, reader = new_id("not-started"), start(stub)
     since = activity.now()
     waiting = pool.submit(read, stub, target, "ready", reader, 1, 60)
-    activity.wait_parked(since, PARKED_SQL)
+    activity.wait_parked(since, WAIT_PARKED_SQL)
     start(stub, target)
     set_event(stub, target, 1, "ready", True)
     [message] = waiting.result(timeout=PROMPT)

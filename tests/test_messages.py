@@ -19,6 +19,7 @@ from durable.v1 import coordinator_pb2 as pb
 from tests.support import (
     PROMPT,
     RPC_TIMEOUT,
+    WAIT_PARKED_SQL,
     Activity,
     Coordinator,
     Stub,
@@ -33,11 +34,6 @@ from tests.support import (
     value_of,
 )
 from tests.test_cli import fails, ok, run
-
-# Text of the check a Recv makes when it found no message, right before it parks
-# (coordinator/store/waits.py _SETTLED): once a session shows it finished, the Recv waits.
-RECV_PARKED_SQL = "OR NOT EXISTS (SELECT 1 FROM durable.workflows"
-
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -95,7 +91,7 @@ def message_rows(database_url: str, destination: str) -> list[tuple[Any, ...]]:
 
 
 def parked(activity: Activity, since: Any, count: int = 1) -> None:
-    activity.wait_parked(since, RECV_PARKED_SQL, count)
+    activity.wait_parked(since, WAIT_PARKED_SQL, count)
 
 
 # --- Send and Recv on the wire -------------------------------------------------------------
