@@ -15,6 +15,7 @@ See bench/README.md for what each scenario measures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -51,6 +52,9 @@ SCENARIOS = [
     "timeout_accuracy",
     "idle_streams",
 ]
+# The scenarios whose figures the host's noise moves most (bench/README.md): each runs
+# --rounds times, the two sides alternating, and the table reports the median round.
+REPEATED = ["step_latency", "start_result", "event_delivery", "throughput"]
 # DBOS has no counterpart of an open GetEvent stream: its get_event waits in a thread of the
 # process that calls it (or polls, from its client).
 OURS_ONLY = {"idle_streams"}
@@ -378,28 +382,56 @@ def unit(kind: str) -> str:
     return {"latency": "ms", "throughput": "steps/s", "error": "ms"}[kind]
 
 
+def alternate(
+    sides: dict[str, Callable[[], dict[str, Any]]], number: int
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The sides in the order round `number` runs them: ours first in even rounds, DBOS
+    first in odd ones, so that a host getting busier or quieter during a run does not
+    always favour the same side."""
+    order = list(sides.items())
+    return order if number % 2 == 0 else order[::-1]
+
+
+def median_round(per_round: list[dict[str, float]]) -> dict[str, float]:
+    """A figure over rounds: the median of each statistic across them."""
+    return {key: statistics.median(figs[key] for figs in per_round) for key in per_round[0]}
+
+
+def ratio_of(kind: str, ours: dict[str, float], dbos: dict[str, float]) -> float | None:
+    if kind == "latency":
+        return dbos["median"] / ours["median"]
+    if kind == "throughput":
+        return ours["median"] / dbos["median"]
+    return None
+
+
 def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for scenario, sides in results.items():
+    for scenario, measured in results.items():
+        rounds: list[dict[str, Any]] = measured["rounds"]
+        first = rounds[0]["ours"]
         for label, key, kind, target in ROWS[scenario]:
-            ours = figures(sides.get("ours"), key, kind)
-            dbos = figures(sides.get("dbos"), key, kind)
-            ratio = None
-            if ours and dbos and kind == "latency":
-                ratio = dbos["median"] / ours["median"]
-            elif ours and dbos and kind == "throughput":
-                ratio = ours["median"] / dbos["median"]
-            if kind == "throughput" and ours:
-                label = f"{sides['ours']['workflows']} workflows x 10 steps"
-            if key == "rss_mib" and ours:
-                label = f"{sides['ours']['streams']} idle GetEvent streams: RSS"
+            ours_rounds = [f for r in rounds if (f := figures(r.get("ours"), key, kind))]
+            dbos_rounds = [f for r in rounds if (f := figures(r.get("dbos"), key, kind))]
+            ratios = [
+                ratio
+                for o, d in zip(ours_rounds, dbos_rounds, strict=False)
+                if (ratio := ratio_of(kind, o, d)) is not None
+            ]
+            if kind == "throughput":
+                label = f"{first['workflows']} workflows x 10 steps"
+            if key == "rss_mib":
+                label = f"{first['streams']} idle GetEvent streams: RSS"
             rows.append(
                 {
                     "scenario": label,
                     "unit": unit(kind),
-                    "ours": ours,
-                    "dbos": dbos,
-                    "ratio": ratio,
+                    "rounds": len(rounds),
+                    "ours": median_round(ours_rounds) if ours_rounds else None,
+                    "dbos": median_round(dbos_rounds) if dbos_rounds else None,
+                    # The median of the rounds' ratios, each from one round's two sides.
+                    "ratio": statistics.median(ratios) if ratios else None,
+                    "ratio_rounds": ratios,
                     "target": target,
                 }
             )
@@ -416,17 +448,24 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             return f"{figs['median']:.2f}"
         return f"{figs['median']:.2f} / {figs['p99']:.2f}"
 
+    def spread(ratios: list[float]) -> str:
+        if len(ratios) < 2:
+            return "-"
+        return f"{min(ratios):.1f}-{max(ratios):.1f}x"
+
     header = f"{'scenario':<32} {'unit':<8} {'ours med/p99':>17} {'DBOS med/p99':>17}"
-    print(f"{header} {'ratio':>7}  target")
+    print(f"{header} {'ratio':>7} {'rounds':>10}  target")
     for row in rows:
         ratio = f"{row['ratio']:.1f}x" if row["ratio"] is not None else "-"
         print(
             f"{row['scenario']:<32} {row['unit']:<8} {cell(row['ours'], row['unit']):>17} "
-            f"{cell(row['dbos'], row['unit']):>17} {ratio:>7}  {row['target']}"
+            f"{cell(row['dbos'], row['unit']):>17} {ratio:>7} {spread(row['ratio_rounds']):>10}"
+            f"  {row['target']}"
         )
     print(
-        "ratio: DBOS/ours medians for latency, ours/DBOS for throughput; "
-        "timeout error: signed median / largest |error|"
+        "ratio: DBOS/ours medians for latency, ours/DBOS for throughput, the median of the"
+        " rounds' ratios (rounds: their range); figures: the median across rounds;"
+        " timeout error: signed median / largest |error|"
     )
 
 
@@ -440,6 +479,12 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, help="default: bench/results/run-<time>.json")
     parser.add_argument("--no-dbos", action="store_true", help="measure our side only")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help=f"rounds of {', '.join(REPEATED)}, the sides alternating (default 3)",
+    )
+    parser.add_argument(
         "--coordinator-arg",
         action="append",
         default=[],
@@ -448,6 +493,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     QUICK = args.quick
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
@@ -476,11 +523,18 @@ def main() -> None:
         b.wait_serving()
         ours = Ours(a, b, metrics_port, server_url)
         for scenario in chosen:
-            print(f"running {scenario} ...", file=sys.stderr, flush=True)
             run: Callable[[], dict[str, Any]] = getattr(ours, scenario)
-            results[scenario] = {"ours": run()}
+            sides: dict[str, Callable[[], dict[str, Any]]] = {"ours": run}
             if not skip_dbos and scenario not in OURS_ONLY:
-                results[scenario]["dbos"] = run_dbos(scenario, sqlalchemy_url(dbos_db))
+                sides["dbos"] = functools.partial(run_dbos, scenario, sqlalchemy_url(dbos_db))
+            rounds = args.rounds if scenario in REPEATED else 1
+            results[scenario] = {"rounds": []}
+            for number in range(rounds):
+                progress = f"running {scenario} ({number + 1}/{rounds}) ..."
+                print(progress, file=sys.stderr, flush=True)
+                results[scenario]["rounds"].append(
+                    {side: measure() for side, measure in alternate(sides, number)}
+                )
     finally:
         a.stop()
         b.stop()
@@ -499,6 +553,7 @@ def main() -> None:
         "dbos_skipped": skip_dbos,
         "cpu_count": os.cpu_count(),
         "coordinator_args": extra,
+        "rounds": args.rounds,
         "table": rows,
         "raw": results,
     }
