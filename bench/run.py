@@ -411,12 +411,17 @@ def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         rounds: list[dict[str, Any]] = measured["rounds"]
         first = rounds[0]["ours"]
         for label, key, kind, target in ROWS[scenario]:
-            ours_rounds = [f for r in rounds if (f := figures(r.get("ours"), key, kind))]
-            dbos_rounds = [f for r in rounds if (f := figures(r.get("dbos"), key, kind))]
+            pairs = [
+                (figures(r.get("ours"), key, kind), figures(r.get("dbos"), key, kind))
+                for r in rounds
+            ]
+            ours_rounds = [ours for ours, _ in pairs if ours]
+            dbos_rounds = [dbos for _, dbos in pairs if dbos]
+            # Each ratio from the two sides of one round.
             ratios = [
                 ratio
-                for o, d in zip(ours_rounds, dbos_rounds, strict=False)
-                if (ratio := ratio_of(kind, o, d)) is not None
+                for ours, dbos in pairs
+                if ours and dbos and (ratio := ratio_of(kind, ours, dbos)) is not None
             ]
             if kind == "throughput":
                 label = f"{first['workflows']} workflows x 10 steps"
@@ -429,7 +434,6 @@ def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     "rounds": len(rounds),
                     "ours": median_round(ours_rounds) if ours_rounds else None,
                     "dbos": median_round(dbos_rounds) if dbos_rounds else None,
-                    # The median of the rounds' ratios, each from one round's two sides.
                     "ratio": statistics.median(ratios) if ratios else None,
                     "ratio_rounds": ratios,
                     "target": target,
