@@ -18,9 +18,9 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import psycopg
@@ -51,52 +51,71 @@ RETRY = durable.RetryPolicy(total_seconds=20.0)
 TOKENS = {"team-a": "session-token-a-51f0", "team-b": "session-token-b-9e2c"}
 
 
-class Session:
-    """A raw Session stream: `send` queues a request, `next` takes the next response (or
-    the RpcError that ended the stream) within a bounded wait."""
+Req = TypeVar("Req", pb.SessionRequest, pb.BatchedSessionRequest)
+Msg = TypeVar("Msg", pb.SessionResponse, pb.BatchedSessionResponse)
+Msg_co = TypeVar("Msg_co", covariant=True)
 
-    def __init__(self, stub: Stub, metadata: tuple[tuple[str, str], ...] = ()) -> None:
-        self._requests: queue.SimpleQueue[pb.SessionRequest | None] = queue.SimpleQueue()
-        self._responses: queue.SimpleQueue[pb.SessionResponse | grpc.RpcError | None] = (
-            queue.SimpleQueue()
-        )
-        self.call = stub.Session(self._iterate(), metadata=metadata, timeout=60)
+
+class _StreamCall(Protocol[Msg_co]):
+    """What the test needs of a gRPC stream-stream call."""
+
+    def __iter__(self) -> Iterator[Msg_co]: ...
+    def cancel(self) -> bool: ...
+
+
+class _RawStream(Generic[Req, Msg]):
+    """A raw bidirectional stream: requests are queued for gRPC to send, and a reader
+    thread collects every message, then the RpcError that ended the stream (or None when
+    it ended OK), for the test to take within a bounded wait."""
+
+    def __init__(self, open_call: Callable[[Iterator[Req]], _StreamCall[Msg]]) -> None:
+        self._requests: queue.SimpleQueue[Req | None] = queue.SimpleQueue()
+        self._messages: queue.SimpleQueue[Msg | grpc.RpcError | None] = queue.SimpleQueue()
+        self.call: _StreamCall[Msg] = open_call(self._iterate())
         threading.Thread(target=self._read, daemon=True).start()
 
-    def _iterate(self) -> Iterator[pb.SessionRequest]:
+    def _iterate(self) -> Iterator[Req]:
         while (request := self._requests.get()) is not None:
             yield request
 
     def _read(self) -> None:
         try:
-            for response in self.call:
-                self._responses.put(response)
-            self._responses.put(None)  # ended OK
+            for message in self.call:
+                self._messages.put(message)
+            self._messages.put(None)  # ended OK
         except grpc.RpcError as error:
-            self._responses.put(error)
+            self._messages.put(error)
 
-    def send(self, request_id: int, **call: Any) -> None:
-        self._requests.put(pb.SessionRequest(request_id=request_id, **call))
-
-    def close_sending(self) -> None:
-        self._requests.put(None)
-
-    def next(self, timeout: float = PROMPT) -> pb.SessionResponse | grpc.RpcError | None:
-        return self._responses.get(timeout=timeout)
-
-    def response(self, timeout: float = PROMPT) -> pb.SessionResponse:
-        item = self.next(timeout)
-        assert isinstance(item, pb.SessionResponse), item
-        return item
+    def next(self, timeout: float = PROMPT) -> Msg | grpc.RpcError | None:
+        return self._messages.get(timeout=timeout)
 
     def ended_with(self, timeout: float = PROMPT) -> grpc.RpcError:
         item = self.next(timeout)
         assert isinstance(item, grpc.RpcError), item
         return item
 
+    def close_sending(self) -> None:
+        self._requests.put(None)
+
     def cancel(self) -> None:
         self._requests.put(None)
         self.call.cancel()
+
+
+class Session(_RawStream[pb.SessionRequest, pb.SessionResponse]):
+    """A raw Session stream: `send` queues a request, `next` takes the next response (or
+    the RpcError that ended the stream) within a bounded wait."""
+
+    def __init__(self, stub: Stub, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(lambda requests: stub.Session(requests, metadata=metadata, timeout=60))
+
+    def send(self, request_id: int, **call: Any) -> None:
+        self._requests.put(pb.SessionRequest(request_id=request_id, **call))
+
+    def response(self, timeout: float = PROMPT) -> pb.SessionResponse:
+        item = self.next(timeout)
+        assert isinstance(item, pb.SessionResponse), item
+        return item
 
 
 def run_step(workflow_id: str, step_id: int, value: Any = None) -> pb.RunStepRequest:
@@ -217,30 +236,13 @@ def test_a_request_id_may_be_reused_once_answered(stub: Stub) -> None:
         session.cancel()
 
 
-class Batches:
+class Batches(_RawStream[pb.BatchedSessionRequest, pb.BatchedSessionResponse]):
     """A raw BatchedSession stream: `send` queues one message of calls, `results` collects
     responses (from however many messages) within a bounded wait."""
 
     def __init__(self, stub: Stub) -> None:
-        self._requests: queue.SimpleQueue[pb.BatchedSessionRequest | None] = queue.SimpleQueue()
-        self._messages: queue.SimpleQueue[pb.BatchedSessionResponse | grpc.RpcError | None] = (
-            queue.SimpleQueue()
-        )
-        self.call = stub.BatchedSession(self._iterate(), timeout=60)
+        super().__init__(lambda requests: stub.BatchedSession(requests, timeout=60))
         self.messages_received = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _iterate(self) -> Iterator[pb.BatchedSessionRequest]:
-        while (request := self._requests.get()) is not None:
-            yield request
-
-    def _read(self) -> None:
-        try:
-            for message in self.call:
-                self._messages.put(message)
-            self._messages.put(None)
-        except grpc.RpcError as error:
-            self._messages.put(error)
 
     def send(self, *calls: pb.SessionRequest) -> None:
         self._requests.put(pb.BatchedSessionRequest(calls=calls))
@@ -250,7 +252,7 @@ class Batches:
         message passes `timeout`."""
         found: dict[int, pb.SessionResponse] = {}
         while len(found) < count:
-            message = self._messages.get(timeout=timeout)
+            message = self.next(timeout)
             assert isinstance(message, pb.BatchedSessionResponse), message
             self.messages_received += 1
             for result in message.results:
@@ -258,15 +260,6 @@ class Batches:
                 found[result.request_id] = result
         assert len(found) == count, f"{len(found)} responses, expected {count}"
         return found
-
-    def ended_with(self) -> grpc.RpcError:
-        message = self._messages.get(timeout=PROMPT)
-        assert isinstance(message, grpc.RpcError), message
-        return message
-
-    def cancel(self) -> None:
-        self._requests.put(None)
-        self.call.cancel()
 
 
 def test_a_batch_is_answered_call_by_call_in_batches(stub: Stub) -> None:
