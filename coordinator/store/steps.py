@@ -10,7 +10,6 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from coordinator.errors import (
-    CoordinatorError,
     NotOwner,
     StepNameMismatch,
     WorkflowNotFound,
@@ -20,10 +19,11 @@ from coordinator.store import rows
 from coordinator.store.records import Failure, Outcome, StepAttempt, StepKind, StepRecord
 
 # The guard of every write a running workflow makes: it is PENDING and, when the caller
-# names its executor (a worker), still runs under that executor. FOR SHARE holds the
-# workflow row until commit: a concurrent finish, cancel or takeover waits for this write,
-# or, if it committed first, the row is re-checked and nothing is written. Without the lock
-# a step could land after the workflow finished.
+# names its executor (a worker), still runs under that executor. A write it stops is
+# explained afterwards (resolve_unrecorded, under the fencing rule of `fence`). FOR SHARE
+# holds the workflow row until commit: a concurrent finish, cancel or takeover waits for
+# this write, or, if it committed first, the row is re-checked and nothing is written.
+# Without the lock a step could land after the workflow finished.
 WRITABLE = """EXISTS (SELECT 1 FROM durable.workflows
                 WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status = 'PENDING'
                   AND (%(exec)s = '' OR executor_id = %(exec)s)
@@ -87,13 +87,18 @@ SELECT {rows.STEP_COLUMNS}, last_step_id FROM (
  LIMIT %(limit)s"""
 
 
-def _refusal(
-    workflow_id: str, status: str, owner: str | None, executor_id: str
-) -> CoordinatorError:
-    """Why a WRITABLE-guarded write wrote nothing, given the workflow's state since."""
-    if status == "PENDING" and executor_id and owner != executor_id:
-        return NotOwner(workflow_id)
-    return WorkflowNotPending(workflow_id, status)
+def fence(workflow_id: str, owner: str | None, executor_id: str) -> None:
+    """Raise NotOwner when a worker writes to a workflow that another executor (or none)
+    runs now: the one fencing rule of every write a running workflow makes.
+
+    It holds whatever the workflow's status and whether or not the step is recorded: a
+    run whose workflow was taken over (and perhaps finished) by another executor, or
+    resumed to wait for one (ENQUEUED, no executor), must stop at its next write, and a
+    replay of a step the new owner recorded would otherwise let it run on and repeat that
+    owner's steps. A caller that names no executor (not a worker) is never fenced.
+    """
+    if executor_id and owner != executor_id:
+        raise NotOwner(workflow_id)
 
 
 def _describe(kind: StepKind, name: str) -> str:
@@ -111,18 +116,20 @@ async def resolve_unrecorded(
 ) -> StepRecord:
     """After a write that recorded nothing: return the step recorded first, or raise why.
 
-    A step already recorded comes back even to an executor that lost the workflow (replaying
-    it changes nothing); its next new step fails. Raises WorkflowNotFound,
-    WorkflowNotPending, NotOwner, or StepNameMismatch when the recorded step at this
-    position is a different operation (the replay is not deterministic).
+    A step already recorded comes back to the workflow's executor (a replay) and to a
+    caller naming none; an executor that lost the workflow gets NotOwner for it too, in
+    this same round trip (see `fence`). Raises WorkflowNotFound, NotOwner,
+    WorkflowNotPending, or StepNameMismatch when the recorded step at this position is a
+    different operation (the replay is not deterministic).
     """
     cur = await conn.execute(_DIAGNOSE, {"ns": namespace, "wf": workflow_id, "step": step_id})
     row = await cur.fetchone()
     if row is None:
         raise WorkflowNotFound(workflow_id)
     status, owner, step_row = row[0], row[1], row[2:]
+    fence(workflow_id, owner, executor_id)
     if step_row[0] is None:
-        raise _refusal(workflow_id, status, owner, executor_id)
+        raise WorkflowNotPending(workflow_id, status)
     recorded = rows.step(step_row)
     if (recorded.kind, recorded.name) != (kind, name):
         raise StepNameMismatch(
@@ -204,7 +211,8 @@ async def record_attempt(
     if row is None:
         raise WorkflowNotFound(workflow_id)
     status, owner = row
-    raise _refusal(workflow_id, status, owner, executor_id)
+    fence(workflow_id, owner, executor_id)
+    raise WorkflowNotPending(workflow_id, status)
 
 
 async def page(

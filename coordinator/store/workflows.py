@@ -11,13 +11,13 @@ from psycopg import AsyncConnection, pq
 from psycopg_pool import AsyncConnectionPool
 
 from coordinator.errors import (
-    NotOwner,
     QueueDeduplicated,
     WorkflowNameMismatch,
     WorkflowNotFound,
 )
 from coordinator.store import rows
 from coordinator.store.records import Outcome, Payload, Status, WorkflowRecord
+from coordinator.store.steps import fence
 from coordinator.store.workers import WORK_CHANNEL
 
 WORKFLOW_CHANNEL = "durable_workflow"
@@ -234,7 +234,9 @@ async def finish(
     executor_id: str = "",
 ) -> tuple[WorkflowRecord, bool]:
     """Record the result of a PENDING workflow; the bool says it was no longer PENDING
-    (finished, cancelled...). Raises NotOwner if another executor runs it now."""
+    (finished, cancelled...). Raises NotOwner if the caller names an executor and the
+    workflow's executor is another (or none) now, whatever its status (steps.fence): a run
+    whose workflow another executor took over and finished learns it here."""
     status = Status.SUCCESS if isinstance(result, Payload) else Status.ERROR
     params = {
         "ns": namespace,
@@ -249,6 +251,5 @@ async def finish(
     if row is not None:
         return rows.workflow(row), False
     current = await get(pool, namespace, workflow_id)
-    if current.status is Status.PENDING and executor_id and current.executor_id != executor_id:
-        raise NotOwner(workflow_id)
+    fence(workflow_id, current.executor_id, executor_id)
     return current, True
