@@ -381,6 +381,20 @@ def test_a_step_attempt_of_the_executor_that_lost_the_workflow_is_refused(stub: 
     stub.RecordStepAttempt(attempt_request(workflow_id, 1, 2, new), timeout=RPC_TIMEOUT)
 
 
+def test_the_owner_repeating_a_recorded_step_attempt_changes_nothing(stub: Stub) -> None:
+    owner = executor()
+    workflow_id = owned_workflow(stub, owner)
+    for _ in range(2):  # e.g. a retry after the first call's reply was lost
+        stub.RecordStepAttempt(attempt_request(workflow_id, 1, 1, owner), timeout=RPC_TIMEOUT)
+    final = run_step_request(workflow_id, 1, "ok", owner)
+    final.attempts = 2
+    stub.RunStep(final, timeout=RPC_TIMEOUT)
+    (step,) = stub.ListSteps(
+        pb.ListStepsRequest(workflow_id=workflow_id), timeout=RPC_TIMEOUT
+    ).steps
+    assert [a.attempt for a in step.failed_attempts] == [1]
+
+
 def test_a_finish_of_the_executor_that_lost_the_workflow_is_refused(stub: Stub) -> None:
     old, new = executor(), executor()
     workflow_id = owned_workflow(stub, old)

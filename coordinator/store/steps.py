@@ -185,7 +185,9 @@ async def record_attempt(
     started_at: datetime | None = None,
     ended_at: datetime | None = None,
 ) -> None:
-    """Record a failed attempt of a step that will be retried (once per attempt)."""
+    """Record a failed attempt of a step that will be retried (once per attempt: a
+    repeat, e.g. a retry after a lost reply, changes nothing). Raises WorkflowNotFound,
+    NotOwner (see `fence`) or WorkflowNotPending."""
     params = {
         "ns": namespace,
         "wf": workflow_id,
@@ -212,7 +214,8 @@ async def record_attempt(
         raise WorkflowNotFound(workflow_id)
     status, owner = row
     fence(workflow_id, owner, executor_id)
-    raise WorkflowNotPending(workflow_id, status)
+    if status != "PENDING":
+        raise WorkflowNotPending(workflow_id, status)
 
 
 async def page(
