@@ -379,7 +379,10 @@ class StepRef(_message.Message):
     step_id: _builtins.int
     """The step's position in the calling workflow, from 1."""
     executor_id: _builtins.str
-    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
+    """The caller's worker session, if any. An executor that no longer owns
+    the calling workflow gets FAILED_PRECONDITION (NOT_OWNER), also for a
+    step already recorded (see RunStepRequest.executor_id).
+    """
     def __init__(
         self,
         *,
@@ -585,10 +588,15 @@ class RunStepRequest(_message.Message):
     (STEP_NAME_MISMATCH): the workflow is not deterministic.
     """
     executor_id: _builtins.str
-    """The caller's worker session, if it is a worker. When set and the
-    workflow now belongs to another executor, the call fails with
+    """The caller's worker session, if it is a worker. When set and it is not
+    the workflow's executor now (another executor took the workflow over,
+    or it was resumed and waits for a worker), the call fails with
     FAILED_PRECONDITION (NOT_OWNER): the caller lost the workflow and must
-    stop running it.
+    stop running it. This holds also for a step already recorded (a write
+    from an executor that no longer owns the workflow never gets
+    `already_recorded`) and whatever the workflow's status, for every write
+    that carries an executor_id (RunStep, SetEvent, Recv, Sleep,
+    RecordStepAttempt, FinishWorkflow, and a StepRef's). Empty: not fenced.
     """
     attempts: _builtins.int
     """How many attempts the step took, from 1. 0 means 1."""
@@ -636,7 +644,8 @@ class RunStepResponse(_message.Message):
     ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
     already_recorded: _builtins.bool
     """True when an outcome was already recorded and this request's was
-    discarded.
+    discarded (a replay by the workflow's executor, or by a caller naming
+    none: an executor that lost the workflow gets NOT_OWNER instead).
     """
     @_builtins.property
     def step(self) -> Global___Step:
@@ -708,7 +717,10 @@ class SetEventResponse(_message.Message):
     ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     already_recorded: _builtins.bool
-    """True when the step was already recorded (a replay): nothing was set."""
+    """True when the step was already recorded (a replay): nothing was set.
+    Never for an executor that lost the workflow (NOT_OWNER, see
+    RunStepRequest.executor_id).
+    """
     version: _builtins.int
     """The event's version after this call: 1 for the first value of the key,
     incremented by each later value. 0 when `already_recorded`.
@@ -914,7 +926,11 @@ class FinishWorkflowRequest(_message.Message):
     workflow_id: _builtins.str
     """The workflow to finish."""
     executor_id: _builtins.str
-    """The caller's worker session, if any (see RunStepRequest.executor_id)."""
+    """The caller's worker session, if any (see RunStepRequest.executor_id).
+    An executor that no longer owns the workflow gets FAILED_PRECONDITION
+    (NOT_OWNER), also when the workflow has finished since (e.g. the new
+    owner finished it).
+    """
     @_builtins.property
     def output(self) -> Global___Payload:
         """The workflow's output."""
@@ -951,7 +967,8 @@ class FinishWorkflowResponse(_message.Message):
     ALREADY_FINISHED_FIELD_NUMBER: _builtins.int
     already_finished: _builtins.bool
     """True when the workflow had already finished and this request's result
-    was discarded.
+    was discarded (for the workflow's executor, or a caller naming none: an
+    executor that lost the workflow gets NOT_OWNER instead).
     """
     @_builtins.property
     def workflow(self) -> Global___Workflow:
@@ -1734,7 +1751,8 @@ class SendResponse(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     already_sent: _builtins.bool
     """True when this send was a repeat (same idempotency key or caller step):
-    nothing new was delivered.
+    nothing new was delivered. A caller whose executor no longer owns the
+    calling workflow gets NOT_OWNER instead (see StepRef.executor_id).
     """
     @_builtins.property
     def step(self) -> Global___Step:
@@ -1809,7 +1827,8 @@ class RecvResponse(_message.Message):
     ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
     already_recorded: _builtins.bool
     """True when the step was already recorded (a replay): nothing was
-    consumed by this call.
+    consumed by this call. Never for an executor that lost the workflow
+    (NOT_OWNER, see RunStepRequest.executor_id).
     """
     @_builtins.property
     def step(self) -> Global___Step:
@@ -1879,7 +1898,10 @@ class SleepResponse(_message.Message):
     ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
     REMAINING_FIELD_NUMBER: _builtins.int
     already_recorded: _builtins.bool
-    """True when the sleep was already recorded (a replay)."""
+    """True when the sleep was already recorded (a replay). Never for an
+    executor that lost the workflow (NOT_OWNER, see
+    RunStepRequest.executor_id).
+    """
     @_builtins.property
     def step(self) -> Global___Step:
         """The step as recorded (kind SLEEP, `deadline` = the wake-up time)."""

@@ -189,7 +189,9 @@ class CoordinatorServiceServicer:
     def RunStep(self, request, context):
         """Records the outcome of step `step_id` of a workflow. First writer wins:
         when an outcome is already recorded, it is returned and the request's
-        outcome is discarded.
+        outcome is discarded. A write from an executor that no longer owns the
+        workflow gets FAILED_PRECONDITION (NOT_OWNER) instead, also for a step
+        already recorded (see RunStepRequest.executor_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

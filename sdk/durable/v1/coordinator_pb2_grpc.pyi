@@ -55,7 +55,9 @@ class CoordinatorServiceStub:
     RunStep: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RunStepRequest, _coordinator_pb2.RunStepResponse]
     """Records the outcome of step `step_id` of a workflow. First writer wins:
     when an outcome is already recorded, it is returned and the request's
-    outcome is discarded.
+    outcome is discarded. A write from an executor that no longer owns the
+    workflow gets FAILED_PRECONDITION (NOT_OWNER) instead, also for a step
+    already recorded (see RunStepRequest.executor_id).
     """
     SetEvent: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SetEventRequest, _coordinator_pb2.SetEventResponse]
     """Publishes `key` = `value` for a workflow, checkpointed as step `step_id`
@@ -187,7 +189,9 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     RunStep: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RunStepRequest, _coordinator_pb2.RunStepResponse]  # type: ignore[assignment]
     """Records the outcome of step `step_id` of a workflow. First writer wins:
     when an outcome is already recorded, it is returned and the request's
-    outcome is discarded.
+    outcome is discarded. A write from an executor that no longer owns the
+    workflow gets FAILED_PRECONDITION (NOT_OWNER) instead, also for a step
+    already recorded (see RunStepRequest.executor_id).
     """
     SetEvent: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SetEventRequest, _coordinator_pb2.SetEventResponse]  # type: ignore[assignment]
     """Publishes `key` = `value` for a workflow, checkpointed as step `step_id`
@@ -328,7 +332,9 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_coordinator_pb2.RunStepResponse, _abc.Awaitable[_coordinator_pb2.RunStepResponse]]:
         """Records the outcome of step `step_id` of a workflow. First writer wins:
         when an outcome is already recorded, it is returned and the request's
-        outcome is discarded.
+        outcome is discarded. A write from an executor that no longer owns the
+        workflow gets FAILED_PRECONDITION (NOT_OWNER) instead, also for a step
+        already recorded (see RunStepRequest.executor_id).
         """
 
     @_abc_1.abstractmethod
