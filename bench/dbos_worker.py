@@ -10,12 +10,21 @@ prints one line `BENCH_RESULT {json}` on stdout. It imports only DBOS and the st
 library (and sqlalchemy, a dependency of DBOS): it runs in DBOS's own venv, never in the
 project's, and nothing in the project imports it. Each scenario mirrors the one of the same
 name in bench/run.py (see bench/README.md).
+
+The `async_*` scenarios are the same shapes through DBOS's asyncio API: `async def`
+workflows and steps, started with `await DBOS.start_workflow_async(...)`, awaited with
+`await handle.get_result()`, events through `DBOS.set_event_async` / `DBOS.get_event_async`,
+all on one event loop (one `asyncio.run` per scenario). DBOS runs such a workflow as a task
+on the caller's loop; each of its database calls (start, step record, result) goes through
+`asyncio.to_thread` to DBOS's executor, a thread pool with no bound on its size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import resource
 import sys
 import threading
 import time
@@ -186,6 +195,172 @@ def timeout_accuracy() -> dict[str, Any]:
     return {"errors_s": errors}
 
 
+# --- the asyncio API ------------------------------------------------------------------------
+
+
+@DBOS.step()
+async def noop_async(i: int) -> int:
+    return i
+
+
+@DBOS.workflow()
+async def sequential_async(steps: int) -> None:
+    for i in range(steps):
+        start = time.perf_counter()
+        await noop_async(i)
+        STEP_SAMPLES.append(time.perf_counter() - start)
+
+
+@DBOS.workflow()
+async def one_step_async() -> int:
+    return await noop_async(1)
+
+
+@DBOS.workflow()
+async def ten_steps_async() -> int:
+    for i in range(10):
+        await noop_async(i)
+    return 10
+
+
+# The reader and the publisher share one event loop: the handshake is an asyncio.Event,
+# made inside the scenario's asyncio.run (so it belongs to that loop).
+ASYNC_EVENT_READY: list[asyncio.Event] = []
+
+
+@DBOS.workflow()
+async def publisher_async(rounds: int) -> None:
+    ready = ASYNC_EVENT_READY[0]
+    for i in range(rounds):
+        await asyncio.wait_for(ready.wait(), timeout=30)
+        ready.clear()
+        await asyncio.sleep(0.005)  # let the reader's get_event_async register its waiter
+        EVENT_SENT[i] = time.perf_counter()
+        await DBOS.set_event_async(f"k{i}", i)
+
+
+async def async_step_latency() -> dict[str, Any]:
+    await (await DBOS.start_workflow_async(sequential_async, 20)).get_result()  # warm-up
+    STEP_SAMPLES.clear()
+    await (await DBOS.start_workflow_async(sequential_async, 100)).get_result()
+    return {"samples_s": list(STEP_SAMPLES)}
+
+
+async def async_start_result() -> dict[str, Any]:
+    for _ in range(5):
+        await (await DBOS.start_workflow_async(one_step_async)).get_result()
+    samples = []
+    for _ in range(n(200, 40)):
+        start = time.perf_counter()
+        await (await DBOS.start_workflow_async(one_step_async)).get_result()
+        samples.append(time.perf_counter() - start)
+    return {"samples_s": samples}
+
+
+async def async_event_delivery() -> dict[str, Any]:
+    rounds = n(200, 40)
+    ASYNC_EVENT_READY[:] = [asyncio.Event()]
+    workflow_id = f"events-{uuid.uuid4().hex}"
+    with SetWorkflowID(workflow_id):
+        handle = await DBOS.start_workflow_async(publisher_async, rounds)
+    samples = []
+    for i in range(rounds):
+        ASYNC_EVENT_READY[0].set()
+        value = await DBOS.get_event_async(workflow_id, f"k{i}", timeout_seconds=10)
+        arrived = time.perf_counter()
+        if value != i:
+            raise RuntimeError(f"round {i}: got {value!r}")
+        samples.append(arrived - EVENT_SENT[i])
+    await handle.get_result()
+    return {"samples_s": samples[1:]}
+
+
+async def run_ten_steps_async(workflows: int) -> float:
+    """Start `workflows` ten-step workflows at once (the starts themselves concurrent, as
+    an asyncio caller would issue them), then await every result: the elapsed seconds."""
+    await (await DBOS.start_workflow_async(ten_steps_async)).get_result()  # warm-up
+    start = time.perf_counter()
+    handles = await asyncio.gather(
+        *(DBOS.start_workflow_async(ten_steps_async) for _ in range(workflows))
+    )
+    results = await asyncio.gather(*(handle.get_result() for handle in handles))
+    elapsed = time.perf_counter() - start
+    if results != [10] * workflows:
+        raise RuntimeError(f"unexpected results {sorted(set(map(repr, results)))}")
+    return elapsed
+
+
+async def async_throughput() -> dict[str, Any]:
+    workflows = n(200, 50)
+    elapsed = await run_ten_steps_async(workflows)
+    return {"workflows": workflows, "steps": workflows * 10, "elapsed_s": elapsed}
+
+
+def os_threads() -> int:
+    """This process's OS threads (the kernel's count, /proc/self/status `Threads:`)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Threads: line in /proc/self/status")
+
+
+class ThreadPeak:
+    """Samples the process's thread count every `interval` seconds from a thread of its
+    own (counted too) and keeps the peaks: the kernel's count and Python's."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.os_peak = 0
+        self.python_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thread-peak", daemon=True)
+
+    def _sample(self) -> None:
+        self.os_peak = max(self.os_peak, os_threads())
+        self.python_peak = max(self.python_peak, threading.active_count())
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> ThreadPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+async def async_throughput_2000() -> dict[str, Any]:
+    workflows = n(2000, 400)
+    with ThreadPeak() as peak:
+        elapsed = await run_ten_steps_async(workflows)
+    return {
+        "workflows": workflows,
+        "steps": workflows * 10,
+        "elapsed_s": elapsed,
+        # /proc/self/status Threads: (every OS thread, DBOS's executor threads included)
+        "threads_peak": peak.os_peak,
+        "python_threads_peak": peak.python_peak,  # threading.active_count()
+        # ru_maxrss is in KiB on Linux: the process's peak resident set, start-up included
+        "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+ASYNC_SCENARIOS = {
+    "async_step_latency": async_step_latency,
+    "async_start_result": async_start_result,
+    "async_event_delivery": async_event_delivery,
+    "async_throughput": async_throughput,
+    "async_throughput_2000": async_throughput_2000,
+}
+
+
 def main() -> None:
     scenario, database_url = sys.argv[1], sys.argv[2]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -209,6 +384,8 @@ def main() -> None:
             result = replay(database_url)
         elif scenario == "timeout_accuracy":
             result = timeout_accuracy()
+        elif scenario in ASYNC_SCENARIOS:
+            result = asyncio.run(ASYNC_SCENARIOS[scenario]())
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
     finally:
