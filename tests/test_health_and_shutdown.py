@@ -235,13 +235,13 @@ def test_sdk_call_made_while_the_coordinator_is_down_succeeds_when_it_is_back(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     retried = threading.Event()
-    pause = _retry.Backoff.pause
+    next_delay = _retry.Backoff.next_delay
 
-    def noting_pause(self: _retry.Backoff) -> bool:
+    def noting_pause(self: _retry.Backoff) -> float | None:
         retried.set()
-        return pause(self)
+        return next_delay(self)
 
-    monkeypatch.setattr(_retry.Backoff, "pause", noting_pause)
+    monkeypatch.setattr(_retry.Backoff, "next_delay", noting_pause)
     port = free_port()
     client = durable.Client(f"127.0.0.1:{port}", retry=RETRY)
     workflow_id = new_id()

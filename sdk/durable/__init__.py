@@ -16,6 +16,7 @@ url = durable.get_event(handle.workflow_id, "paymentURL", timeout=60)
 
 from durable._client import Client, configure
 from durable._connection import TLS
+from durable._core.specs import WorkflowStatus
 from durable._events import get_event, set_event, watch_event
 from durable._management import (
     FailureInfo,
@@ -40,7 +41,6 @@ from durable._steps import step
 from durable._worker import Worker
 from durable._workflow import (
     WorkflowHandle,
-    WorkflowStatus,
     current_workflow_id,
     retrieve_workflow,
     set_workflow_id,

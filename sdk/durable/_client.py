@@ -12,10 +12,18 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
 from durable._connection import TLS, open_channel
+from durable._core import calls, specs
+from durable._core.calls import (
+    CALL_TIMEOUT_SECONDS,
+    RETRY_READ,
+    RETRY_UNAVAILABLE,
+    WAIT_MARGIN_SECONDS,
+    Deadline,
+)
+from durable._core.ops import duration
 from durable._failures import CallFailed
 from durable._retry import Backoff, RetryPolicy
 from durable._stream import SessionStream
@@ -24,28 +32,8 @@ from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-# Every unary call gets this deadline unless it waits on purpose.
-CALL_TIMEOUT_SECONDS = 30.0
-# Extra transport deadline on calls that wait server-side, beyond the wait itself.
-WAIT_MARGIN_SECONDS = 10.0
 
 T = TypeVar("T")
-
-# What is retried: writes (all idempotent) and waits when the coordinator is unavailable;
-# plain reads also when their deadline passed.
-_RETRY_UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
-_RETRY_READ = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# $DURABLE_SESSION values that turn the Session stream off.
-_OFF = frozenset({"0", "false", "no", "off"})
-
-
-def _code(error: grpc.RpcError) -> grpc.StatusCode:
-    call: grpc.Call = error  # type: ignore[assignment]
-    return call.code()
-
-
-def _typed_error(error: grpc.RpcError) -> CoordinatorError:
-    return CallFailed.from_rpc_error(error).typed()
 
 
 def _call(attempt: Callable[[], T], retry: RetryPolicy, retry_on: frozenset[grpc.StatusCode]) -> T:
@@ -55,18 +43,8 @@ def _call(attempt: Callable[[], T], retry: RetryPolicy, retry_on: frozenset[grpc
     while True:
         try:
             return attempt()
-        except grpc.RpcError as error:
-            if _code(error) not in retry_on or not backoff.pause():
-                raise _typed_error(error) from None
-        except CallFailed as failure:
-            if failure.code not in retry_on or not backoff.pause():
-                raise failure.typed() from None
-
-
-def duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(int(seconds * 1e9))
-    return value
+        except (grpc.RpcError, CallFailed) as error:
+            time.sleep(calls.retry_pause(error, retry_on, backoff))
 
 
 class Client:
@@ -93,9 +71,7 @@ class Client:
         token = token or os.environ.get("DURABLE_TOKEN") or None
         self._channel = open_channel(self.target, token, tls or TLS.from_env())
         self._stub = pb_grpc.CoordinatorServiceStub(self._channel)
-        if session is None:
-            session = os.environ.get("DURABLE_SESSION", "1").strip().lower() not in _OFF
-        self._use_session = session
+        self._use_session = calls.use_session(session)
         self._stream_lock = threading.Lock()
         self._stream: SessionStream | None = None
         self._closed = False
@@ -128,7 +104,7 @@ class Client:
             return answer  # type: ignore[return-value]
 
         try:
-            return _call(attempt, self.retry, _RETRY_UNAVAILABLE)
+            return _call(attempt, self.retry, RETRY_UNAVAILABLE)
         except CoordinatorError as error:
             if error.code != grpc.StatusCode.UNIMPLEMENTED:
                 raise
@@ -148,7 +124,7 @@ class Client:
         return _call(
             lambda: method(request, timeout=timeout),
             self.retry,
-            _RETRY_READ if read else _RETRY_UNAVAILABLE,
+            RETRY_READ if read else RETRY_UNAVAILABLE,
         )
 
     def start_workflow(
@@ -167,18 +143,17 @@ class Client:
         """Start (or take over, with an `executor_id`) a workflow; `timeout` in seconds
         cancels it if it has not finished by then. With `queue_name` it is enqueued for a
         worker serving the queue; with `parent` it is started as that step's child."""
-        request = pb.StartWorkflowRequest(
-            workflow_id=workflow_id,
-            name=name,
-            input=input,
+        request = specs.start_request(
+            workflow_id,
+            name,
+            input,
             executor_id=executor_id,
+            timeout=timeout,
             queue_name=queue_name,
             priority=priority,
             deduplication_id=deduplication_id,
             parent=parent,
         )
-        if timeout is not None:
-            request.timeout.CopyFrom(duration(timeout))
         return self._hot("start_workflow", self._stub.StartWorkflow, request)
 
     def history(self, started: pb.StartWorkflowResponse) -> list[pb.Step]:
@@ -186,10 +161,7 @@ class Client:
         steps = list(started.history)
         more = started.history_truncated
         while more:
-            after = steps[-1].step_id if steps else 0
-            request = pb.ListStepsRequest(
-                workflow_id=started.workflow.workflow_id, after_step_id=after, page_size=1000
-            )
+            request = specs.history_page(started.workflow.workflow_id, steps)
             page = self._unary(self._stub.ListSteps, request, read=True)
             steps.extend(page.steps)
             more = page.has_more
@@ -211,17 +183,17 @@ class Client:
 
     def await_workflow(self, workflow_id: str, timeout: float) -> pb.AwaitWorkflowResponse:
         """Wait up to `timeout` seconds; a retry waits only for what is left of it."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
 
         def attempt() -> pb.AwaitWorkflowResponse:
-            left = max(0.0, deadline - time.monotonic())
+            left = deadline.left()
             request = pb.AwaitWorkflowRequest(workflow_id=workflow_id, timeout=duration(left))
             reply: pb.AwaitWorkflowResponse = self._stub.AwaitWorkflow(
                 request, timeout=left + WAIT_MARGIN_SECONDS
             )
             return reply
 
-        return _call(attempt, self.retry, _RETRY_UNAVAILABLE)
+        return _call(attempt, self.retry, RETRY_UNAVAILABLE)
 
     def record_step_attempt(self, request: pb.RecordStepAttemptRequest) -> None:
         self._hot("record_step_attempt", self._stub.RecordStepAttempt, request)
@@ -233,18 +205,17 @@ class Client:
     def recv(self, request: pb.RecvRequest) -> pb.RecvResponse:
         """Wait up to `request.timeout` for a message. A retry sends what is left of it,
         though the coordinator keeps the deadline the first call recorded anyway."""
-        wait = request.timeout.ToNanoseconds() / 1e9
-        deadline = time.monotonic() + wait
+        deadline = Deadline(request.timeout.ToNanoseconds() / 1e9)
 
         def attempt() -> pb.RecvResponse:
-            left = max(0.0, deadline - time.monotonic())
+            left = deadline.left()
             retry = pb.RecvRequest()
             retry.CopyFrom(request)
             retry.timeout.CopyFrom(duration(left))
             reply: pb.RecvResponse = self._stub.Recv(retry, timeout=left + WAIT_MARGIN_SECONDS)
             return reply
 
-        return _call(attempt, self.retry, _RETRY_UNAVAILABLE)
+        return _call(attempt, self.retry, RETRY_UNAVAILABLE)
 
     def sleep(self, request: pb.SleepRequest) -> pb.SleepResponse:
         return self._unary(self._stub.Sleep, request)
@@ -297,7 +268,7 @@ class Client:
         except grpc.FutureCancelledError:
             return []
         except grpc.RpcError as error:
-            raise _typed_error(error) from None
+            raise CallFailed.from_rpc_error(error).typed() from None
         return list(reply.workflows)
 
     def cancel_workflow(self, workflow_id: str) -> pb.Workflow:
@@ -359,11 +330,11 @@ class Client:
         so no value is lost or repeated across a coordinator restart. With `caller` the read
         is checkpointed as that workflow step; a retry keeps the deadline it recorded.
         """
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         after = 0
         backoff = Backoff(self.retry)
         while True:
-            left = max(0.0, deadline - time.monotonic())
+            left = deadline.left()
             request = pb.GetEventRequest(
                 workflow_id=workflow_id,
                 key=key,
@@ -381,10 +352,18 @@ class Client:
                     yield message
                 return
             except grpc.RpcError as error:
-                if _code(error) not in _RETRY_UNAVAILABLE or not backoff.pause():
-                    raise _typed_error(error) from None
+                time.sleep(calls.retry_pause(error, RETRY_UNAVAILABLE, backoff))
             finally:
                 stream.cancel()
+
+    def first_event(
+        self, workflow_id: str, key: str, timeout: float, caller: pb.StepRef | None = None
+    ) -> pb.EventValue | None:
+        """The event's value once it is set (None when `timeout` passes first)."""
+        for message in self.get_event(workflow_id, key, timeout, follow=False, caller=caller):
+            if message.HasField("event"):
+                return message.event
+        return None
 
 
 _default: Client | None = None

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from durable import _context, _payloads
+from durable import _drive, _payloads
 from durable._client import Client, default_client
+from durable._core import ops
+from durable._core.context import checkpointing, current, face_mismatch, in_step
 from durable.errors import NotInWorkflowError
-from durable.v1 import coordinator_pb2 as pb
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 
@@ -18,27 +19,16 @@ def set_event(key: str, value: Any) -> None:
 
     Checkpointed like a step: a resumed workflow does not set an older value again.
     """
-    context = _context.current()
+    context = checkpointing("set_event", is_async=False)
     if context is None:
-        raise NotInWorkflowError("set_event can only be called from a workflow")
-    if context.in_step:
-        raise NotInWorkflowError(
-            "set_event cannot be called inside a step; call it from the workflow"
-        )
-    step_id, recorded = context.next_step(pb.STEP_KIND_SET_EVENT, key)
-    if recorded is not None:
-        return
-    reply = context.client.set_event(
-        pb.SetEventRequest(
-            workflow_id=context.workflow_id,
-            step_id=step_id,
-            key=key,
-            value=_payloads.encode(value),
-            executor_id=context.executor_id,
-        )
-    )
-    if reply.already_recorded:
-        context.check_owner()
+        raise set_event_outside(in_step())
+    _drive.run(ops.set_event(context, key, value), context.client)
+
+
+def set_event_outside(inside_step: bool) -> NotInWorkflowError:
+    if inside_step:
+        return ops.not_in_step("set_event")
+    return NotInWorkflowError("set_event can only be called from a workflow")
 
 
 def get_event(
@@ -57,23 +47,11 @@ def get_event(
     workflow gets the value it read the first time (or None) back at once, and the
     timeout counts from the first call. It is recorded through the workflow's own client.
     """
-    context = _context.current()
-    caller = None
-    if context is not None and not context.in_step:
-        step_id, recorded = context.next_step(pb.STEP_KIND_GET_EVENT, key)
-        if recorded is not None:
-            return None if recorded.timed_out else _payloads.decode(recorded.output)
-        client = context.client
-        caller = pb.StepRef(
-            workflow_id=context.workflow_id, step_id=step_id, executor_id=context.executor_id
-        )
-    stream = (client or default_client()).get_event(
-        workflow_id, key, timeout, follow=False, caller=caller
-    )
-    for message in stream:
-        if message.HasField("event"):
-            return _payloads.decode(message.event.value)
-    return None
+    context = checkpointing("get_event", is_async=False)
+    if context is not None:
+        return _drive.run(ops.read_event(context, workflow_id, key, timeout), context.client)
+    event = (client or default_client()).first_event(workflow_id, key, timeout)
+    return None if event is None else _payloads.decode(event.value)
 
 
 def watch_event(
@@ -89,6 +67,8 @@ def watch_event(
     coordinator restarts meanwhile, the watch reconnects (see `RetryPolicy`) and goes on
     after the last value it yielded: none is lost or repeated.
     """
+    if (context := current()) is not None and context.is_async and not in_step():
+        raise face_mismatch("watch_event", workflow_is_async=True)
     for message in (client or default_client()).get_event(workflow_id, key, timeout, follow=True):
         if message.HasField("event"):
             yield _payloads.decode(message.event.value)

@@ -13,8 +13,9 @@ from google.protobuf import timestamp_pb2
 
 from durable import _payloads
 from durable._client import Client, default_client
-from durable._context import STEP_KINDS, StepKind
-from durable._workflow import WorkflowHandle, WorkflowStatus
+from durable._core.context import STEP_KINDS, StepKind
+from durable._core.specs import WorkflowStatus
+from durable._workflow import WorkflowHandle
 from durable.v1 import coordinator_pb2 as pb
 
 # The most the coordinator returns per page (ListWorkflows, ListSteps).

@@ -23,16 +23,10 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from durable import _context
-from durable._client import Client, default_client, duration
-from durable._workflow import (
-    EnqueueOptions,
-    QueueStart,
-    WorkflowHandle,
-    _begin,
-    next_enqueue_options,
-    spec_of,
-)
+from durable._client import Client, default_client
+from durable._core.ops import duration
+from durable._core.specs import EnqueueOptions, QueueStart, next_enqueue_options, spec_of
+from durable._workflow import WorkflowHandle, begin
 from durable.v1 import coordinator_pb2 as pb
 
 P = ParamSpec("P")
@@ -113,12 +107,7 @@ class Queue:
         step (the enqueued workflow is its child): a replay gets the same workflow back.
         Raises QueueDeduplicatedError when the deduplication ID is taken.
         """
-        spec = spec_of(fn)
-        context = _context.current()
-        client = context.client if context is not None else default_client()
-        options = next_enqueue_options.get() or EnqueueOptions()
-        queue = QueueStart(self.name, options.priority, options.deduplication_id)
-        started, _ = _begin(client, spec, args, kwargs, queue)
+        client, started = begin(spec_of(fn), args, kwargs, QueueStart.on(self.name))
         return WorkflowHandle(started.workflow.workflow_id, client)
 
 

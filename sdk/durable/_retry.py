@@ -39,7 +39,7 @@ class RetryPolicy:
 
 
 class Backoff:
-    """One call's retry state under a policy."""
+    """One call's retry state under a policy. Says how long to pause; the face pauses."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
@@ -51,14 +51,14 @@ class Backoff:
         self._give_up_at = None
         self._delay = self._policy.initial_backoff_seconds
 
-    def pause(self) -> bool:
-        """Sleep before the next attempt; False (without sleeping) if the budget is spent."""
+    def next_delay(self) -> float | None:
+        """The pause before the next attempt; None if the budget is spent."""
         now = time.monotonic()
         if self._give_up_at is None:
             self._give_up_at = now + self._policy.total_seconds
         left = self._give_up_at - now
         if left <= 0:
-            return False
-        time.sleep(min(left, random.uniform(self._delay / 2, self._delay)))
+            return None
+        delay = min(left, random.uniform(self._delay / 2, self._delay))
         self._delay = min(self._delay * self._policy.multiplier, self._policy.max_backoff_seconds)
-        return True
+        return delay

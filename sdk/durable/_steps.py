@@ -1,111 +1,22 @@
-"""Steps: the decorator, and running a step inside a workflow (replaying its record, or
-running it with retries and recording its outcome)."""
+"""Steps: the decorator, for plain and `async def` functions. The step itself (replaying
+its record, or running it with retries and recording its outcome) is `_core.ops.step`."""
 
 from __future__ import annotations
 
 import functools
-import time
+import inspect
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import ParamSpec, TypeVar, overload
 
-from google.protobuf import timestamp_pb2
-
-from durable import _context, _payloads
+from durable import _drive
+from durable._aio import drive as _aio_drive
+from durable._core import ops
+from durable._core.context import current, in_step
 from durable._step_retry import StepRetry
-from durable.errors import PayloadError
-from durable.v1 import coordinator_pb2 as pb
+from durable.errors import DurableError
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _now() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(time.time_ns())
-    return stamp
-
-
-def _attempt(
-    context: _context.WorkflowContext, call: Callable[[], Any]
-) -> tuple[pb.Payload | None, Exception | None]:
-    """Run the step's function once: its encoded output, or the exception it raised."""
-    context.in_step = True
-    try:
-        return _payloads.encode(call()), None
-    except PayloadError:
-        raise
-    except Exception as exc:
-        return None, exc
-    finally:
-        context.in_step = False
-
-
-def _run_new_step(
-    context: _context.WorkflowContext,
-    step_id: int,
-    name: str,
-    call: Callable[[], Any],
-    retry: StepRetry | None,
-) -> pb.Step:
-    """Run a step that has no record yet (retrying as `retry` says) and record its outcome.
-
-    Returns the step as recorded, which is another run's outcome if one recorded first; a
-    fresh exception of this run is raised as itself.
-    """
-    attempt = 1
-    while True:
-        started = _now()
-        output, raised = _attempt(context, call)
-        if raised is None or retry is None or not retry.retries(raised, attempt):
-            break
-        context.client.record_step_attempt(
-            pb.RecordStepAttemptRequest(
-                workflow_id=context.workflow_id,
-                step_id=step_id,
-                name=name,
-                attempt=attempt,
-                error=_payloads.failure(raised),
-                start_time=started,
-                end_time=_now(),
-                executor_id=context.executor_id,
-            )
-        )
-        time.sleep(retry.delay(attempt))
-        attempt += 1
-    request = pb.RunStepRequest(
-        workflow_id=context.workflow_id,
-        step_id=step_id,
-        name=name,
-        executor_id=context.executor_id,
-        start_time=started,
-        attempts=attempt,
-    )
-    if raised is not None:
-        request.error.CopyFrom(_payloads.failure(raised))
-    else:
-        assert output is not None
-        request.output.CopyFrom(output)
-    reply = context.client.run_step(request)
-    if reply.already_recorded:
-        context.check_owner()
-    elif raised is not None:
-        raise raised
-    return reply.step
-
-
-def run_step(
-    context: _context.WorkflowContext,
-    name: str,
-    call: Callable[[], Any],
-    retry: StepRetry | None = None,
-) -> Any:
-    """The step's output (or its error raised), from its record or from running it now."""
-    step_id, recorded = context.next_step(pb.STEP_KIND_STEP, name)
-    if recorded is None:
-        recorded = _run_new_step(context, step_id, name, call, retry)
-    if recorded.HasField("error"):
-        raise _payloads.exception(recorded.error)
-    return _payloads.decode(recorded.output)
 
 
 @overload
@@ -128,21 +39,39 @@ def step(
     (a tuple comes back as a list), on the first run as on replays. `retry` (a
     `StepRetry`) retries the function when it raises, recording each failed attempt.
     Outside a workflow, or inside another step, the function simply runs (once).
+
+    An `async def` step is awaited in an `async def` workflow; it takes its step position
+    when it is called, so `asyncio.gather(a(), b())` replays deterministically. A plain
+    step runs in an async workflow through `await durable.aio.run_step(fn, ...)`.
     """
     if retry is not None and not isinstance(retry, StepRetry):
         raise TypeError(f"retry must be a durable.StepRetry, not {type(retry).__name__}")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if not callable(fn):
+            raise TypeError(f"@durable.step decorates a function, not {fn!r}")
         step_name = name or fn.__qualname__
+        if inspect.iscoroutinefunction(fn):
+            wrapped: Callable[P, R] = _aio_drive.async_step(fn, step_name, retry)
+            return wrapped
 
         @functools.wraps(fn)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            context = _context.current()
-            if context is None or context.in_step:
+            context = current()
+            if context is None or in_step():
                 return fn(*args, **kwargs)
-            result: R = run_step(context, step_name, lambda: fn(*args, **kwargs), retry)
+            if context.is_async:
+                raise DurableError(
+                    f"step {step_name!r} is a plain function called in an async workflow,"
+                    f" where it would block the event loop: use"
+                    f" `await durable.aio.run_step({fn.__name__}, ...)` (it runs in a"
+                    " thread pool), or make the step `async def`"
+                )
+            op = ops.step(context, step_name, retry)
+            result: R = _drive.run(op, context.client, lambda: fn(*args, **kwargs))
             return result
 
+        run.__durable_step__ = (step_name, retry)  # type: ignore[attr-defined]
         return run
 
     return decorate(fn) if fn is not None else decorate

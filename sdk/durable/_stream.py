@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.message import Message
 
+from durable._core import batching
 from durable._failures import CallFailed
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
@@ -51,11 +52,6 @@ class _Slot:
         return self._ready.acquire(timeout=max(0.0, timeout))
 
 
-# A message stops growing past this many bytes (a larger request goes alone), well inside
-# gRPC's message size limit.
-MAX_BATCH_BYTES = 1 << 20
-
-
 class SessionStream:
     """One open BatchedSession stream. Once broken it stays broken; the Client opens another."""
 
@@ -80,15 +76,13 @@ class SessionStream:
         """Send `request` as the SessionRequest `field` and wait up to `timeout` seconds
         for its response; raises CallFailed (the call's error, or UNAVAILABLE when the
         stream broke, or DEADLINE_EXCEEDED)."""
-        wrapped = pb.SessionRequest()
-        getattr(wrapped, field).CopyFrom(request)
         slot = _Slot()
         with self._lock:
             if self._broken is not None:
                 raise self._broken
-            request_id = wrapped.request_id = next(self._ids)
+            request_id = next(self._ids)
             self._pending[request_id] = slot
-        self._outgoing.put(wrapped)
+        self._outgoing.put(batching.wrap(field, request, request_id))
         if not slot.wait(timeout):
             with self._lock:
                 mine = self._pending.pop(request_id, None)
@@ -98,17 +92,8 @@ class SessionStream:
             slot.wait(timeout=60.0)  # answered just now: set() has released or will at once
         if slot.failure is not None:
             raise slot.failure
-        response = slot.response
-        assert response is not None
-        result = response.WhichOneof("result")
-        if result == "error":
-            raise CallFailed.from_call_error(response.error)
-        if result != field:
-            raise CallFailed(
-                grpc.StatusCode.INTERNAL, f"session response carries {result}, not {field}"
-            )
-        answer: Message = getattr(response, field)
-        return answer
+        assert slot.response is not None
+        return batching.answer(slot.response, field)
 
     def close(self) -> None:
         """Cancel the stream; calls still waiting fail with CANCELLED."""
@@ -124,11 +109,9 @@ class SessionStream:
             carried = None
             if request is None:
                 return
-            batch = pb.BatchedSessionRequest()
-            batch.calls.append(request)
-            size = request.ByteSize()
+            batch = batching.Batch(request)
             ended = False
-            while size < MAX_BATCH_BYTES:
+            while True:
                 try:
                     request = self._outgoing.get_nowait()
                 except queue.Empty:
@@ -136,16 +119,15 @@ class SessionStream:
                 if request is None:
                     ended = True
                     break
-                size += request.ByteSize()
-                if size > MAX_BATCH_BYTES:
+                if not batch.add(request):
                     carried = request  # would overflow this message: first of the next
                     break
-                batch.calls.append(request)
-            yield batch
+            yield batch.message
             if ended:
                 return
 
     def _read(self) -> None:
+        error: grpc.RpcError | None = None
         try:
             for message in self._responses:
                 for response in message.results:
@@ -153,15 +135,9 @@ class SessionStream:
                         slot = self._pending.pop(response.request_id, None)
                     if slot is not None:
                         slot.set(response, None)
-            # The coordinator only ends a stream we did not half-close by failing it.
-            failure = CallFailed(grpc.StatusCode.UNAVAILABLE, "session stream ended")
-        except grpc.RpcError as error:
-            failure = CallFailed.from_rpc_error(error)
-            if failure.code == grpc.StatusCode.CANCELLED:
-                # Not by close() (that breaks the stream first, so this is ignored): the
-                # coordinator cut the stream off, e.g. at the end of its shutdown grace.
-                failure = CallFailed(grpc.StatusCode.UNAVAILABLE, failure.message)
-        self._break(failure)
+        except grpc.RpcError as failed:
+            error = failed
+        self._break(batching.stream_failure(error))
 
     def _break(self, failure: CallFailed) -> None:
         """Fail every waiting call with `failure` (and every later one), stop sending."""

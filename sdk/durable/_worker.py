@@ -67,10 +67,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from durable import _context, _session
+from durable import _running, _session
 from durable._client import Client, default_client
+from durable._core.specs import Started, WorkflowSpec, spec_of
 from durable._queues import Queue, queue_names
-from durable._workflow import WorkflowSpec, execute, log_stopped, spec_of
+from durable._workflow import execute, log_stopped
 from durable.errors import (
     CoordinatorError,
     CoordinatorUnavailableError,
@@ -352,7 +353,7 @@ class Worker:
                         continue
                     with self._lock:
                         mine = workflow.workflow_id in self._running.values()
-                    if not mine and not _context.running_here(workflow.workflow_id):
+                    if not mine and not _running.running_here(workflow.workflow_id):
                         self._launch(workflow)
                 if not reply.next_page_token:
                     break
@@ -400,10 +401,10 @@ class Worker:
         pause = _ERROR_PAUSE_SECONDS
         while True:
             try:
-                started = self._client.start_workflow(
+                reply = self._client.start_workflow(
                     workflow_id, workflow.name, workflow.input, executor_id=self.executor_id
                 )
-                execute(self._client, spec, started, self.executor_id)
+                execute(self._client, spec, Started(reply, self.executor_id))
                 log.info("workflow %s finished", workflow_id)
                 return
             except (WorkflowOwnershipLostError, WorkflowNotPendingError) as exc:

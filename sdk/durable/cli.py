@@ -35,10 +35,10 @@ from typing import Any, NoReturn, TextIO
 from durable import _management, _payloads
 from durable._client import Client
 from durable._connection import TLS
+from durable._core.specs import WorkflowStatus
 from durable._management import FailureInfo, StepInfo, WorkflowInfo
 from durable._payloads import RawPayload
 from durable._retry import RetryPolicy
-from durable._workflow import WorkflowStatus
 from durable.errors import (
     CoordinatorUnavailableError,
     DurableError,

@@ -1,0 +1,144 @@
+"""The state of one running workflow: its ID, the worker session running it, its replay
+history and the position of the next step. No I/O: the face that runs the workflow keeps
+its client here, and only that face calls it."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+
+from durable.errors import DurableError, NonDeterminismError, WorkflowOwnershipLostError
+from durable.v1 import coordinator_pb2 as pb
+
+# How a step's kind is named to users: in StepInfo (list_steps) and in error messages.
+StepKind = Literal["step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow"]
+STEP_KINDS: dict[int, StepKind] = {
+    pb.STEP_KIND_STEP: "step",
+    pb.STEP_KIND_SET_EVENT: "set_event",
+    pb.STEP_KIND_SLEEP: "sleep",
+    pb.STEP_KIND_SEND: "send",
+    pb.STEP_KIND_RECV: "recv",
+    pb.STEP_KIND_GET_EVENT: "get_event",
+    pb.STEP_KIND_START_WORKFLOW: "start_workflow",
+}
+
+
+@dataclass
+class WorkflowContext:
+    workflow_id: str
+    # The face's client (durable.Client or durable.aio.AsyncClient) the run talks through.
+    # The core never calls it; it is here so that operations find the run's own client.
+    client: Any
+    # Whether the workflow is an `async def` run by the async face: operations check that
+    # they are called through the matching face, rather than block its event loop.
+    is_async: bool = False
+    # Recorded steps by position; consumed as the replay passes them.
+    history: dict[int, pb.Step] = field(default_factory=dict)
+    # The worker session running the workflow ('' when not run by a worker). Every write
+    # carries it, so the coordinator refuses them once another worker has taken over.
+    executor_id: str = ""
+    last_step_id: int = 0
+
+    def next_step(self, kind: pb.StepKind.ValueType, name: str) -> tuple[int, pb.Step | None]:
+        """Claim the next position; return it with its recorded step, if any.
+
+        Positions are claimed in call order, which is what makes a replay find each
+        operation's record: in async code an operation claims its position when it is
+        called, not when it is awaited, so `asyncio.gather(a(), b())` numbers a before b.
+        Raises NonDeterminismError when a different operation was recorded there.
+        """
+        self.last_step_id += 1
+        step_id = self.last_step_id
+        recorded = self.history.pop(step_id, None)
+        if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} step {step_id} was recorded as "
+                f"{STEP_KINDS.get(recorded.kind, '?')} {recorded.name!r}, but the replay "
+                f"asked for {STEP_KINDS[kind]} {name!r}: the workflow is not deterministic",
+                code=grpc.StatusCode.FAILED_PRECONDITION,
+            )
+        return step_id, recorded
+
+    def caller(self, step_id: int) -> pb.StepRef:
+        """The reference to this run's step `step_id`, for calls checkpointed as it."""
+        return pb.StepRef(
+            workflow_id=self.workflow_id, step_id=step_id, executor_id=self.executor_id
+        )
+
+
+def ownership_lost(workflow_id: str) -> WorkflowOwnershipLostError:
+    return WorkflowOwnershipLostError(
+        f"workflow {workflow_id!r} is now run by another executor; stop running it",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        {"workflow_id": workflow_id},
+    )
+
+
+_current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
+    "durable_workflow", default=None
+)
+# True while a step's function runs: operations inside it are not checkpointed. A context
+# variable, not a field of the shared WorkflowContext, so that one step running in an
+# async workflow does not make its siblings (gathered beside it) look inside a step.
+_in_step: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_in_step", default=False)
+
+
+def current() -> WorkflowContext | None:
+    """The workflow running in this thread or task, or None outside workflows."""
+    return _current.get()
+
+
+def enter(context: WorkflowContext) -> contextvars.Token[WorkflowContext | None]:
+    return _current.set(context)
+
+
+def leave(token: contextvars.Token[WorkflowContext | None]) -> None:
+    _current.reset(token)
+
+
+def in_step() -> bool:
+    """Whether a step's function is running here (in this thread or task)."""
+    return _in_step.get()
+
+
+@contextlib.contextmanager
+def stepping() -> Iterator[None]:
+    """Mark the block as a step's function running."""
+    token = _in_step.set(True)
+    try:
+        yield
+    finally:
+        _in_step.reset(token)
+
+
+def checkpointing(operation: str, *, is_async: bool) -> WorkflowContext | None:
+    """The workflow whose step `operation` will be, from the face that is `is_async`; None
+    outside workflows and inside steps (where operations are plain calls).
+
+    Raises DurableError when the workflow belongs to the other face: a sync operation in
+    an `async def` workflow would block its event loop, an awaited one in a sync workflow
+    has no loop to run on.
+    """
+    context = _current.get()
+    if context is None or _in_step.get():
+        return None
+    if context.is_async != is_async:
+        raise face_mismatch(operation, workflow_is_async=context.is_async)
+    return context
+
+
+def face_mismatch(operation: str, *, workflow_is_async: bool) -> DurableError:
+    if workflow_is_async:
+        return DurableError(
+            f"{operation} was called through the sync API inside an async workflow, where it"
+            f" would block the event loop: use `await durable.aio.{operation}(...)`"
+        )
+    return DurableError(
+        f"durable.aio.{operation} was called inside a sync workflow: use"
+        f" `durable.{operation}(...)`, or make the workflow `async def`"
+    )

@@ -1,0 +1,305 @@
+"""Workflows as data: their specs, the options a start takes from the caller's context,
+what a start request holds (also for a child, checkpointed as its parent's step), and what
+a finished workflow's record means."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from durable import _payloads
+from durable._core import ops
+from durable._core.context import WorkflowContext, enter, leave
+from durable.errors import (
+    DurableError,
+    NonDeterminismError,
+    PayloadError,
+    WorkflowCancelledError,
+    WorkflowDeadLetterError,
+    WorkflowNotPendingError,
+)
+from durable.v1 import coordinator_pb2 as pb
+
+# The longest workflow timeout the coordinator accepts (a year).
+MAX_TIMEOUT_SECONDS = 365 * 24 * 3600.0
+
+
+class WorkflowStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    DEAD_LETTER = "DEAD_LETTER"
+    ENQUEUED = "ENQUEUED"
+
+
+def status_of(value: pb.WorkflowStatus.ValueType) -> WorkflowStatus:
+    return WorkflowStatus(pb.WorkflowStatus.Name(value).removeprefix("WORKFLOW_STATUS_"))
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    name: str
+    fn: Callable[..., Any]
+    # Seconds after its start at which the coordinator cancels it; None: never.
+    timeout: float | None = None
+    # An `async def` workflow, run by the async face (durable.aio).
+    is_async: bool = False
+
+
+def spec_of(fn: Callable[..., Any]) -> WorkflowSpec:
+    spec = getattr(fn, "__durable_workflow__", None)
+    if not isinstance(spec, WorkflowSpec):
+        raise DurableError(f"{fn!r} is not a workflow: decorate it with @durable.workflow")
+    return spec
+
+
+def check_timeout(seconds: float | None) -> float | None:
+    if seconds is not None and not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"a workflow timeout must be 0 < seconds <= {MAX_TIMEOUT_SECONDS:.0f}")
+    return seconds
+
+
+# --- start options, from the caller's context ---------------------------------------------
+
+next_workflow_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "durable_next_workflow_id", default=None
+)
+# Unset (the decorator's default applies), or the timeout to start with (None: no timeout).
+UNSET = object()
+next_timeout: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "durable_next_workflow_timeout", default=UNSET
+)
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """How `Queue.enqueue` calls in a `set_enqueue_options` block enqueue."""
+
+    priority: int = 0
+    deduplication_id: str = ""
+
+
+next_enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
+    "durable_next_enqueue_options", default=None
+)
+
+
+@dataclass(frozen=True)
+class QueueStart:
+    """Enqueue the workflow being started on this queue."""
+
+    name: str
+    priority: int = 0
+    deduplication_id: str = ""
+
+    @classmethod
+    def on(cls, queue_name: str) -> QueueStart:
+        """Onto `queue_name`, with the options of an enclosing `set_enqueue_options` block."""
+        options = next_enqueue_options.get() or EnqueueOptions()
+        return cls(queue_name, options.priority, options.deduplication_id)
+
+
+@contextlib.contextmanager
+def running(context: WorkflowContext) -> Iterator[None]:
+    """Run a workflow body in this block: its context entered, and the start options of an
+    enclosing block (e.g. the caller's set_workflow_id, when a child runs inline in its
+    parent) cleared, since they are for that block's own start, not this body's."""
+    token = enter(context)
+    reset = (
+        next_workflow_id.set(None),
+        next_timeout.set(UNSET),
+        next_enqueue_options.set(None),
+    )
+    try:
+        yield
+    finally:
+        next_enqueue_options.reset(reset[2])
+        next_timeout.reset(reset[1])
+        next_workflow_id.reset(reset[0])
+        leave(token)
+
+
+# --- starting -----------------------------------------------------------------------------
+
+
+def child_workflow_id(parent_id: str, step_id: int) -> str:
+    """The ID of the child a workflow starts at `step_id` without `set_workflow_id`: the
+    same on every replay. Kept within the 256 characters a workflow ID may have."""
+    suffix = f"-{step_id}"
+    if len(parent_id) + len(suffix) <= 256:
+        return parent_id + suffix
+    digest = hashlib.sha256(parent_id.encode()).hexdigest()[:16]
+    return f"{parent_id[:200]}-{digest}{suffix}"
+
+
+def start_request(
+    workflow_id: str,
+    name: str,
+    input: pb.Payload,
+    *,
+    executor_id: str = "",
+    timeout: float | None = None,
+    queue_name: str = "",
+    priority: int = 0,
+    deduplication_id: str = "",
+    parent: pb.StepRef | None = None,
+) -> pb.StartWorkflowRequest:
+    """The StartWorkflow request of a client's `start_workflow` (same arguments)."""
+    request = pb.StartWorkflowRequest(
+        workflow_id=workflow_id,
+        name=name,
+        input=input,
+        executor_id=executor_id,
+        queue_name=queue_name,
+        priority=priority,
+        deduplication_id=deduplication_id,
+        parent=parent,
+    )
+    if timeout is not None:
+        request.timeout.CopyFrom(ops.duration(timeout))
+    return request
+
+
+def _start(
+    workflow_id: str,
+    spec: WorkflowSpec,
+    input: pb.Payload,
+    executor_id: str,
+    timeout: float | None,
+    queue: QueueStart | None,
+    parent: pb.StepRef | None = None,
+) -> ops.Call:
+    """The client call that starts the workflow (see `start_request` for its arguments)."""
+    options: dict[str, Any] = {"executor_id": executor_id, "timeout": timeout, "parent": parent}
+    if queue is not None:
+        options.update(
+            queue_name=queue.name, priority=queue.priority, deduplication_id=queue.deduplication_id
+        )
+    return ops.Call("start_workflow", (workflow_id, spec.name, input), options)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A started (or found) workflow and the worker session it runs under."""
+
+    reply: pb.StartWorkflowResponse
+    executor_id: str
+
+    @property
+    def workflow(self) -> pb.Workflow:
+        return self.reply.workflow
+
+
+def begin(
+    context: WorkflowContext | None,
+    spec: WorkflowSpec,
+    args: Any,
+    kwargs: Any,
+    *,
+    session_executor: str = "",
+    queue: QueueStart | None = None,
+) -> ops.Op[Started]:
+    """Start (or find) the workflow.
+
+    Inside a workflow (`context`) this starts a child, checkpointed as the parent's next
+    step: a replay gets the same child back. Outside one it runs under
+    `session_executor`, the worker session of this process on the same client ('' if
+    none). With `queue` the workflow is enqueued instead ('' session).
+    """
+    input = _payloads.encode({"args": list(args), "kwargs": kwargs})
+    chosen = next_timeout.get()
+    timeout = spec.timeout if chosen is UNSET else chosen
+    assert timeout is None or isinstance(timeout, float | int)
+    if context is None:
+        # The ID is chosen here, not by the coordinator, so a retried start is idempotent.
+        workflow_id = next_workflow_id.get() or str(uuid.uuid4())
+        # Under a worker started in this process, the workflow is that worker's: if the
+        # process dies, another worker recovers it. A queued one is its queue's to run.
+        executor_id = "" if queue else session_executor
+        call = _start(workflow_id, spec, input, executor_id, timeout, queue)
+        return Started((yield call), executor_id)
+    step_id, recorded = context.next_step(pb.STEP_KIND_START_WORKFLOW, spec.name)
+    chosen_id = next_workflow_id.get()
+    if recorded is not None:
+        workflow_id = _payloads.decode(recorded.output)
+        if chosen_id and chosen_id != workflow_id:
+            raise NonDeterminismError(
+                f"workflow {context.workflow_id!r} step {step_id} started child"
+                f" {workflow_id!r}, but the replay asked for {chosen_id!r}:"
+                " the workflow is not deterministic",
+                code=grpc.StatusCode.FAILED_PRECONDITION,
+            )
+    else:
+        workflow_id = chosen_id or child_workflow_id(context.workflow_id, step_id)
+    # The child runs under the parent's session, so a worker recovering the parent's work
+    # after a crash recovers the child's too.
+    executor_id = "" if queue else context.executor_id
+    call = _start(workflow_id, spec, input, executor_id, timeout, queue, context.caller(step_id))
+    return Started((yield call), executor_id)
+
+
+def run_elsewhere(started: Started) -> bool:
+    """Whether a started child is not this caller's to run: it is waiting for a worker,
+    finished, or another live session runs it (e.g. a worker recovered it); then the
+    caller awaits its result instead of running it."""
+    workflow = started.workflow
+    return (
+        workflow.status != pb.WORKFLOW_STATUS_PENDING or workflow.executor_id != started.executor_id
+    )
+
+
+def restart(started: Started, spec: WorkflowSpec) -> ops.Op[Started]:
+    """Start the workflow again, to pick up the records another run here just left."""
+    workflow = started.workflow
+    call = _start(workflow.workflow_id, spec, workflow.input, started.executor_id, None, None)
+    return Started((yield call), started.executor_id)
+
+
+def workflow_input(workflow: pb.Workflow) -> tuple[list[Any], dict[str, Any]]:
+    """The recorded arguments of a workflow started by this SDK."""
+    recorded = _payloads.decode(workflow.input)
+    try:
+        return recorded["args"], recorded["kwargs"]
+    except (TypeError, KeyError):
+        raise PayloadError(
+            f"workflow {workflow.workflow_id!r} input is not {{'args': [...], 'kwargs': {{}}}}"
+        ) from None
+
+
+def history_page(workflow_id: str, steps: list[pb.Step]) -> pb.ListStepsRequest:
+    """The request for the page of history after `steps` (those had so far)."""
+    after = steps[-1].step_id if steps else 0
+    return pb.ListStepsRequest(workflow_id=workflow_id, after_step_id=after, page_size=1000)
+
+
+def recorded_result(workflow: pb.Workflow) -> Any:
+    """A finished workflow's output, or why there is none raised: its recorded error,
+    WorkflowCancelledError, WorkflowDeadLetterError, or WorkflowNotPendingError for one
+    that is not finished (it was resumed elsewhere)."""
+    status = workflow.status
+    if status == pb.WORKFLOW_STATUS_SUCCESS:
+        return _payloads.decode(workflow.output)
+    if status == pb.WORKFLOW_STATUS_ERROR:
+        raise _payloads.exception(workflow.error)
+    if status == pb.WORKFLOW_STATUS_DEAD_LETTER:
+        raise WorkflowDeadLetterError(workflow.workflow_id, workflow.recovery_attempts)
+    label = status_of(status).value
+    cls = (
+        WorkflowCancelledError
+        if status == pb.WORKFLOW_STATUS_CANCELLED
+        else WorkflowNotPendingError
+    )
+    raise cls(
+        f"workflow {workflow.workflow_id!r} is {label}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        {"workflow_id": workflow.workflow_id, "status": label},
+    )
