@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -209,9 +208,7 @@ class Client:
 
         def attempt() -> pb.RecvResponse:
             left = deadline.left()
-            retry = pb.RecvRequest()
-            retry.CopyFrom(request)
-            retry.timeout.CopyFrom(duration(left))
+            retry = calls.recv_retry(request, left)
             reply: pb.RecvResponse = self._stub.Recv(retry, timeout=left + WAIT_MARGIN_SECONDS)
             return reply
 
@@ -228,13 +225,7 @@ class Client:
         lease: float,
         queues: list[str] | None = None,
     ) -> pb.HeartbeatResponse:
-        request = pb.HeartbeatRequest(
-            executor_id=executor_id,
-            worker_name=worker_name,
-            workflow_names=workflow_names,
-            lease=duration(lease),
-            queues=queues or [],
-        )
+        request = calls.heartbeat_request(executor_id, worker_name, workflow_names, lease, queues)
         return self._unary(self._stub.Heartbeat, request)
 
     def configure_queue(self, queue: pb.QueueConfig) -> pb.QueueConfig:
@@ -282,13 +273,8 @@ class Client:
     def fork_workflow(
         self, workflow_id: str, start_step_id: int, new_workflow_id: str = ""
     ) -> pb.Workflow:
-        """Fork from `start_step_id`; the new ID is generated here when not given, so a
-        retried call cannot fork twice."""
-        request = pb.ForkWorkflowRequest(
-            workflow_id=workflow_id,
-            start_step_id=start_step_id,
-            new_workflow_id=new_workflow_id or str(uuid.uuid4()),
-        )
+        """Fork from `start_step_id` (see `calls.fork_request`)."""
+        request = calls.fork_request(workflow_id, start_step_id, new_workflow_id)
         return self._unary(self._stub.ForkWorkflow, request).workflow
 
     def list_workflows(self, request: pb.ListWorkflowsRequest) -> pb.ListWorkflowsResponse:
@@ -335,13 +321,8 @@ class Client:
         backoff = Backoff(self.retry)
         while True:
             left = deadline.left()
-            request = pb.GetEventRequest(
-                workflow_id=workflow_id,
-                key=key,
-                timeout=duration(left),
-                follow=follow,
-                after_version=after,
-                caller=caller,
+            request = calls.get_event_request(
+                workflow_id, key, left, follow=follow, after_version=after, caller=caller
             )
             stream = self._stub.GetEvent(request, timeout=left + WAIT_MARGIN_SECONDS)
             try:

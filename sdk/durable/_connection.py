@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import grpc.aio
 import grpc.experimental
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -56,21 +57,23 @@ class TLS:
         )
 
 
-def open_channel(target: str, token: str | None, tls: TLS | None) -> grpc.Channel:
-    """A channel to `target`. A token is sent as `authorization: Bearer <token>`: over TLS,
-    or in plaintext only to a local target (loopback or unix socket), which gRPC enforces."""
-    options: list[tuple[str, str | int]] = [
+def _options() -> list[tuple[str, str | int]]:
+    return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # While the coordinator is down gRPC waits longer and longer between connection
         # attempts (up to 2 minutes by default); cap it so a retrying call (RetryPolicy)
         # notices within seconds that the coordinator is back.
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
-        # GetEvent streams are read by the thread that iterates them, not handed over from
-        # gRPC's channel thread: one thread wake-up less per value, which on the benchmark
-        # box took event delivery from 2.8-3.3 ms to 2.2-2.4 ms (bench/README.md).
-        (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
     ]
+
+
+def _credentials(
+    target: str, token: str | None, tls: TLS | None, options: list[tuple[str, str | int]]
+) -> grpc.ChannelCredentials | None:
+    """The channel's credentials (None: plaintext). A token is sent as `authorization:
+    Bearer <token>`: over TLS, or in plaintext only to a local target (loopback or unix
+    socket), which gRPC enforces."""
     if tls is not None:
         credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.client_key, tls.client_cert)
         if tls.server_name:
@@ -83,9 +86,31 @@ def open_channel(target: str, token: str | None, tls: TLS | None) -> grpc.Channe
         )
         credentials = grpc.local_channel_credentials(local)
     else:
-        return grpc.insecure_channel(target, options=options)
+        return None
     if token is not None:
         credentials = grpc.composite_channel_credentials(
             credentials, grpc.access_token_call_credentials(token)
         )
+    return credentials
+
+
+def open_channel(target: str, token: str | None, tls: TLS | None) -> grpc.Channel:
+    """A channel to `target`, with TLS and a bearer token as `_credentials` says."""
+    options = _options()
+    # GetEvent streams are read by the thread that iterates them, not handed over from
+    # gRPC's channel thread: one thread wake-up less per value, which on the benchmark
+    # box took event delivery from 2.8-3.3 ms to 2.2-2.4 ms (bench/README.md).
+    options.append((grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1))
+    credentials = _credentials(target, token, tls, options)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, credentials, options=options)
+
+
+def open_aio_channel(target: str, token: str | None, tls: TLS | None) -> grpc.aio.Channel:
+    """An asyncio channel to `target`, bound to the running event loop; as `open_channel`."""
+    options = _options()
+    credentials = _credentials(target, token, tls, options)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)

@@ -111,7 +111,7 @@ def workflow_status(value: pb.WorkflowStatus.ValueType) -> WorkflowStatus:
     return WorkflowStatus(pb.WorkflowStatus.Name(value).removeprefix(_STATUS_PREFIX))
 
 
-def _workflow_info(message: pb.Workflow) -> WorkflowInfo:
+def workflow_info(message: pb.Workflow) -> WorkflowInfo:
     return WorkflowInfo(
         workflow_id=message.workflow_id,
         name=message.name,
@@ -132,7 +132,7 @@ def _workflow_info(message: pb.Workflow) -> WorkflowInfo:
     )
 
 
-def _step_info(message: pb.Step) -> StepInfo:
+def step_info(message: pb.Step) -> StepInfo:
     return StepInfo(
         step_id=message.step_id,
         name=message.name,
@@ -203,6 +203,22 @@ def list_workflows(
     workflows enqueued on it). Raises ValueError at once for an unknown status or a page
     size outside 1-1000.
     """
+    request = list_request(
+        status, name, created_after, created_before, parent_workflow_id, queue_name, page_size
+    )
+    return _pages(client or default_client(), request)
+
+
+def list_request(
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
+    name: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    parent_workflow_id: str | None,
+    queue_name: str | None,
+    page_size: int,
+) -> pb.ListWorkflowsRequest:
+    """The first page's request of `list_workflows` (same arguments)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size must be 1-{MAX_PAGE_SIZE}, not {page_size}")
     request = pb.ListWorkflowsRequest(
@@ -216,14 +232,14 @@ def list_workflows(
         request.created_after.CopyFrom(_timestamp(created_after))
     if created_before is not None:
         request.created_before.CopyFrom(_timestamp(created_before))
-    return _pages(client or default_client(), request)
+    return request
 
 
 def _pages(client: Client, request: pb.ListWorkflowsRequest) -> Iterator[WorkflowInfo]:
     while True:
         reply = client.list_workflows(request)
         for message in reply.workflows:
-            yield _workflow_info(message)
+            yield workflow_info(message)
         if not reply.next_page_token:
             return
         request.page_token = reply.next_page_token
@@ -231,7 +247,7 @@ def _pages(client: Client, request: pb.ListWorkflowsRequest) -> Iterator[Workflo
 
 def get_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:
     """The workflow with this ID (WorkflowNotFoundError if there is none)."""
-    return _workflow_info((client or default_client()).get_workflow(workflow_id))
+    return workflow_info((client or default_client()).get_workflow(workflow_id))
 
 
 def list_steps(workflow_id: str, *, client: Client | None = None) -> list[StepInfo]:
@@ -241,7 +257,7 @@ def list_steps(workflow_id: str, *, client: Client | None = None) -> list[StepIn
     after = 0
     while True:
         reply = client.list_steps(workflow_id, after_step_id=after, page_size=MAX_PAGE_SIZE)
-        found.extend(_step_info(step) for step in reply.steps)
+        found.extend(step_info(step) for step in reply.steps)
         if not reply.has_more or not reply.steps:
             return found
         after = reply.steps[-1].step_id
@@ -256,14 +272,14 @@ def list_events(workflow_id: str, *, client: Client | None = None) -> dict[str, 
 def cancel_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:
     """Cancel a PENDING or ENQUEUED workflow and return it (CANCELLED). The worker running
     it stops at its next step. A finished workflow comes back unchanged."""
-    return _workflow_info((client or default_client()).cancel_workflow(workflow_id))
+    return workflow_info((client or default_client()).cancel_workflow(workflow_id))
 
 
 def resume_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:
     """Resume a CANCELLED or DEAD_LETTER workflow: it becomes ENQUEUED, for a worker to
     continue from its last recorded step. A PENDING or ENQUEUED one comes back unchanged;
     a finished one raises CoordinatorError (fork it instead)."""
-    return _workflow_info((client or default_client()).resume_workflow(workflow_id))
+    return workflow_info((client or default_client()).resume_workflow(workflow_id))
 
 
 def fork_workflow(

@@ -67,32 +67,23 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from durable import _running, _session
+from durable import _drive, _running, _session
 from durable._client import Client, default_client
-from durable._core.specs import Started, WorkflowSpec, spec_of
+from durable._core import work
+from durable._core.specs import Started, WorkflowSpec
 from durable._queues import Queue, queue_names
 from durable._workflow import execute, log_stopped
 from durable.errors import (
-    CoordinatorError,
     CoordinatorUnavailableError,
     DurableError,
-    WorkflowNotPendingError,
-    WorkflowOwnershipLostError,
 )
 from durable.v1 import coordinator_pb2 as pb
 
 log = logging.getLogger("durable.worker")
 
-MIN_LEASE_SECONDS = 1.0
-MAX_LEASE_SECONDS = 600.0
-# How long one PollWork waits server-side for work; `stop()` cancels it at once.
-POLL_WAIT_SECONDS = 10.0
-# The most workflows one PollWork may claim.
-_MAX_CLAIM = 100
-# Pause after a failed poll, and the first pause before running a workflow again after
-# the coordinator stayed unreachable (doubling up to the maximum).
-_ERROR_PAUSE_SECONDS = 1.0
-_MAX_ERROR_PAUSE_SECONDS = 30.0
+MIN_LEASE_SECONDS = work.MIN_LEASE_SECONDS
+MAX_LEASE_SECONDS = work.MAX_LEASE_SECONDS
+POLL_WAIT_SECONDS = work.POLL_WAIT_SECONDS
 
 
 class Worker:
@@ -117,18 +108,7 @@ class Worker:
         queues: Iterable[Queue] = (),
         client: Client | None = None,
     ) -> None:
-        specs: dict[str, WorkflowSpec] = {}
-        for fn in workflows:
-            spec = spec_of(fn)
-            if specs.setdefault(spec.name, spec).fn is not spec.fn:
-                raise ValueError(f"two workflows are named {spec.name!r}")
-        if not MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS:
-            raise ValueError(
-                f"lease_seconds must be {MIN_LEASE_SECONDS:g}-{MAX_LEASE_SECONDS:g},"
-                f" not {lease_seconds}"
-            )
-        if max_concurrent < 1:
-            raise ValueError("max_concurrent must be at least 1")
+        specs = work.worker_specs(workflows, lease_seconds, max_concurrent, is_async=False)
         self.executor_id = str(uuid.uuid4())
         self.name = name or ""
         self.lease_seconds = float(lease_seconds)
@@ -317,7 +297,7 @@ class Worker:
             try:
                 claimed = self._client.poll_work(
                     self.executor_id,
-                    min(free, _MAX_CLAIM),
+                    min(free, work.MAX_CLAIM),
                     POLL_WAIT_SECONDS,
                     interrupt=interrupt,
                 )
@@ -327,7 +307,7 @@ class Worker:
                 maybe_stranded = True
                 with contextlib.suppress(DurableError):
                     self._heartbeat(self.lease_seconds)
-                self._stopping.wait(_ERROR_PAUSE_SECONDS)
+                self._stopping.wait(work.ERROR_PAUSE_SECONDS)
                 continue
             for workflow in claimed:
                 self._launch(workflow)
@@ -338,26 +318,21 @@ class Worker:
         assert self._client is not None
         if self._stopping.is_set():
             return True
-        for name in sorted(self._specs):
-            request = pb.ListWorkflowsRequest(
-                statuses=[pb.WORKFLOW_STATUS_PENDING], name=name, page_size=1000
+
+        def runs_here(workflow_id: str) -> bool:
+            with self._lock:
+                mine = workflow_id in self._running.values()
+            return mine or _running.running_here(workflow_id)
+
+        try:
+            found = _drive.run(
+                work.stranded(self.executor_id, self._specs, runs_here), self._client
             )
-            while True:
-                try:
-                    reply = self._client.list_workflows(request)
-                except DurableError as exc:
-                    log.warning("worker %s: cannot look for stranded work: %s", self.name, exc)
-                    return False
-                for workflow in reply.workflows:
-                    if workflow.executor_id != self.executor_id:
-                        continue
-                    with self._lock:
-                        mine = workflow.workflow_id in self._running.values()
-                    if not mine and not _running.running_here(workflow.workflow_id):
-                        self._launch(workflow)
-                if not reply.next_page_token:
-                    break
-                request.page_token = reply.next_page_token
+        except DurableError as exc:
+            log.warning("worker %s: cannot look for stranded work: %s", self.name, exc)
+            return False
+        for workflow in found:
+            self._launch(workflow)
         return True
 
     def _launch(self, workflow: pb.Workflow) -> None:
@@ -398,7 +373,7 @@ class Worker:
         for as long as the workflow is still this worker's."""
         assert self._client is not None
         workflow_id = workflow.workflow_id
-        pause = _ERROR_PAUSE_SECONDS
+        pause = work.ERROR_PAUSE_SECONDS
         while True:
             try:
                 reply = self._client.start_workflow(
@@ -407,25 +382,15 @@ class Worker:
                 execute(self._client, spec, Started(reply, self.executor_id))
                 log.info("workflow %s finished", workflow_id)
                 return
-            except (WorkflowOwnershipLostError, WorkflowNotPendingError) as exc:
-                # Another worker runs it now, it was cancelled, or it finished elsewhere.
-                log_stopped(workflow_id, exc)
-                return
-            except CoordinatorUnavailableError as exc:
+            except Exception as exc:
+                end = work.run_end(exc)
+                if end is not work.RunEnd.UNAVAILABLE:
+                    log_run_end(workflow_id, end, exc)
+                    return
                 log.warning("workflow %s: coordinator unavailable (%s)", workflow_id, exc)
                 if self._stopping.wait(pause) or not self._still_mine(workflow_id):
                     return
-                pause = min(pause * 2, _MAX_ERROR_PAUSE_SECONDS)
-            except CoordinatorError as exc:
-                # E.g. NonDeterminismError: it stays PENDING until code that replays it runs.
-                log.error("workflow %s cannot run here: %s", workflow_id, exc)
-                return
-            except DurableError as exc:
-                log.warning("workflow %s stopped: %s", workflow_id, exc)
-                return
-            except Exception as exc:
-                log.info("workflow %s finished with an error (%s)", workflow_id, exc)
-                return
+                pause = min(pause * 2, work.MAX_ERROR_PAUSE_SECONDS)
 
     def _still_mine(self, workflow_id: str) -> bool:
         assert self._client is not None
@@ -433,3 +398,17 @@ class Worker:
             return self._client.get_workflow(workflow_id).executor_id == self.executor_id
         except CoordinatorUnavailableError:
             return True  # cannot tell yet: try again
+
+
+def log_run_end(workflow_id: str, end: work.RunEnd, error: Exception) -> None:
+    """Log how a claimed workflow's run ended (other than the coordinator being away)."""
+    if end is work.RunEnd.STOPPED:
+        # Another worker runs it now, it was cancelled, or it finished elsewhere.
+        log_stopped(workflow_id, error)
+    elif end is work.RunEnd.CANNOT_RUN:
+        # E.g. NonDeterminismError: it stays PENDING until code that replays it runs.
+        log.error("workflow %s cannot run here: %s", workflow_id, error)
+    elif end is work.RunEnd.SDK_ERROR:
+        log.warning("workflow %s stopped: %s", workflow_id, error)
+    else:
+        log.info("workflow %s finished with an error (%s)", workflow_id, error)

@@ -8,15 +8,14 @@ import functools
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from durable import _drive, _running, _session
 from durable._client import Client, default_client
 from durable._core import ops, specs
-from durable._core.context import WorkflowContext, current, face_mismatch, in_step
+from durable._core.context import current, starting_context
 from durable._core.specs import (
     QueueStart,
     Started,
@@ -33,9 +32,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 log = logging.getLogger("durable.workflow")
-
-# How long one AwaitWorkflow call waits before asking again, when the caller waits forever.
-AWAIT_CHUNK_SECONDS = 60.0
 
 # A run in this process that ends with one of these did not settle the workflow: it was
 # cancelled, another worker took it over, or another run finished it. Its outcome is the
@@ -95,21 +91,16 @@ class WorkflowHandle(Generic[R]):
         process's run of it stopped (another worker took it over), the wait goes on for the
         outcome the other worker records.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = specs.Deadline(timeout)
         if self._local is not None:
             try:
                 value: R = self._local.result(timeout)
                 return value
             except STOPPED_HERE:
                 pass
-        while True:
-            wait = AWAIT_CHUNK_SECONDS if deadline is None else deadline - time.monotonic()
-            reply = self._client.await_workflow(self.workflow_id, max(0.0, wait))
-            if not reply.timed_out:
-                output: R = recorded_result(reply.workflow)
-                return output
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"workflow {self.workflow_id!r} did not finish in {timeout}s")
+        waiting = specs.await_result(self.workflow_id, deadline)
+        output: R = _drive.run(waiting, self._client)
+        return output
 
 
 def log_stopped(workflow_id: str, error: Exception) -> None:
@@ -122,21 +113,6 @@ def retrieve_workflow(workflow_id: str, *, client: Client | None = None) -> Work
     client = client or default_client()
     client.get_workflow(workflow_id)
     return WorkflowHandle(workflow_id, client)
-
-
-def starting_context(operation: str, *, is_async: bool) -> WorkflowContext | None:
-    """The workflow a start from here is a child of (None: a top-level start). A workflow
-    cannot be started inside a step, nor through the other face's API."""
-    context = current()
-    if context is None:
-        return None
-    if in_step():
-        raise DurableError(
-            "a workflow cannot be started inside a step; start it from the workflow itself"
-        )
-    if context.is_async != is_async:
-        raise face_mismatch(operation, workflow_is_async=context.is_async)
-    return context
 
 
 def begin(
@@ -177,14 +153,8 @@ def execute(client: Client, spec: WorkflowSpec, started: Started) -> Any:
 
 
 def _run_body(client: Client, spec: WorkflowSpec, started: Started) -> Any:
-    workflow = started.workflow
-    args, kwargs = specs.workflow_input(workflow)
-    context = WorkflowContext(
-        workflow.workflow_id,
-        client,
-        history={step.step_id: step for step in client.history(started.reply)},
-        executor_id=started.executor_id,
-    )
+    history = client.history(started.reply)
+    context, args, kwargs = specs.run_context(started, client, history, is_async=False)
     with specs.running(context):
         try:
             outcome = ops.Outcome(value=spec.fn(*args, **kwargs))
@@ -275,8 +245,8 @@ def workflow(
         if is_async:
             from durable._aio import workflows  # the async face imports this module
 
-            wrapped: Callable[P, R] = workflows.run_here_async(spec)
-            return wrapped
+            wrapped: Any = workflows.run_here_async(spec)
+            return cast(Callable[P, R], wrapped)
 
         @functools.wraps(fn)
         def run_here(*args: P.args, **kwargs: P.kwargs) -> R:

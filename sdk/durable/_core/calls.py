@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 import grpc
 
+from durable._core.ops import duration
 from durable._failures import CallFailed
 from durable._retry import Backoff
+from durable.v1 import coordinator_pb2 as pb
 
 # Every unary call gets this deadline unless it waits on purpose.
 CALL_TIMEOUT_SECONDS = 30.0
@@ -54,3 +57,63 @@ class Deadline:
 
     def left(self) -> float:
         return max(0.0, self._at - time.monotonic())
+
+
+# --- requests both clients build the same way ---------------------------------------------
+
+
+def heartbeat_request(
+    executor_id: str,
+    worker_name: str,
+    workflow_names: list[str],
+    lease: float,
+    queues: list[str] | None,
+) -> pb.HeartbeatRequest:
+    return pb.HeartbeatRequest(
+        executor_id=executor_id,
+        worker_name=worker_name,
+        workflow_names=workflow_names,
+        lease=duration(lease),
+        queues=queues or [],
+    )
+
+
+def fork_request(
+    workflow_id: str, start_step_id: int, new_workflow_id: str
+) -> pb.ForkWorkflowRequest:
+    """The new ID is generated here when not given, so a retried call cannot fork twice."""
+    return pb.ForkWorkflowRequest(
+        workflow_id=workflow_id,
+        start_step_id=start_step_id,
+        new_workflow_id=new_workflow_id or str(uuid.uuid4()),
+    )
+
+
+def recv_retry(request: pb.RecvRequest, left: float) -> pb.RecvRequest:
+    """A Recv sent again for what is left of its wait (the coordinator keeps the deadline
+    the first call recorded anyway)."""
+    retry = pb.RecvRequest()
+    retry.CopyFrom(request)
+    retry.timeout.CopyFrom(duration(left))
+    return retry
+
+
+def get_event_request(
+    workflow_id: str,
+    key: str,
+    left: float,
+    *,
+    follow: bool,
+    after_version: int,
+    caller: pb.StepRef | None,
+) -> pb.GetEventRequest:
+    """A GetEvent (again, after a broken stream) for what is left of the wait; a follow
+    resumes after the last version it yielded, so none is lost or repeated."""
+    return pb.GetEventRequest(
+        workflow_id=workflow_id,
+        key=key,
+        timeout=duration(left),
+        follow=follow,
+        after_version=after_version,
+        caller=caller,
+    )

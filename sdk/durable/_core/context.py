@@ -142,3 +142,18 @@ def face_mismatch(operation: str, *, workflow_is_async: bool) -> DurableError:
         f"durable.aio.{operation} was called inside a sync workflow: use"
         f" `durable.{operation}(...)`, or make the workflow `async def`"
     )
+
+
+def starting_context(operation: str, *, is_async: bool) -> WorkflowContext | None:
+    """The workflow a start from here is a child of (None: a top-level start). A workflow
+    cannot be started inside a step, nor through the other face's API."""
+    context = _current.get()
+    if context is None:
+        return None
+    if _in_step.get():
+        raise DurableError(
+            "a workflow cannot be started inside a step; start it from the workflow itself"
+        )
+    if context.is_async != is_async:
+        raise face_mismatch(operation, workflow_is_async=context.is_async)
+    return context

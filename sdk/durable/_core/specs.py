@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import enum
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -275,10 +276,54 @@ def workflow_input(workflow: pb.Workflow) -> tuple[list[Any], dict[str, Any]]:
         ) from None
 
 
+def run_context(
+    started: Started, client: Any, history: list[pb.Step], *, is_async: bool
+) -> tuple[WorkflowContext, list[Any], dict[str, Any]]:
+    """The context a started workflow's body runs in, and its recorded arguments."""
+    workflow = started.workflow
+    args, kwargs = workflow_input(workflow)
+    context = WorkflowContext(
+        workflow.workflow_id,
+        client,
+        is_async=is_async,
+        history={step.step_id: step for step in history},
+        executor_id=started.executor_id,
+    )
+    return context, args, kwargs
+
+
 def history_page(workflow_id: str, steps: list[pb.Step]) -> pb.ListStepsRequest:
     """The request for the page of history after `steps` (those had so far)."""
     after = steps[-1].step_id if steps else 0
     return pb.ListStepsRequest(workflow_id=workflow_id, after_step_id=after, page_size=1000)
+
+
+# How long one AwaitWorkflow call waits before asking again, when the caller waits forever.
+AWAIT_CHUNK_SECONDS = 60.0
+
+
+class Deadline:
+    """When a wait for a result ends: `timeout` seconds from now (None: never)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self._at = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        return None if self._at is None else max(0.0, self._at - time.monotonic())
+
+
+def await_result(workflow_id: str, deadline: Deadline) -> ops.Op[Any]:
+    """Wait for a workflow's outcome, wherever it runs (see `recorded_result`); raises
+    TimeoutError when the deadline passes first."""
+    while True:
+        left = deadline.left()
+        wait = AWAIT_CHUNK_SECONDS if left is None else left
+        reply: pb.AwaitWorkflowResponse = yield ops.Call("await_workflow", (workflow_id, wait))
+        if not reply.timed_out:
+            return recorded_result(reply.workflow)
+        if deadline.left() == 0.0:
+            raise TimeoutError(f"workflow {workflow_id!r} did not finish in {deadline.timeout}s")
 
 
 def recorded_result(workflow: pb.Workflow) -> Any:

@@ -1,0 +1,417 @@
+"""The async coordinator connection (grpc.aio): the same calls, rules and errors as
+`durable.Client`, awaited. One channel per client, bound to the event loop that first uses
+it; workflows' hot-path calls from every task share one Session stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from durable._aio.stream import AsyncSessionStream
+from durable._connection import TLS, open_aio_channel
+from durable._core import calls, specs
+from durable._core.calls import (
+    CALL_TIMEOUT_SECONDS,
+    RETRY_READ,
+    RETRY_UNAVAILABLE,
+    WAIT_MARGIN_SECONDS,
+    Deadline,
+)
+from durable._core.ops import duration
+from durable._failures import CallFailed
+from durable._retry import Backoff, RetryPolicy
+from durable.errors import CoordinatorError, DurableError
+from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import coordinator_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+T = TypeVar("T")
+
+
+async def _call(
+    attempt: Callable[[], Awaitable[T]], retry: RetryPolicy, retry_on: frozenset[grpc.StatusCode]
+) -> T:
+    """Await `attempt` (one fresh call) until it succeeds, fails with a code not in
+    `retry_on`, or the retry budget is spent."""
+    backoff = Backoff(retry)
+    while True:
+        try:
+            return await attempt()
+        except (grpc.RpcError, CallFailed) as error:
+            await asyncio.sleep(calls.retry_pause(error, retry_on, backoff))
+
+
+class AsyncClient:
+    """An asyncio connection to a coordinator; arguments as for `durable.Client`.
+
+    Made anywhere, it opens its channel on first use, on the running event loop, and is
+    then used from that loop only (a grpc.aio channel belongs to one loop). `close()` it
+    when done, or use it as `async with durable.aio.AsyncClient(...) as client:`.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TLS | None = None,
+        retry: RetryPolicy | None = None,
+        session: bool | None = None,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.target = target or os.environ.get("DURABLE_COORDINATOR", DEFAULT_TARGET)
+        self._token = token or os.environ.get("DURABLE_TOKEN") or None
+        self._tls = tls or TLS.from_env()
+        self._use_session = calls.use_session(session)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_: pb_grpc.CoordinatorServiceAsyncStub | None = None
+        self._stream: AsyncSessionStream | None = None
+        self._closed = False
+
+    @property
+    def _stub(self) -> pb_grpc.CoordinatorServiceAsyncStub:
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise CallFailed(grpc.StatusCode.CANCELLED, "client closed")
+        if self._stub_ is None:
+            self._loop = loop
+            self._channel = open_aio_channel(self.target, self._token, self._tls)
+            self._stub_ = pb_grpc.CoordinatorServiceStub(self._channel)
+        elif loop is not self._loop:
+            raise DurableError(
+                "this AsyncClient is bound to another event loop: make one per loop"
+                " (durable.aio's default client is one per loop already)"
+            )
+        return self._stub_
+
+    async def close(self) -> None:
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.close()
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _session(self) -> AsyncSessionStream:
+        """The open Session stream, opened now if there is none or the last one broke."""
+        stub = self._stub
+        if self._stream is None or self._stream.broken:
+            self._stream = AsyncSessionStream(stub)
+        return self._stream
+
+    async def _hot(self, field: str, method: str, request: Message) -> Any:
+        """A hot-path call: on the Session stream (as its `field`), else unary `method`."""
+        if self._use_session:
+            try:
+                return await _call(
+                    lambda: self._session().call(field, request, CALL_TIMEOUT_SECONDS),
+                    self.retry,
+                    RETRY_UNAVAILABLE,
+                )
+            except CoordinatorError as error:
+                if error.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+            # A coordinator from before Session streams: unary calls from now on.
+            self._use_session = False
+        return await self._unary(method, request)
+
+    async def _unary(
+        self,
+        method: str,
+        request: Message,
+        *,
+        read: bool = False,
+        timeout: float = CALL_TIMEOUT_SECONDS,
+    ) -> Any:
+        """One unary call with a deadline, retried per the policy."""
+        return await _call(
+            lambda: getattr(self._stub, method)(request, timeout=timeout),
+            self.retry,
+            RETRY_READ if read else RETRY_UNAVAILABLE,
+        )
+
+    # --- workflows' calls (the core's Call effects name these) ----------------------------
+
+    async def start_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        input: pb.Payload,
+        *,
+        executor_id: str = "",
+        timeout: float | None = None,
+        queue_name: str = "",
+        priority: int = 0,
+        deduplication_id: str = "",
+        parent: pb.StepRef | None = None,
+    ) -> pb.StartWorkflowResponse:
+        """As `durable.Client.start_workflow`."""
+        request = specs.start_request(
+            workflow_id,
+            name,
+            input,
+            executor_id=executor_id,
+            timeout=timeout,
+            queue_name=queue_name,
+            priority=priority,
+            deduplication_id=deduplication_id,
+            parent=parent,
+        )
+        reply: pb.StartWorkflowResponse = await self._hot(
+            "start_workflow", "StartWorkflow", request
+        )
+        return reply
+
+    async def history(self, started: pb.StartWorkflowResponse) -> list[pb.Step]:
+        """The full step history of a started workflow, paging past a truncated one."""
+        steps = list(started.history)
+        more = started.history_truncated
+        while more:
+            request = specs.history_page(started.workflow.workflow_id, steps)
+            page = await self._unary("ListSteps", request, read=True)
+            steps.extend(page.steps)
+            more = page.has_more
+        return steps
+
+    async def run_step(self, request: pb.RunStepRequest) -> pb.RunStepResponse:
+        reply: pb.RunStepResponse = await self._hot("run_step", "RunStep", request)
+        return reply
+
+    async def set_event(self, request: pb.SetEventRequest) -> pb.SetEventResponse:
+        reply: pb.SetEventResponse = await self._hot("set_event", "SetEvent", request)
+        return reply
+
+    async def finish_workflow(self, request: pb.FinishWorkflowRequest) -> pb.FinishWorkflowResponse:
+        reply: pb.FinishWorkflowResponse = await self._hot(
+            "finish_workflow", "FinishWorkflow", request
+        )
+        return reply
+
+    async def record_step_attempt(self, request: pb.RecordStepAttemptRequest) -> None:
+        await self._hot("record_step_attempt", "RecordStepAttempt", request)
+
+    async def get_workflow(self, workflow_id: str) -> pb.Workflow:
+        request = pb.GetWorkflowRequest(workflow_id=workflow_id)
+        reply = await self._unary("GetWorkflow", request, read=True)
+        workflow: pb.Workflow = reply.workflow
+        return workflow
+
+    async def await_workflow(self, workflow_id: str, timeout: float) -> pb.AwaitWorkflowResponse:
+        """Wait up to `timeout` seconds; a retry waits only for what is left of it."""
+        deadline = Deadline(timeout)
+
+        async def attempt() -> pb.AwaitWorkflowResponse:
+            left = deadline.left()
+            request = pb.AwaitWorkflowRequest(workflow_id=workflow_id, timeout=duration(left))
+            reply: pb.AwaitWorkflowResponse = await self._stub.AwaitWorkflow(
+                request, timeout=left + WAIT_MARGIN_SECONDS
+            )
+            return reply
+
+        return await _call(attempt, self.retry, RETRY_UNAVAILABLE)
+
+    async def send(self, request: pb.SendRequest) -> pb.SendResponse:
+        """Retried safely only with an idempotency key or a caller (the SDK sets one)."""
+        reply: pb.SendResponse = await self._unary("Send", request)
+        return reply
+
+    async def recv(self, request: pb.RecvRequest) -> pb.RecvResponse:
+        """Wait up to `request.timeout` for a message; a retry sends what is left of it."""
+        deadline = Deadline(request.timeout.ToNanoseconds() / 1e9)
+
+        async def attempt() -> pb.RecvResponse:
+            left = deadline.left()
+            retry = calls.recv_retry(request, left)
+            reply: pb.RecvResponse = await self._stub.Recv(
+                retry, timeout=left + WAIT_MARGIN_SECONDS
+            )
+            return reply
+
+        return await _call(attempt, self.retry, RETRY_UNAVAILABLE)
+
+    async def sleep(self, request: pb.SleepRequest) -> pb.SleepResponse:
+        reply: pb.SleepResponse = await self._unary("Sleep", request)
+        return reply
+
+    async def get_event(
+        self,
+        workflow_id: str,
+        key: str,
+        timeout: float,
+        *,
+        follow: bool,
+        caller: pb.StepRef | None = None,
+    ) -> AsyncIterator[pb.GetEventResponse]:
+        """The GetEvent stream's messages, as `durable.Client.get_event`: cancelled if the
+        caller stops iterating early; after a coordinator restart the call is made again
+        for what is left of `timeout`, a follow resuming after the last version it gave."""
+        deadline = Deadline(timeout)
+        after = 0
+        backoff = Backoff(self.retry)
+        while True:
+            left = deadline.left()
+            request = calls.get_event_request(
+                workflow_id, key, left, follow=follow, after_version=after, caller=caller
+            )
+            stream = self._stub.GetEvent(request, timeout=left + WAIT_MARGIN_SECONDS)
+            try:
+                async for message in stream:
+                    backoff.reset()
+                    if message.HasField("event"):
+                        after = message.event.version
+                    yield message
+                return
+            except grpc.RpcError as error:
+                pause = calls.retry_pause(error, RETRY_UNAVAILABLE, backoff)
+            finally:
+                stream.cancel()
+            await asyncio.sleep(pause)
+
+    async def first_event(
+        self, workflow_id: str, key: str, timeout: float, caller: pb.StepRef | None = None
+    ) -> pb.EventValue | None:
+        """The event's value once it is set (None when `timeout` passes first)."""
+        messages = self.get_event(workflow_id, key, timeout, follow=False, caller=caller)
+        try:
+            async for message in messages:
+                if message.HasField("event"):
+                    return message.event
+            return None
+        finally:
+            await messages.aclose()  # type: ignore[attr-defined]
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        executor_id: str,
+        worker_name: str,
+        workflow_names: list[str],
+        lease: float,
+        queues: list[str] | None = None,
+    ) -> pb.HeartbeatResponse:
+        request = calls.heartbeat_request(executor_id, worker_name, workflow_names, lease, queues)
+        reply: pb.HeartbeatResponse = await self._unary("Heartbeat", request)
+        return reply
+
+    async def configure_queue(self, queue: pb.QueueConfig) -> pb.QueueConfig:
+        reply = await self._unary("ConfigureQueue", pb.ConfigureQueueRequest(queue=queue))
+        config: pb.QueueConfig = reply.queue
+        return config
+
+    async def poll_work(
+        self, executor_id: str, max_workflows: int, wait: float
+    ) -> list[pb.Workflow]:
+        """Claim up to `max_workflows`, waiting up to `wait` seconds for some. Cancel the
+        awaiting task to stop the wait. Not retried: a reply lost after the coordinator
+        claimed would strand those workflows, so the caller simply polls again."""
+        request = pb.PollWorkRequest(
+            executor_id=executor_id, max_workflows=max_workflows, timeout=duration(wait)
+        )
+        try:
+            reply = await self._stub.PollWork(request, timeout=wait + WAIT_MARGIN_SECONDS)
+        except grpc.RpcError as error:
+            raise CallFailed.from_rpc_error(error).typed() from None
+        return list(reply.workflows)
+
+    # --- management -----------------------------------------------------------------------
+
+    async def cancel_workflow(self, workflow_id: str) -> pb.Workflow:
+        reply = await self._unary(
+            "CancelWorkflow", pb.CancelWorkflowRequest(workflow_id=workflow_id)
+        )
+        workflow: pb.Workflow = reply.workflow
+        return workflow
+
+    async def resume_workflow(self, workflow_id: str) -> pb.Workflow:
+        reply = await self._unary(
+            "ResumeWorkflow", pb.ResumeWorkflowRequest(workflow_id=workflow_id)
+        )
+        workflow: pb.Workflow = reply.workflow
+        return workflow
+
+    async def fork_workflow(
+        self, workflow_id: str, start_step_id: int, new_workflow_id: str = ""
+    ) -> pb.Workflow:
+        request = calls.fork_request(workflow_id, start_step_id, new_workflow_id)
+        reply = await self._unary("ForkWorkflow", request)
+        workflow: pb.Workflow = reply.workflow
+        return workflow
+
+    async def list_workflows(self, request: pb.ListWorkflowsRequest) -> pb.ListWorkflowsResponse:
+        reply: pb.ListWorkflowsResponse = await self._unary("ListWorkflows", request, read=True)
+        return reply
+
+    async def list_steps(
+        self, workflow_id: str, after_step_id: int = 0, page_size: int = 0
+    ) -> pb.ListStepsResponse:
+        request = pb.ListStepsRequest(
+            workflow_id=workflow_id, after_step_id=after_step_id, page_size=page_size
+        )
+        reply: pb.ListStepsResponse = await self._unary("ListSteps", request, read=True)
+        return reply
+
+    async def list_events(self, workflow_id: str) -> list[pb.Event]:
+        """Every event of the workflow with its latest value (all pages)."""
+        events: list[pb.Event] = []
+        token = ""
+        while True:
+            request = pb.ListEventsRequest(workflow_id=workflow_id, page_token=token)
+            reply = await self._unary("ListEvents", request, read=True)
+            events.extend(reply.events)
+            token = reply.next_page_token
+            if not token:
+                return events
+
+
+# --- the default client: one per event loop -----------------------------------------------
+
+_settings: dict[str, Any] = {}
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def configure(
+    target: str | None = None,
+    *,
+    token: str | None = None,
+    tls: TLS | None = None,
+    retry: RetryPolicy | None = None,
+    session: bool | None = None,
+) -> None:
+    """Point the async face at a coordinator; arguments as for `AsyncClient`. Each event
+    loop gets its own default client with these settings, made when it is first used (a
+    grpc.aio channel belongs to one loop). Can be called before any loop runs."""
+    _settings.clear()
+    _settings.update(target=target, token=token, tls=tls, retry=retry, session=session)
+    _defaults.clear()  # each loop's next call makes a client with the new settings
+
+
+def default_client() -> AsyncClient:
+    """The running event loop's default client."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise DurableError(
+            "durable.aio needs a running event loop: await this inside async code"
+        ) from None
+    client = _defaults.get(loop)
+    if client is None:
+        client = _defaults[loop] = AsyncClient(**_settings)
+    return client
