@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import grpc
 
-from durable.errors import DurableError, NonDeterminismError, WorkflowOwnershipLostError
+from durable.errors import DurableError, NonDeterminismError
 from durable.v1 import coordinator_pb2 as pb
 
 # How a step's kind is named to users: in StepInfo (list_steps) and in error messages.
@@ -69,14 +69,6 @@ class WorkflowContext:
         return pb.StepRef(
             workflow_id=self.workflow_id, step_id=step_id, executor_id=self.executor_id
         )
-
-
-def ownership_lost(workflow_id: str) -> WorkflowOwnershipLostError:
-    return WorkflowOwnershipLostError(
-        f"workflow {workflow_id!r} is now run by another executor; stop running it",
-        grpc.StatusCode.FAILED_PRECONDITION,
-        {"workflow_id": workflow_id},
-    )
 
 
 _current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(

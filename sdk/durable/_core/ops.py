@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from durable import _payloads
-from durable._core.context import WorkflowContext, ownership_lost
+from durable._core.context import WorkflowContext
 from durable._step_retry import StepRetry
 from durable.errors import CoordinatorError, NotInWorkflowError, PayloadError
 from durable.v1 import coordinator_pb2 as pb
@@ -80,18 +80,6 @@ def now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(time.time_ns())
     return stamp
-
-
-def check_owner(context: WorkflowContext) -> Op[None]:
-    """A write found its step recorded already, though this run had not recorded it:
-    someone else ran it. For a worker, that means another worker took the workflow over
-    (the coordinator lets a lost executor read recorded steps back); raise
-    WorkflowOwnershipLostError rather than running on and repeating its steps."""
-    if not context.executor_id:
-        return
-    workflow: pb.Workflow = yield Call("get_workflow", (context.workflow_id,))
-    if workflow.executor_id != context.executor_id:
-        raise ownership_lost(context.workflow_id)
 
 
 # --- steps --------------------------------------------------------------------------------
@@ -148,9 +136,9 @@ def _run_new_step(
     else:
         request.output.CopyFrom(_payloads.encode(outcome.value))
     reply: pb.RunStepResponse = yield Call("run_step", (request,))
-    if reply.already_recorded:
-        yield from check_owner(context)
-    elif raised is not None:
+    # Recorded already: by an earlier run of this executor (the coordinator refuses it to
+    # any other with NOT_OWNER), so the record is the outcome, not this run's.
+    if raised is not None and not reply.already_recorded:
         raise raised
     return reply.step
 
@@ -170,9 +158,7 @@ def set_event(context: WorkflowContext, key: str, value: Any) -> Op[None]:
         value=_payloads.encode(value),
         executor_id=context.executor_id,
     )
-    reply: pb.SetEventResponse = yield Call("set_event", (request,))
-    if reply.already_recorded:
-        yield from check_owner(context)
+    yield Call("set_event", (request,))
 
 
 def read_event(context: WorkflowContext, workflow_id: str, key: str, timeout: float) -> Op[Any]:
@@ -225,11 +211,7 @@ def send(
     if recorded is not None:
         return
     request.caller.CopyFrom(context.caller(step_id))
-    reply: pb.SendResponse = yield Call("send", (request,))
-    if reply.already_sent:
-        # The key was used before, or the step was recorded before this run got to it (by
-        # another run): make sure the run is still ours before going on.
-        yield from check_owner(context)
+    yield Call("send", (request,))
 
 
 def check_wait_seconds(timeout: float) -> float:
@@ -251,8 +233,6 @@ def recv(context: WorkflowContext, topic: str | None, timeout: float) -> Op[Any]
             executor_id=context.executor_id,
         )
         reply: pb.RecvResponse = yield Call("recv", (request,))
-        if reply.already_recorded:
-            yield from check_owner(context)
         recorded = reply.step
     if recorded.timed_out:
         return None
@@ -284,8 +264,6 @@ def sleep(context: WorkflowContext, seconds: float) -> Op[None]:
         executor_id=context.executor_id,
     )
     reply: pb.SleepResponse = yield Call("sleep", (request,))
-    if reply.already_recorded and recorded is None:
-        yield from check_owner(context)
     yield Pause(reply.remaining.ToNanoseconds() / 1e9)
 
 
@@ -295,8 +273,8 @@ def sleep(context: WorkflowContext, seconds: float) -> Op[None]:
 def finish(context: WorkflowContext, outcome: Outcome) -> Op[pb.FinishWorkflowResponse]:
     """Record the run's outcome (its body's value or error) as the workflow's.
 
-    Raises WorkflowOwnershipLostError if another executor finished it meanwhile, and the
-    body's own error when this call recorded it. A value that is not JSON becomes the
+    Raises the body's own error when this call recorded it (another executor's finish is
+    refused by the coordinator: WorkflowOwnershipLostError). A value that is not JSON becomes the
     workflow's error (PayloadError).
     """
     request = pb.FinishWorkflowRequest(
@@ -311,9 +289,6 @@ def finish(context: WorkflowContext, outcome: Outcome) -> Op[pb.FinishWorkflowRe
     if raised is not None:
         request.error.CopyFrom(_payloads.failure(raised))
     reply: pb.FinishWorkflowResponse = yield Call("finish_workflow", (request,))
-    executor_id = context.executor_id
-    if reply.already_finished and executor_id and reply.workflow.executor_id != executor_id:
-        raise ownership_lost(context.workflow_id)
     if raised is not None and not reply.already_finished:
         raise raised
     return reply
