@@ -1,0 +1,77 @@
+"""The SDK's shape: one I/O-free core under two faces, and the async face's public names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import durable
+import durable.aio
+
+CORE = Path(durable.__file__).parent / "_core"
+# What would let the core wait, block or talk to the network itself.
+FORBIDDEN = {"threading", "asyncio", "grpc.aio", "time.sleep", "durable._client", "durable._aio"}
+
+
+def imported_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names.add(f"{node.value.id}.{node.attr}")
+    return names
+
+
+def test_the_shared_core_does_no_io_of_its_own() -> None:
+    modules = sorted(CORE.glob("*.py"))
+    assert len(modules) >= 6
+    for module in modules:
+        used = imported_names(module) & FORBIDDEN
+        assert not used, f"{module.name} uses {sorted(used)}"
+
+
+def test_the_async_face_exports_exactly_its_names() -> None:
+    assert sorted(durable.aio.__all__) == [
+        "AsyncClient",
+        "AsyncWorkflowHandle",
+        "Worker",
+        "cancel_workflow",
+        "configure",
+        "current_workflow_id",
+        "enqueue",
+        "fork_workflow",
+        "get_event",
+        "get_workflow",
+        "list_events",
+        "list_steps",
+        "list_workflows",
+        "recv",
+        "resume_workflow",
+        "retrieve_workflow",
+        "run_step",
+        "send",
+        "set_event",
+        "set_workflow_id",
+        "set_workflow_timeout",
+        "sleep",
+        "start_workflow",
+        "watch_event",
+    ]
+    assert all(hasattr(durable.aio, name) for name in durable.aio.__all__)
+
+
+def test_both_faces_share_one_decorator_set() -> None:
+    assert not hasattr(durable.aio, "workflow") and not hasattr(durable.aio, "step")
+
+    @durable.workflow(name="tests.layout.plain")
+    def plain() -> None: ...
+
+    @durable.workflow(name="tests.layout.coroutine")
+    async def coroutine() -> None: ...
+
+    assert not plain.__durable_workflow__.is_async  # type: ignore[attr-defined]
+    assert coroutine.__durable_workflow__.is_async  # type: ignore[attr-defined]
