@@ -51,10 +51,28 @@ SCENARIOS = [
     "replay",
     "timeout_accuracy",
     "idle_streams",
+    "async_step_latency",
+    "async_start_result",
+    "async_event_delivery",
+    "async_throughput",
+    "async_throughput_2000",
 ]
 # The scenarios whose figures the host's noise moves most (bench/README.md): each runs
 # --rounds times, the two sides alternating, and the table reports the median round.
-REPEATED = ["step_latency", "start_result", "event_delivery", "throughput"]
+REPEATED = [
+    "step_latency",
+    "start_result",
+    "event_delivery",
+    "throughput",
+    "async_step_latency",
+    "async_start_result",
+    "async_event_delivery",
+    "async_throughput",
+]
+# The async_* scenarios: our side is bench/async_side.py (the SDK's async face, every
+# workflow a task of one event loop) in a process of its own per scenario and round, as
+# DBOS's is bench/dbos_worker.py, so that its threads and RSS are counted alone.
+ASYNC_SIDE = "bench.async_side"
 # DBOS has no counterpart of an open GetEvent stream: its get_event waits in a thread of the
 # process that calls it (or polls, from its client).
 OURS_ONLY = {"idle_streams"}
@@ -270,6 +288,25 @@ class Ours:
         return idle_streams.run(target, n(10_000, 2_000), window_seconds=5.0 if QUICK else 10.0)
 
 
+# --- our side of the async_* scenarios ------------------------------------------------------
+
+
+def run_async_side(scenario: str, a: str, b: str) -> dict[str, Any]:
+    """Our side of an async_* scenario: bench/async_side.py in a process of its own
+    (this venv's Python), against coordinators `a` and `b`."""
+    args = [sys.executable, "-m", ASYNC_SIDE, scenario, a, b]
+    if QUICK:
+        args.append("--quick")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=HERE.parent)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return result
+    raise RuntimeError(
+        f"async side for {scenario} failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
+    )
+
+
 # --- the DBOS side -------------------------------------------------------------------------
 
 
@@ -350,10 +387,33 @@ ROWS: dict[str, list[tuple[str, str, str, str]]] = {
         ),
         ("  set_event wakes 1 of them", "wake_one_s", "value_ms", "-"),
     ],
+    "async_step_latency": [
+        ("async: per step (100 sequential)", "samples_s", "latency", "<=1.0 ms; DBOS/ours >= 4")
+    ],
+    "async_start_result": [
+        ("async: 1-step start->result", "samples_s", "latency", "<=3.5 ms; DBOS/ours >= 2")
+    ],
+    "async_event_delivery": [
+        ("async: set->get_event, same", "samples_s", "latency", "p50<=2, p99<=10 ms"),
+        (
+            "async: set->get_event, across",
+            "across_coordinators_samples_s",
+            "latency",
+            "p50<=2, p99<=10 ms",
+        ),
+    ],
+    "async_throughput": [("async: workflows x 10 steps", "", "throughput", "ours/DBOS >= 8")],
+    "async_throughput_2000": [
+        ("async: workflows x 10 steps", "", "throughput", "ours/DBOS >= 8"),
+        ("  OS threads, peak", "threads_peak", "threads", "-"),
+        ("  OS threads per 1000 workflows", "threads_peak", "per_1000", "<= 1 (ours)"),
+        ("  RSS peak", "rss_peak_mib", "MiB", "-"),
+    ],
 }
 # Rows of one value rather than samples: kind -> (unit printed, scale).
 VALUES = {"MiB": ("MiB", 1.0), "KiB": ("KiB", 1.0), "xact/s": ("xact/s", 1.0)}
 VALUES["value_ms"] = ("ms", 1000.0)
+VALUES["threads"] = ("threads", 1.0)
 
 
 def figures(result: dict[str, Any] | None, key: str, kind: str) -> dict[str, float] | None:
@@ -362,6 +422,9 @@ def figures(result: dict[str, Any] | None, key: str, kind: str) -> dict[str, flo
     if kind == "throughput":
         rate = result["steps"] / result["elapsed_s"]
         return {"median": rate, "p99": rate}
+    if kind == "per_1000":  # a count per 1,000 of the scenario's workflows
+        per = float(result[key]) / (result["workflows"] / 1000)
+        return {"median": per, "p99": per}
     if kind in VALUES:
         value: Any = result
         for part in key.split("."):  # "before.xact_per_s": a nested figure
@@ -379,6 +442,8 @@ def figures(result: dict[str, Any] | None, key: str, kind: str) -> dict[str, flo
 def unit(kind: str) -> str:
     if kind in VALUES:
         return VALUES[kind][0]
+    if kind == "per_1000":
+        return "/1000 wf"
     return {"latency": "ms", "throughput": "steps/s", "error": "ms"}[kind]
 
 
@@ -424,7 +489,8 @@ def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 if ours and dbos and (ratio := ratio_of(kind, ours, dbos)) is not None
             ]
             if kind == "throughput":
-                label = f"{first['workflows']} workflows x 10 steps"
+                prefix = "async: " if scenario.startswith("async_") else ""
+                label = f"{prefix}{first['workflows']} workflows x 10 steps"
             if key == "rss_mib":
                 label = f"{first['streams']} idle GetEvent streams: RSS"
             rows.append(
@@ -527,7 +593,11 @@ def main() -> None:
         b.wait_serving()
         ours = Ours(a, b, metrics_port, server_url)
         for scenario in chosen:
-            run: Callable[[], dict[str, Any]] = getattr(ours, scenario)
+            run: Callable[[], dict[str, Any]]
+            if scenario.startswith("async_"):
+                run = functools.partial(run_async_side, scenario, a.address, b.address)
+            else:
+                run = getattr(ours, scenario)
             sides: dict[str, Callable[[], dict[str, Any]]] = {"ours": run}
             if not skip_dbos and scenario not in OURS_ONLY:
                 sides["dbos"] = functools.partial(run_dbos, scenario, sqlalchemy_url(dbos_db))
