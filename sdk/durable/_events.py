@@ -9,6 +9,7 @@ from durable import _drive, _payloads
 from durable._client import Client, default_client
 from durable._core import ops
 from durable._core.context import checkpointing, current, face_mismatch, in_step
+from durable._core.durations import Seconds, seconds
 from durable.errors import NotInWorkflowError
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -34,7 +35,7 @@ def set_event_outside(inside_step: bool) -> NotInWorkflowError:
 def get_event(
     workflow_id: str,
     key: str,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    timeout: Seconds = DEFAULT_TIMEOUT_SECONDS,
     *,
     client: Client | None = None,
 ) -> Any:
@@ -47,6 +48,7 @@ def get_event(
     workflow gets the value it read the first time (or None) back at once, and the
     timeout counts from the first call. It is recorded through the workflow's own client.
     """
+    timeout = seconds(timeout)
     context = checkpointing("get_event", is_async=False)
     if context is not None:
         return _drive.run(ops.read_event(context, workflow_id, key, timeout), context.client)
@@ -57,7 +59,7 @@ def get_event(
 def watch_event(
     workflow_id: str,
     key: str,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    timeout: Seconds = DEFAULT_TIMEOUT_SECONDS,
     *,
     client: Client | None = None,
 ) -> Iterator[Any]:
@@ -69,6 +71,7 @@ def watch_event(
     """
     if (context := current()) is not None and context.is_async and not in_step():
         raise face_mismatch("watch_event", workflow_is_async=True)
-    for message in (client or default_client()).get_event(workflow_id, key, timeout, follow=True):
+    wait = seconds(timeout)
+    for message in (client or default_client()).get_event(workflow_id, key, wait, follow=True):
         if message.HasField("event"):
             yield _payloads.decode(message.event.value)

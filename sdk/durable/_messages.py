@@ -14,6 +14,7 @@ from durable import _drive
 from durable._client import Client, default_client
 from durable._core import ops
 from durable._core.context import checkpointing, current, in_step
+from durable._core.durations import Seconds, seconds
 from durable.errors import NotInWorkflowError
 
 DEFAULT_RECV_TIMEOUT_SECONDS = 60.0
@@ -44,7 +45,7 @@ def send(
     _drive.run(ops.send(context, destination_id, message, topic, idempotency_key), client)
 
 
-def recv(topic: str | None = None, timeout: float = DEFAULT_RECV_TIMEOUT_SECONDS) -> Any:
+def recv(topic: str | None = None, timeout: Seconds = DEFAULT_RECV_TIMEOUT_SECONDS) -> Any:
     """Receive the oldest message sent to the running workflow on `topic`, waiting up to
     `timeout` seconds for one; None if none came in time.
 
@@ -53,7 +54,7 @@ def recv(topic: str | None = None, timeout: float = DEFAULT_RECV_TIMEOUT_SECONDS
     resumed after its worker died waits only for what is left of it. Only in a workflow,
     outside its steps.
     """
-    ops.check_wait_seconds(timeout)
+    timeout = ops.check_wait_seconds(seconds(timeout))
     context = checkpointing("recv", is_async=False)
     if context is None:
         raise recv_outside(in_step())

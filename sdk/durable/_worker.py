@@ -70,6 +70,7 @@ from typing import Any
 from durable import _drive, _running, _session
 from durable._client import Client, default_client
 from durable._core import work
+from durable._core.durations import Seconds, optional_seconds, seconds
 from durable._core.specs import Started, WorkflowSpec
 from durable._queues import Queue, queue_names
 from durable._workflow import execute, log_stopped
@@ -103,11 +104,12 @@ class Worker:
         workflows: Iterable[Callable[..., Any]] = (),
         *,
         name: str | None = None,
-        lease_seconds: float = 10.0,
+        lease_seconds: Seconds = 10.0,
         max_concurrent: int = 16,
         queues: Iterable[Queue] = (),
         client: Client | None = None,
     ) -> None:
+        lease_seconds = seconds(lease_seconds)
         specs = work.worker_specs(workflows, lease_seconds, max_concurrent, is_async=False)
         self.executor_id = str(uuid.uuid4())
         self.name = name or ""
@@ -160,7 +162,7 @@ class Worker:
             ", ".join(sorted(self._specs)) or "no workflow names",
         )
 
-    def stop(self, timeout: float | None = 30.0) -> bool:
+    def stop(self, timeout: Seconds | None = 30.0) -> bool:
         """Stop claiming work, wait up to `timeout` seconds (None: no limit) for the running
         workflows, then stop heartbeating. Returns True if none was left running; those left
         are recovered by other workers (their runs here stop at their next write)."""
@@ -172,6 +174,7 @@ class Worker:
             self._stopping.set()
             self._poll_interrupt.set()
             self._lock.notify_all()
+        timeout = optional_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def left() -> float | None:
@@ -213,7 +216,7 @@ class Worker:
     ) -> None:
         self.stop()
 
-    def run_forever(self, shutdown_timeout: float | None = 30.0) -> None:
+    def run_forever(self, shutdown_timeout: Seconds | None = 30.0) -> None:
         """Start (unless started), run until SIGTERM or SIGINT, then `stop(shutdown_timeout)`.
 
         For a dedicated worker process; must be called from the main thread. A second signal

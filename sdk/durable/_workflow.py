@@ -16,6 +16,7 @@ from durable import _drive, _running, _session
 from durable._client import Client, default_client
 from durable._core import ops, specs
 from durable._core.context import current, starting_context
+from durable._core.durations import Seconds, optional_seconds
 from durable._core.specs import (
     QueueStart,
     Started,
@@ -50,7 +51,7 @@ def set_workflow_id(workflow_id: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
+def set_workflow_timeout(seconds: Seconds | None) -> Iterator[None]:
     """Start the workflows called or started inside this block with this timeout (None: no
     timeout), instead of their decorator's `timeout`.
 
@@ -58,7 +59,7 @@ def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
     started; the run stops at its next step (WorkflowCancelledError). Applies only when
     the start creates the workflow: an existing one keeps its deadline.
     """
-    token = specs.next_timeout.set(specs.check_timeout(seconds))
+    token = specs.next_timeout.set(specs.check_timeout(optional_seconds(seconds)))
     try:
         yield
     finally:
@@ -82,7 +83,7 @@ class WorkflowHandle(Generic[R]):
     def status(self) -> WorkflowStatus:
         return status_of(self._client.get_workflow(self.workflow_id).status)
 
-    def result(self, timeout: float | None = None) -> R:
+    def result(self, timeout: Seconds | None = None) -> R:
         """Wait for the workflow's output (or raise its error).
 
         Raises TimeoutError if it has not finished within `timeout` seconds (None: no limit),
@@ -91,6 +92,7 @@ class WorkflowHandle(Generic[R]):
         process's run of it stopped (another worker took it over), the wait goes on for the
         outcome the other worker records.
         """
+        timeout = optional_seconds(timeout)
         deadline = specs.Deadline(timeout)
         if self._local is not None:
             try:
@@ -213,14 +215,14 @@ def start_workflow(
 def workflow(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, timeout: float | None = None
+    *, name: str | None = None, timeout: Seconds | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def workflow(
     fn: Callable[P, R] | None = None,
     /,
     *,
     name: str | None = None,
-    timeout: float | None = None,
+    timeout: Seconds | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Mark a function as a durable workflow.
 
@@ -235,7 +237,7 @@ def workflow(
     workflow in the awaiting task, `durable.aio.start_workflow` starts it as a task, and
     `durable.aio.Worker` runs it for the coordinator.
     """
-    specs.check_timeout(timeout)
+    timeout = specs.check_timeout(optional_seconds(timeout))
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if not callable(fn):

@@ -45,6 +45,8 @@ from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
 from durable._core import ops
 from durable._core.context import checkpointing, current, face_mismatch, in_step
+from durable._core.durations import Seconds, seconds
+from durable._core.durations import seconds as as_seconds
 from durable._core.specs import WorkflowStatus
 from durable._events import DEFAULT_TIMEOUT_SECONDS, set_event_outside
 from durable._management import MAX_PAGE_SIZE as _MAX_PAGE_SIZE
@@ -110,12 +112,13 @@ def set_event(key: str, value: Any) -> Awaitable[None]:
 def get_event(
     workflow_id: str,
     key: str,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    timeout: Seconds = DEFAULT_TIMEOUT_SECONDS,
     *,
     client: AsyncClient | None = None,
 ) -> Awaitable[Any]:
     """The value of event `key` of a workflow, waiting up to `timeout` seconds (None if
     it passes first), as `durable.get_event`; checkpointed when awaited in a workflow."""
+    timeout = seconds(timeout)
     context = checkpointing("get_event", is_async=True)
     if context is not None:
         return drive.start(ops.read_event(context, workflow_id, key, timeout), context.client)
@@ -130,7 +133,7 @@ async def _get_event(workflow_id: str, key: str, timeout: float, client: AsyncCl
 async def watch_event(
     workflow_id: str,
     key: str,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    timeout: Seconds = DEFAULT_TIMEOUT_SECONDS,
     *,
     client: AsyncClient | None = None,
 ) -> AsyncIterator[Any]:
@@ -138,7 +141,8 @@ async def watch_event(
     `durable.watch_event`: `async for progress in durable.aio.watch_event(...)`."""
     if (context := current()) is not None and not context.is_async and not in_step():
         raise face_mismatch("watch_event", workflow_is_async=False)
-    messages = (client or default_client()).get_event(workflow_id, key, timeout, follow=True)
+    wait = seconds(timeout)
+    messages = (client or default_client()).get_event(workflow_id, key, wait, follow=True)
     try:
         async for message in messages:
             if message.HasField("event"):
@@ -176,20 +180,22 @@ def _later(op: ops.Op[R], client: AsyncClient | None) -> Coroutine[Any, Any, R]:
     return run()
 
 
-def recv(topic: str | None = None, timeout: float = DEFAULT_RECV_TIMEOUT_SECONDS) -> Awaitable[Any]:
+def recv(
+    topic: str | None = None, timeout: Seconds = DEFAULT_RECV_TIMEOUT_SECONDS
+) -> Awaitable[Any]:
     """Receive the oldest message on `topic` in the running async workflow, as
     `durable.recv`."""
-    ops.check_wait_seconds(timeout)
+    timeout = ops.check_wait_seconds(seconds(timeout))
     context = checkpointing("recv", is_async=True)
     if context is None:
         raise recv_outside(in_step())
     return drive.start(ops.recv(context, topic, timeout), context.client)
 
 
-def sleep(seconds: float) -> Awaitable[None]:
+def sleep(seconds: Seconds) -> Awaitable[None]:
     """Sleep `seconds`, checkpointed in an async workflow as `durable.sleep`; elsewhere
     (or inside a step) `asyncio.sleep`."""
-    ops.check_sleep_seconds(seconds)
+    seconds = ops.check_sleep_seconds(as_seconds(seconds))
     context = checkpointing("sleep", is_async=True)
     if context is None:
         return asyncio.sleep(seconds)

@@ -25,6 +25,7 @@ from durable._aio import drive
 from durable._aio.client import AsyncClient, default_client
 from durable._aio.workflows import execute
 from durable._core import work
+from durable._core.durations import Seconds, optional_seconds, seconds
 from durable._core.specs import Started, WorkflowSpec
 from durable._queues import Queue, queue_names
 from durable._worker import log_run_end
@@ -54,11 +55,12 @@ class Worker:
         workflows: Iterable[Callable[..., Any]] = (),
         *,
         name: str | None = None,
-        lease_seconds: float = 10.0,
+        lease_seconds: Seconds = 10.0,
         max_concurrent: int = 1000,
         queues: Iterable[Queue] = (),
         client: AsyncClient | None = None,
     ) -> None:
+        lease_seconds = seconds(lease_seconds)
         self._specs = work.worker_specs(workflows, lease_seconds, max_concurrent, is_async=True)
         self.executor_id = str(uuid.uuid4())
         self.name = name or ""
@@ -107,7 +109,7 @@ class Worker:
             ", ".join(sorted(self._specs)) or "no workflow names",
         )
 
-    async def stop(self, timeout: float | None = 30.0) -> bool:
+    async def stop(self, timeout: Seconds | None = 30.0) -> bool:
         """Stop claiming, let running workflows go on for up to `timeout` seconds (None:
         no limit), then hand those left to other workers. Returns True if none was left."""
         if self._state != "started":
@@ -120,7 +122,7 @@ class Worker:
             await poll
         running = list(self._running)
         if running:
-            await asyncio.wait(running, timeout=timeout)
+            await asyncio.wait(running, timeout=optional_seconds(timeout))
         leftover = {task: self._running[task] for task in running if not task.done()}
         for task in leftover:
             task.cancel()
@@ -150,7 +152,7 @@ class Worker:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def run(self, shutdown_timeout: float | None = 30.0) -> None:
+    async def run(self, shutdown_timeout: Seconds | None = 30.0) -> None:
         """Start (unless started), run until SIGTERM or SIGINT, then
         `stop(shutdown_timeout)`. For a dedicated worker process's main loop."""
         loop = asyncio.get_running_loop()

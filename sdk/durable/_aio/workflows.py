@@ -15,6 +15,7 @@ from durable._aio import drive
 from durable._aio.client import AsyncClient, default_client
 from durable._core import ops, specs
 from durable._core.context import starting_context
+from durable._core.durations import Seconds, optional_seconds
 from durable._core.specs import QueueStart, Started, WorkflowSpec, recorded_result, status_of
 from durable._workflow import STOPPED_HERE, log_stopped
 from durable.errors import DurableError
@@ -42,10 +43,11 @@ class AsyncWorkflowHandle(Generic[R]):
     async def status(self) -> specs.WorkflowStatus:
         return status_of((await self._client.get_workflow(self.workflow_id)).status)
 
-    async def result(self, timeout: float | None = None) -> R:
+    async def result(self, timeout: Seconds | None = None) -> R:
         """Wait for the workflow's output (or raise its error), as
         `durable.WorkflowHandle.result`: TimeoutError after `timeout` seconds (None: no
         limit). Cancelling the wait does not cancel the workflow."""
+        timeout = optional_seconds(timeout)
         deadline = specs.Deadline(timeout)
         if self._local is not None:
             try:
