@@ -3,6 +3,7 @@ protobuf, not the coordinator's Postgres, metrics and logging packages."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,10 +17,13 @@ COORDINATOR_ONLY = ("psycopg", "pgserver", "prometheus", "python-json-logger", "
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy: setuptools leaves build/ and egg-info/ beside the sources.
+    source = tmp_path_factory.mktemp("sdk") / "sdk"
+    shutil.copytree(ROOT / "sdk", source, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), "./sdk"],
-        cwd=ROOT,
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), "."],
+        cwd=source,
         check=True,
         timeout=300,
     )

@@ -167,8 +167,17 @@ async def _start(
         return AsyncWorkflowHandle(workflow_id, client)  # finished, or run by a worker
     task = asyncio.create_task(_run_task(client, spec, started), name=f"workflow-{workflow_id}")
     _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    task.add_done_callback(_forget)
     return AsyncWorkflowHandle(workflow_id, client, task)
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """A started workflow's task ended: drop it. Its outcome is recorded by the
+    coordinator (and given to whoever awaits the handle), so an error nobody awaited is
+    not "never retrieved"."""
+    _tasks.discard(task)
+    if not task.cancelled():
+        task.exception()
 
 
 def enqueue(
