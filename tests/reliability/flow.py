@@ -1,9 +1,10 @@
-"""The workflow the reliability suite runs, and the two processes that run it.
+"""The workflow the reliability suite runs, and the two processes that run it, in the SDK's
+sync face or its async face (`--face async`).
 
     python -m tests.reliability.flow drive TARGET DATABASE_URL PREFIX FIRST COUNT
-        [--steps N] [--pause SECONDS] [--threads N] [--watch-every K]
+        [--face sync|async] [--steps N] [--pause SECONDS] [--threads N] [--watch-every K]
     python -m tests.reliability.flow work TARGET DATABASE_URL PREFIX FIRST COUNT
-        --name NAME [--steps N] [--pause SECONDS] [--lease SECONDS]
+        --name NAME [--face sync|async] [--steps N] [--pause SECONDS] [--lease SECONDS]
 
 Workflow PREFIX-i (i from FIRST, COUNT of them) is `order(i, steps, pause)`: for j in
 1..steps, step `work` returns i*j and then the workflow sets event "progress" to j; its
@@ -19,11 +20,19 @@ must carry every call through.
 
 `work`: a `durable.Worker` process that starts its share of the workflows under its own
 session, prints "ready EXECUTOR_ID", and runs (and takes over others' work) until SIGTERM.
+
+With `--face async` the same workflow is `order_async`, an `async def` workflow whose odd
+steps are the `async def` step `work_async` and whose even steps are the plain `work` run
+through `durable.aio.run_step` (so both kinds of step of the async face meet the faults),
+with the same records, results and side effects. `drive` then runs the workflows as tasks
+of one event loop (--threads of them at once) and watches with `durable.aio.watch_event`;
+`work` is a `durable.aio.Worker` on one event loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -37,6 +46,7 @@ from typing import Any
 import psycopg
 
 import durable
+import durable.aio
 
 SIDE_EFFECTS_DDL = """
 CREATE TABLE IF NOT EXISTS side_effects (
@@ -48,6 +58,12 @@ CREATE TABLE IF NOT EXISTS side_effects (
 )"""
 
 WORKFLOW_NAME = "reliability.order"
+# Its own name, so the async face's workers never claim a sync workflow (nor the reverse).
+ASYNC_WORKFLOW_NAME = "reliability.order_async"
+INSERT_SIDE_EFFECT = (
+    "INSERT INTO side_effects (run_id, workflow_id, step, process)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING"
+)
 # How long a step keeps trying to write its side effect while the database is away.
 SIDE_EFFECT_PATIENCE = 60.0
 
@@ -76,11 +92,7 @@ def _insert(run_id: uuid.UUID, workflow_id: str, step: int) -> None:
         if not _conn or _conn[0].closed:
             _conn[:] = [psycopg.connect(Settings.database_url, autocommit=True, connect_timeout=5)]
         try:
-            _conn[0].execute(
-                "INSERT INTO side_effects (run_id, workflow_id, step, process)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
-                (run_id, workflow_id, step, Settings.process),
-            )
+            _conn[0].execute(INSERT_SIDE_EFFECT, (run_id, workflow_id, step, Settings.process))
         except psycopg.OperationalError:
             _conn[0].close()
             raise
@@ -172,9 +184,122 @@ def serve(args: argparse.Namespace) -> None:
     worker.run_forever(shutdown_timeout=5)
 
 
+# --- the async face: the same workflow, side effects and processes on one event loop ------
+
+# The event loop's own connection, for the async steps (the plain steps run through
+# run_step use the thread-side one above).
+_aconn_lock: asyncio.Lock | None = None
+_aconn: list[psycopg.AsyncConnection[Any]] = []
+
+
+async def _insert_async(run_id: uuid.UUID, workflow_id: str, step: int) -> None:
+    global _aconn_lock
+    _aconn_lock = _aconn_lock or asyncio.Lock()
+    async with _aconn_lock:
+        if not _aconn or _aconn[0].closed:
+            _aconn[:] = [
+                await psycopg.AsyncConnection.connect(
+                    Settings.database_url, autocommit=True, connect_timeout=5
+                )
+            ]
+        try:
+            await _aconn[0].execute(
+                INSERT_SIDE_EFFECT, (run_id, workflow_id, step, Settings.process)
+            )
+        except BaseException:
+            # Also on cancellation: a query cut off mid-way leaves the connection unusable.
+            await _aconn[0].close()
+            raise
+
+
+async def record_side_effect_async(workflow_id: str, step: int) -> None:
+    """`record_side_effect` without blocking the event loop."""
+    run_id = uuid.uuid4()
+    deadline = time.monotonic() + SIDE_EFFECT_PATIENCE
+    while True:
+        try:
+            await _insert_async(run_id, workflow_id, step)
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@durable.step
+async def work_async(n: int, j: int, pause: float) -> int:
+    await record_side_effect_async(durable.aio.current_workflow_id() or "", j)
+    if pause:
+        await asyncio.sleep(pause)
+    return n * j
+
+
+@durable.workflow(name=ASYNC_WORKFLOW_NAME)
+async def order_async(n: int, steps: int, pause: float) -> int:
+    total = 0
+    for j in range(1, steps + 1):
+        if j % 2:
+            total += await work_async(n, j, pause)
+        else:
+            total += await durable.aio.run_step(work, n, j, pause)
+        await durable.aio.set_event("progress", j)
+    return total
+
+
+async def watch_async(workflow: str) -> None:
+    values: list[Any] = []
+    times: list[float] = []
+    try:
+        async for value in durable.aio.watch_event(workflow, "progress", timeout=300):
+            values.append(value)
+            times.append(time.time())
+        emit({"watch": workflow, "values": values, "times": times})
+    except Exception as exc:
+        emit({"watch": workflow, "values": values, "times": times, "error": repr(exc)})
+
+
+async def run_one_async(
+    prefix: str, n: int, steps: int, pause: float, watched: bool, slots: asyncio.Semaphore
+) -> None:
+    async with slots:
+        workflow = workflow_id(prefix, n)
+        watcher = asyncio.create_task(watch_async(workflow)) if watched else None
+        try:
+            with durable.aio.set_workflow_id(workflow):
+                emit({"id": workflow, "result": await order_async(n, steps, pause)})
+        except Exception as exc:
+            emit({"id": workflow, "error": repr(exc)})
+        if watcher is not None:
+            await watcher
+
+
+async def drive_async(args: argparse.Namespace) -> None:
+    durable.aio.configure(args.target)
+    slots = asyncio.Semaphore(args.threads)
+    async with asyncio.TaskGroup() as tasks:
+        for n in range(args.first, args.first + args.count):
+            watched = args.watch_every > 0 and n % args.watch_every == 0
+            tasks.create_task(run_one_async(args.prefix, n, args.steps, args.pause, watched, slots))
+    emit("done")
+
+
+async def serve_async(args: argparse.Namespace) -> None:
+    durable.aio.configure(args.target)
+    worker = durable.aio.Worker(
+        [order_async], name=args.name, lease_seconds=args.lease, max_concurrent=100
+    )
+    await worker.start()
+    for n in range(args.first, args.first + args.count):
+        with durable.aio.set_workflow_id(workflow_id(args.prefix, n)):
+            await durable.aio.start_workflow(order_async, n, args.steps, args.pause)
+    emit(f"ready {worker.executor_id}")
+    await worker.run(shutdown_timeout=5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["drive", "work"])
+    parser.add_argument("--face", choices=["sync", "async"], default="sync")
     parser.add_argument("target")
     parser.add_argument("database_url")
     parser.add_argument("prefix")
@@ -189,6 +314,9 @@ def main() -> None:
     args = parser.parse_args()
     Settings.database_url, Settings.process = args.database_url, args.name
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if args.face == "async":
+        asyncio.run((drive_async if args.mode == "drive" else serve_async)(args))
+        return
     durable.configure(args.target)
     (drive if args.mode == "drive" else serve)(args)
 

@@ -14,6 +14,10 @@ from typing import Any
 
 from tests.support import LineProcess
 
+# The SDK faces a flow process can run in: plain threads (`durable`) or one event loop
+# (`durable.aio`). The crash scenarios run once with each.
+FACES = ("sync", "async")
+
 
 @dataclass
 class Outcomes:
@@ -33,7 +37,8 @@ class Outcomes:
 
 
 class FlowProcess(LineProcess):
-    """One `python -m tests.reliability.flow` process."""
+    """One `python -m tests.reliability.flow` process, in the SDK's `face` ("sync" or
+    "async")."""
 
     def __init__(
         self,
@@ -45,6 +50,7 @@ class FlowProcess(LineProcess):
         count: int,
         *options: str,
         name: str,
+        face: str = "sync",
     ) -> None:
         self.outcomes = Outcomes()
         unique = f"reliability-{name}-{uuid.uuid4().hex[:8]}.log"
@@ -53,7 +59,7 @@ class FlowProcess(LineProcess):
             [
                 "tests.reliability.flow",
                 *(mode, target, database_url, prefix, str(first), str(count)),
-                *("--name", name, *options),
+                *("--name", name, "--face", face, *options),
             ],
             Path(tempfile.gettempdir()) / unique,
             stdin=subprocess.DEVNULL,

@@ -5,6 +5,9 @@ Every workflow must end with the right result without being restarted (the clien
 through on their retries), every step must be recorded exactly once and have run exactly
 once, every event history must be gapless, and watchers must see no value lost or out of
 order.
+
+Run once with sync clients (a thread per workflow) and once with async ones (`durable.aio`,
+a task per workflow on one event loop), checked alike.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from tests.reliability.checks import (
     verify,
     wait_for_progress,
 )
-from tests.reliability.processes import FlowProcess, all_running, merge
-from tests.reliability.report import Report
+from tests.reliability.processes import FACES, FlowProcess, all_running, merge
+from tests.reliability.report import Report, for_face
 from tests.reliability.scale import SCALE, SEED, TEST_TIMEOUT, rng
 from tests.support import Coordinator
 
@@ -31,11 +34,16 @@ WATCH_EVERY = 10
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
-def test_workflows_ride_through_coordinator_sigkills(database_url: str, report: Report) -> None:
+@pytest.mark.parametrize("face", FACES)
+def test_workflows_ride_through_coordinator_sigkills(
+    database_url: str, report: Report, face: str
+) -> None:
     create_side_effects_table(database_url)
     count, drivers, kills = SCALE.crash_workflows, SCALE.crash_drivers, SCALE.crash_kills
-    points = kill_points(rng("coordinator crash"), count * STEPS, kills)
-    print(f"\nseed {SEED}: SIGKILL the coordinator at recorded steps {points}")
+    points = kill_points(rng(f"coordinator crash, {face}"), count * STEPS, kills)
+    print(f"\nseed {SEED}: SIGKILL the coordinator at recorded steps {points} ({face} clients)")
+    # Each face its own workflows in the module's database.
+    prefix = f"{PREFIX}-{face}"
 
     started = time.monotonic()
     coordinator = Coordinator(database_url)
@@ -46,7 +54,7 @@ def test_workflows_ride_through_coordinator_sigkills(database_url: str, report: 
             "drive",
             coordinator.address,
             database_url,
-            PREFIX,
+            prefix,
             d * share,
             share if d < drivers - 1 else count - d * share,
             "--steps",
@@ -55,14 +63,15 @@ def test_workflows_ride_through_coordinator_sigkills(database_url: str, report: 
             "16",
             "--watch-every",
             str(WATCH_EVERY),
-            name=f"driver-{d}",
+            name=f"{face}-driver-{d}",
+            face=face,
         )
         for d in range(drivers)
     ]
     outages: list[float] = []
     try:
         for point in points:
-            wait_for_progress(database_url, PREFIX, point, all_running(clients))
+            wait_for_progress(database_url, prefix, point, all_running(clients))
             coordinator.kill()
             down = time.monotonic()
             coordinator.stop()
@@ -78,10 +87,11 @@ def test_workflows_ride_through_coordinator_sigkills(database_url: str, report: 
 
     assert not outcomes.errors, dict(list(outcomes.errors.items())[:5])
     assert len(outcomes.results) == count
-    verdict = verify(database_url, PREFIX, range(count), STEPS)
+    verdict = verify(database_url, prefix, range(count), STEPS)
     watched = check_watches(outcomes.watches, STEPS)
     report.record(
-        "coordinator crash (SIGKILL, restart on the same port)",
+        for_face("coordinator crash (SIGKILL, restart on the same port)", face),
+        face=face,
         workflows=count,
         client_processes=drivers,
         faults_injected=kills,

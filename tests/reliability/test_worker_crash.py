@@ -2,6 +2,9 @@
 take the dead worker's workflows over within its lease, finish them with the right
 results, and never run a step again whose outcome was already recorded: the side_effects
 table counts every run, so only the steps the dead worker was running may show twice.
+
+Run once with sync workers (`durable.Worker`, a thread per workflow) and once with async
+ones (`durable.aio.Worker`, a task per workflow on one event loop), checked alike.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from tests.reliability.checks import (
     verify,
     wait_for_progress,
 )
-from tests.reliability.processes import FlowProcess, all_running
-from tests.reliability.report import Report
+from tests.reliability.processes import FACES, FlowProcess, all_running
+from tests.reliability.report import Report, for_face
 from tests.reliability.scale import SCALE, SEED, TEST_TIMEOUT, rng
 from tests.support import Coordinator, eventually
 
@@ -46,19 +49,30 @@ def taken_over(conn: psycopg.Connection[tuple[int]], executor_id: str) -> bool:
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
+@pytest.mark.parametrize("face", FACES)
 def test_survivors_take_over_killed_workers_without_rerunning_recorded_steps(
-    coordinator: Coordinator, database_url: str, report: Report
+    coordinator: Coordinator, database_url: str, report: Report, face: str
 ) -> None:
     create_side_effects_table(database_url)
     count, processes, kills = SCALE.worker_workflows, SCALE.worker_processes, SCALE.worker_kills
-    draw = rng("worker crash")
+    draw = rng(f"worker crash, {face}")
+    # Each face its own workflows (and names) in the module's database and coordinator.
+    prefix = f"{PREFIX}-{face}"
     points = kill_points(draw, count * STEPS, kills)
     options = ("--steps", str(STEPS), "--pause", str(PAUSE), "--lease", str(LEASE))
     share = count // processes
 
     def spawn(name: str, first: int, number: int) -> FlowProcess:
         return FlowProcess(
-            "work", coordinator.address, database_url, PREFIX, first, number, *options, name=name
+            "work",
+            coordinator.address,
+            database_url,
+            prefix,
+            first,
+            number,
+            *options,
+            name=f"{face}-{name}",
+            face=face,
         )
 
     started = time.monotonic()
@@ -74,14 +88,14 @@ def test_survivors_take_over_killed_workers_without_rerunning_recorded_steps(
         with psycopg.connect(database_url, autocommit=True) as conn:
             for k, point in enumerate(points):
                 alive = [w for w in workers if w.name not in killed]
-                wait_for_progress(database_url, PREFIX, point, all_running(alive))
+                wait_for_progress(database_url, prefix, point, all_running(alive))
                 victim = draw.choice([w for w in alive if owned_pending(conn, sessions[w.name])])
                 session = sessions[victim.name]
                 orphans.append(owned_pending(conn, session))
                 victim.kill()
                 down = time.monotonic()
                 killed.append(victim.name)
-                print(f"\nseed {SEED}: killed {victim.name} at {point} recorded steps")
+                print(f"\nseed {SEED}: killed {victim.name} ({face}) at {point} recorded steps")
                 # A fresh worker joins, so there are always survivors for the next kill.
                 workers.append(spawn(f"replacement-{k}", 0, 0))
                 eventually(partial(taken_over, conn, session), timeout=60)
@@ -92,7 +106,7 @@ def test_survivors_take_over_killed_workers_without_rerunning_recorded_steps(
                     status == "SUCCESS"
                     for (status,) in conn.execute(
                         "SELECT status FROM durable.workflows WHERE workflow_id LIKE %s",
-                        (f"{PREFIX}-%",),
+                        (f"{prefix}-%",),
                     )
                 ),
                 timeout=120,
@@ -103,9 +117,10 @@ def test_survivors_take_over_killed_workers_without_rerunning_recorded_steps(
             worker.close()
     elapsed = time.monotonic() - started
 
-    verdict = verify(database_url, PREFIX, range(count), STEPS, killed=killed)
+    verdict = verify(database_url, prefix, range(count), STEPS, killed=killed)
     report.record(
-        "worker crash (SIGKILL, lease takeover)",
+        for_face("worker crash (SIGKILL, lease takeover)", face),
+        face=face,
         workflows=count,
         worker_processes=processes + kills,
         faults_injected=len(killed),
