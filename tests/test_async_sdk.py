@@ -15,7 +15,7 @@ import asyncio
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from tests.async_faces import (
     SyncFace,
     adouble,
     amark,
+    apipeline,
     count,
     counts,
     crash_at,
@@ -431,45 +432,25 @@ def test_a_task_cancelled_mid_step_leaves_the_step_unrecorded(aio: None) -> None
     ]
 
 
-# Face mismatches: each op is called inside a workflow of the other face.
+# Face mismatches: each op is called inside a workflow of the other face, and raises at
+# the call (so nothing is left to await, nor blocks the loop).
 
-
-async def sync_set_event() -> None:
-    durable.set_event("k", 1)
-
-
-async def plain_step_called() -> None:
-    mark("x")
-
-
-async def sync_start_of_async() -> None:
-    durable.start_workflow(adouble, 1)
-
-
-async def sync_start_of_sync() -> None:
-    durable.start_workflow(double, 1)
-
-
-async def sync_sleep() -> None:
-    durable.sleep(0.01)
-
-
-async def sync_recv() -> None:
-    durable.recv("t", timeout=0.1)
-
-
-async def sync_workflow_called() -> None:
-    double(1)
-
-
-IN_ASYNC: dict[str, tuple[Callable[[], Awaitable[None]], str]] = {
-    "set_event": (sync_set_event, r"set_event was called through the sync API inside an async"),
-    "plain_step": (plain_step_called, r"plain function called in an async workflow.*run_step"),
-    "start_async": (sync_start_of_async, r"is async def: start it with.*durable\.aio"),
-    "start_sync": (sync_start_of_sync, r"start_workflow was called through the sync API"),
-    "sleep": (sync_sleep, r"sleep was called through the sync API"),
-    "recv": (sync_recv, r"recv was called through the sync API"),
-    "call_sync_workflow": (sync_workflow_called, r"through the sync API inside an async"),
+SYNC_API = r"was called through the sync API inside an async workflow"
+IN_ASYNC: dict[str, tuple[Callable[[], object], str]] = {
+    "set_event": (lambda: durable.set_event("k", 1), rf"^set_event {SYNC_API}"),
+    "get_event": (lambda: durable.get_event("w", "k", timeout=0.1), rf"^get_event {SYNC_API}"),
+    "watch_event": (lambda: list(durable.watch_event("w", "k", timeout=0.1)), SYNC_API),
+    "send": (lambda: durable.send("w", 1, "t"), rf"^send {SYNC_API}"),
+    "recv": (lambda: durable.recv("t", timeout=0.1), rf"^recv {SYNC_API}"),
+    "sleep": (lambda: durable.sleep(0.01), rf"^sleep {SYNC_API}"),
+    "plain_step": (lambda: mark("x"), r"plain function called in an async workflow.*run_step"),
+    "call_sync_workflow": (lambda: double(1), SYNC_API),
+    "start_sync_workflow": (lambda: durable.start_workflow(double, 1), SYNC_API),
+    "start_async_workflow": (
+        lambda: durable.start_workflow(adouble, 1),
+        r"is async def: start it with `await durable\.aio\.start_workflow",
+    ),
+    "enqueue": (lambda: durable.Queue("q").enqueue(double, 1), SYNC_API),
 }
 
 
@@ -479,7 +460,7 @@ def test_a_sync_op_in_an_async_workflow_raises_durable_error(aio: None, case: st
 
     @durable.workflow(name=f"aio_tests.mismatch.in_async.{case}")
     async def mismatched() -> None:
-        await op()
+        op()
 
     workflow_id = new_id("in-async")
 
@@ -494,35 +475,30 @@ def test_a_sync_op_in_an_async_workflow_raises_durable_error(aio: None, case: st
     assert info.error is not None and info.error.type == "durable.errors.DurableError"
 
 
-# Each of these raises at the call, in a sync workflow: nothing is left to await.
-
-
-def async_set_event() -> Awaitable[None]:
-    return durable.aio.set_event("k", 1)
-
-
-def async_step_called() -> Awaitable[str]:
-    return amark("x")
-
-
-def async_start() -> Awaitable[Any]:
-    return durable.aio.start_workflow(adouble, 1)
-
-
-def async_recv() -> Awaitable[Any]:
-    return durable.aio.recv("t", timeout=0.1)
-
-
-def async_workflow_called() -> Awaitable[Any]:
-    return adouble(1)
-
-
-IN_SYNC: dict[str, tuple[Callable[[], Awaitable[Any]], str]] = {
-    "set_event": (async_set_event, r"durable\.aio\.set_event was called inside a sync workflow"),
-    "async_step": (async_step_called, r"is async def, called in a sync workflow"),
-    "start": (async_start, r"durable\.aio\.start_workflow was called inside a sync workflow"),
-    "recv": (async_recv, r"durable\.aio\.recv was called inside a sync workflow"),
-    "call_async_workflow": (async_workflow_called, r"inside a sync workflow"),
+IN_SYNC_WORKFLOW = r"was called inside a sync workflow"
+IN_SYNC: dict[str, tuple[Callable[[], object], str]] = {
+    "set_event": (
+        lambda: durable.aio.set_event("k", 1),
+        rf"durable\.aio\.set_event {IN_SYNC_WORKFLOW}",
+    ),
+    "get_event": (
+        lambda: durable.aio.get_event("w", "k", timeout=0.1),
+        rf"durable\.aio\.get_event {IN_SYNC_WORKFLOW}",
+    ),
+    "send": (lambda: durable.aio.send("w", 1, "t"), rf"durable\.aio\.send {IN_SYNC_WORKFLOW}"),
+    "recv": (lambda: durable.aio.recv("t", timeout=0.1), rf"durable\.aio\.recv {IN_SYNC_WORKFLOW}"),
+    "sleep": (lambda: durable.aio.sleep(0.01), rf"durable\.aio\.sleep {IN_SYNC_WORKFLOW}"),
+    "run_step": (
+        lambda: durable.aio.run_step(mark, "x"),
+        rf"durable\.aio\.run_step {IN_SYNC_WORKFLOW}",
+    ),
+    "async_step": (lambda: amark("x"), r"is async def, called in a sync workflow"),
+    "call_async_workflow": (lambda: adouble(1), IN_SYNC_WORKFLOW),
+    "start": (
+        lambda: durable.aio.start_workflow(adouble, 1),
+        rf"durable\.aio\.start_workflow {IN_SYNC_WORKFLOW}",
+    ),
+    "enqueue": (lambda: durable.aio.enqueue(durable.Queue("q"), adouble, 1), IN_SYNC_WORKFLOW),
 }
 
 
@@ -556,6 +532,35 @@ def test_starting_a_workflow_through_the_other_faces_api_is_refused(aio: None, s
 
     with pytest.raises(durable.DurableError, match=r"plain function: start it with"):
         arun(start_sync(), timeout=10)
+
+
+def test_a_stopped_async_worker_hands_an_unfinished_workflow_to_another(aio: None) -> None:
+    queue = durable.Queue(new_id("handover"))
+    label = new_id("handover")
+    one, two, three = f"{label}-1", f"{label}-2", f"{label}-3"
+
+    async def main() -> tuple[bool, list[durable.StepInfo], list[str], str, str]:
+        first = durable.aio.Worker([apipeline], queues=[queue], lease_seconds=LEASE)
+        await first.start()
+        with durable.aio.set_workflow_id(label):
+            handle = await durable.aio.enqueue(queue, apipeline, label)
+        await until(lambda: count(two) == 1)  # step 2 is in flight, held
+        # Its grace period passes while step 2 is held: the run is cancelled mid-step.
+        finished_all = await first.stop(timeout=0.2)
+        steps = await durable.aio.list_steps(label)
+        gates[two].set()
+        async with durable.aio.Worker([apipeline], queues=[queue], lease_seconds=LEASE) as second:
+            outcome = await handle.result(timeout=WAIT)
+        info = await durable.aio.get_workflow(label)
+        assert info.executor_id is not None
+        return finished_all, steps, outcome, info.executor_id, second.executor_id
+
+    finished_all, steps, outcome, executor, second = arun(main(), timeout=WAIT + 10)
+    assert not finished_all
+    assert [s.output for s in steps] == [one]  # the cancelled step was not recorded
+    assert outcome == [one, two, three]
+    assert executor == second
+    assert counts(one, two, three) == [1, 2, 1]
 
 
 # --- a SIGKILLed async worker process ------------------------------------------------------
