@@ -9,7 +9,10 @@ side runs bench/dbos_worker.py with bench/.venv-dbos/bin/python (a separate venv
 dbos==3.4.0; `make bench` creates it), one process per scenario. If that venv is missing
 the DBOS column is skipped with a message. Prints a table with ratios and
 the targets from ANCHORS.md, and writes every raw figure to bench/results/run-<time>.json.
-See bench/README.md for what each scenario measures.
+The async_* scenarios are the same shapes through each SDK's asyncio API, every workflow a
+task of one event loop: our side is bench/async_side.py, run with this venv's Python in a
+process of its own per scenario and round (so its threads and RSS are its own), against
+the same two coordinators. See bench/README.md for what each scenario measures.
 """
 
 from __future__ import annotations
