@@ -105,6 +105,26 @@ def picky(label: str) -> str:
     raise ValueError("not worth retrying")
 
 
+# The step errors `fail` raises, by name.
+ERRORS: dict[str, type[Exception]] = {"ValueError": ValueError, "KeyError": KeyError}
+
+
+@durable.step(name="aio_tests.sync.fail")
+def fail(error: str, label: str) -> None:
+    effects.append(label)
+    raise ERRORS[error](label)
+
+
+@durable.workflow(name="aio_tests.sync.catches")
+def catches(error: str, label: str) -> list[str]:
+    try:
+        fail(error, label)
+    except Exception as exc:
+        caught = [type(exc).__name__, str(exc)]
+    mark(f"{label}-after")
+    return caught
+
+
 @durable.workflow(name="aio_tests.sync.progress")
 def progress(label: str) -> str:
     durable.set_event("progress", 0)
@@ -212,6 +232,7 @@ SYNC_WORKFLOWS: dict[str, Callable[..., Any]] = {
     "enqueuer": enqueuer,
     "pipeline": pipeline,
     "retried": retried,
+    "catches": catches,
 }
 
 
@@ -248,6 +269,22 @@ async def aflaky(label: str) -> str:
 async def apicky(label: str) -> str:
     effects.append(label)
     raise ValueError("not worth retrying")
+
+
+@durable.step(name="aio_tests.async.fail")
+async def afail(error: str, label: str) -> None:
+    effects.append(label)
+    raise ERRORS[error](label)
+
+
+@durable.workflow(name="aio_tests.async.catches")
+async def acatches(error: str, label: str) -> list[str]:
+    try:
+        await afail(error, label)
+    except Exception as exc:
+        caught = [type(exc).__name__, str(exc)]
+    await amark(f"{label}-after")
+    return caught
 
 
 @durable.workflow(name="aio_tests.async.progress")
@@ -357,6 +394,7 @@ ASYNC_WORKFLOWS: dict[str, Callable[..., Any]] = {
     "enqueuer": aenqueuer,
     "pipeline": apipeline,
     "retried": aretried,
+    "catches": acatches,
 }
 
 
