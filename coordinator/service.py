@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator import metrics, session, validation, wire
+from coordinator import long_poll, metrics, session, validation, wire
 from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
@@ -20,7 +20,6 @@ from coordinator.notify import Hub, event_topic, message_topic, work_topic, work
 from coordinator.store import (
     batched,
     children,
-    events,
     management,
     messages,
     queues,
@@ -29,7 +28,7 @@ from coordinator.store import (
     workers,
     workflows,
 )
-from coordinator.store.records import EventSnapshot, EventValue, Status, StepKind, StepRecord
+from coordinator.store.records import EventValue, Status, StepRecord
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -209,116 +208,34 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                 raise InvalidArgument("follow", "not allowed with caller (a read is one value)")
             if request.after_version:
                 raise InvalidArgument("after_version", "not allowed with caller")
-            yield await self._read_event_as_step(ns, workflow_id, key, timeout, request.caller)
-            return
-        follow = request.follow
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        after = request.after_version
-        # A resuming follower must not skip values, so it reads history; a fresh reader
-        # starts from the latest value and reads history from there on.
-        from_history = follow and after > 0
-        topics = (event_topic(ns, workflow_id, key), workflow_topic(ns, workflow_id))
-        with self._hub.subscribe(*topics) as waiter:
-            while True:
-                waiter.arm()
-                handed = waiter.take_value()
-                if handed is not None and (
-                    handed.version == after + 1 or (not follow and handed.version > after)
-                ):
-                    # The value that woke us came with the wake-up: no read. A follower
-                    # takes only the very next version, so none is skipped.
-                    seen = EventSnapshot(None, [handed], has_more=False)
-                    metrics.EVENT_VALUE_HANDED.inc()
-                else:
-                    seen = await events.read(
-                        self._pool, ns, workflow_id, key, after, from_history=from_history
-                    )
-                    metrics.EVENT_VALUE_READ.inc(len(seen.values))
-                for value in seen.values:
-                    # Seen before it is sent: the NOTIFY echo of a value this coordinator
-                    # handed over often lands while it is being sent, and must not wake
-                    # the reader for a read that finds nothing new.
-                    after = waiter.seen_version = value.version
-                    yield wire.event(value)
-                if seen.values and not follow:
-                    return
-                from_history = follow
-                if seen.has_more:
-                    continue
-                if seen.status is not None and seen.status.finished:
-                    # Values are only set while PENDING, and this snapshot saw them all.
-                    yield pb.GetEventResponse(
-                        workflow_finished=pb.WorkflowFinished(status=wire.status(seen.status))
-                    )
-                    return
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    yield pb.GetEventResponse(timed_out=pb.TimedOut())
-                    return
-                await waiter.wait(remaining)
-
-    async def _read_event_as_step(
-        self, ns: str, workflow_id: str, key: str, timeout: float, caller: pb.StepRef
-    ) -> pb.GetEventResponse:
-        """GetEvent from a running workflow: one value (or none), checkpointed as the
-        caller's GET_EVENT step with the wait's deadline; a replay answers at once."""
-        caller_id, step_id, executor = validation.step_ref(caller, "caller")
-        begun = await waits.begin(
-            self._pool,
-            ns,
-            caller_id,
-            step_id,
-            StepKind.GET_EVENT,
-            key,
-            timeout,
-            executor_id=executor,
-        )
-        if isinstance(begun, StepRecord):
-            return wire.recorded_event(begun)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + begun.remaining
-        # The caller's own topic too: cancelling it ends the wait (with WORKFLOW_NOT_PENDING).
-        topics = (
-            event_topic(ns, workflow_id, key),
-            workflow_topic(ns, workflow_id),
-            workflow_topic(ns, caller_id),
-        )
-        with self._hub.subscribe(*topics) as waiter:
-            while True:
-                waiter.arm()
-                seen = await events.read(self._pool, ns, workflow_id, key, 0, from_history=False)
-                finished = seen.status is not None and seen.status.finished
-                remaining = deadline - loop.time()
-                if seen.values or finished or remaining <= 0:
-                    break
-                if await waits.settled(self._pool, ns, caller_id, step_id, executor):
-                    break  # recorded by a concurrent call, or refused: recording says which
-                await waiter.wait(remaining)
-        value = seen.values[0].value if seen.values else waits.JSON_NULL
-        step, already = await waits.record(
-            self._pool,
-            ns,
-            caller_id,
-            step_id,
-            StepKind.GET_EVENT,
-            key,
-            value,
-            begun.at,
-            timed_out=not seen.values,
-            executor_id=executor,
-        )
-        if already:
-            return wire.recorded_event(step)
-        if seen.values:
-            return wire.event(seen.values[0])
-        if finished:
-            # Recorded as "no value" (replays get timed_out); this caller learns why.
-            assert seen.status is not None
-            return pb.GetEventResponse(
-                workflow_finished=pb.WorkflowFinished(status=wire.status(seen.status))
+            caller_id, step_id, executor = validation.step_ref(request.caller, "caller")
+            read = await long_poll.read_event_as_step(
+                self._pool,
+                self._hub,
+                ns,
+                workflow_id,
+                key,
+                timeout,
+                caller_id=caller_id,
+                step_id=step_id,
+                executor=executor,
             )
-        return pb.GetEventResponse(timed_out=pb.TimedOut())
+            yield wire.recorded_event(read) if isinstance(read, StepRecord) else _event(read)
+            return
+        values = long_poll.event_values(
+            self._pool,
+            self._hub,
+            ns,
+            workflow_id,
+            key,
+            after=request.after_version,
+            follow=request.follow,
+            deadline=long_poll.deadline_after(timeout),
+        )
+        # Closed with this stream, so that its waiter goes at once.
+        async with contextlib.aclosing(values):
+            async for value in values:
+                yield _event(value)
 
     @unary
     async def Send(self, request: pb.SendRequest, context: Context) -> pb.SendResponse:
@@ -358,42 +275,9 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         topic = validation.topic(request.topic)
         timeout = self._timeout(request.HasField("timeout"), request.timeout)
         executor = validation.executor_id(request.executor_id)
-        begun = await waits.begin(
-            self._pool,
-            ns,
-            workflow_id,
-            step_id,
-            StepKind.RECV,
-            topic,
-            timeout,
-            executor_id=executor,
+        received = await long_poll.receive(
+            self._pool, self._hub, ns, workflow_id, step_id, topic, timeout, executor=executor
         )
-        if isinstance(begun, StepRecord):
-            return pb.RecvResponse(step=wire.step(begun), already_recorded=True)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + begun.remaining
-        # The workflow's own topic too: cancelling it ends the wait (WORKFLOW_NOT_PENDING).
-        topics = (message_topic(ns, workflow_id, topic), workflow_topic(ns, workflow_id))
-        with self._hub.subscribe(*topics) as waiter:
-            while True:
-                waiter.arm()
-                remaining = deadline - loop.time()
-                received = await messages.receive(
-                    self._pool,
-                    ns,
-                    workflow_id,
-                    step_id,
-                    topic,
-                    begun.at,
-                    give_up=remaining <= 0,
-                    executor_id=executor,
-                )
-                if received is not None:
-                    break
-                await waiter.wait(remaining)
-        if not received.already_recorded:
-            # Wakes other calls waiting on this step here (others hear the NOTIFY).
-            self._hub.publish(message_topic(ns, workflow_id, topic))
         return pb.RecvResponse(
             step=wire.step(received.step), already_recorded=received.already_recorded
         )
@@ -468,18 +352,12 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         ns = self._namespace(context)
         workflow_id = validation.workflow_id(request.workflow_id)
         timeout = self._timeout(request.HasField("timeout"), request.timeout)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        with self._hub.subscribe(workflow_topic(ns, workflow_id)) as waiter:
-            while True:
-                waiter.arm()
-                record = await workflows.get(self._pool, ns, workflow_id)
-                remaining = deadline - loop.time()
-                if record.status.finished or remaining <= 0:
-                    return pb.AwaitWorkflowResponse(
-                        workflow=wire.workflow(record), timed_out=not record.status.finished
-                    )
-                await waiter.wait(remaining)
+        record = await long_poll.finished_workflow(
+            self._pool, self._hub, ns, workflow_id, deadline=long_poll.deadline_after(timeout)
+        )
+        return pb.AwaitWorkflowResponse(
+            workflow=wire.workflow(record), timed_out=not record.status.finished
+        )
 
     @unary
     async def ListSteps(
@@ -582,26 +460,17 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             minimum=0.0,
             maximum=self._config.max_wait_seconds,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        with self._hub.subscribe(work_topic(ns)) as waiter:
-            while True:
-                waiter.arm()
-                wanted = request.max_workflows or 1
-                claimed, dead = await workers.claim(
-                    self._pool, ns, executor, wanted, self._config.max_recovery_attempts
-                )
-                if len(claimed) < wanted:
-                    claimed += await queues.claim(self._pool, ns, executor, wanted - len(claimed))
-                if dead:
-                    await management.notify_status(self._pool, ns, [w.workflow_id for w in dead])
-                    for record in dead:
-                        self._hub.publish(workflow_topic(ns, record.workflow_id))
-                remaining = deadline - loop.time()
-                if claimed or remaining <= 0:
-                    return pb.PollWorkResponse(workflows=[wire.workflow(w) for w in claimed])
-                # ENQUEUED work wakes us at once; a lapsed lease is noticed at the next look.
-                await waiter.wait(min(remaining, self._config.sweep_seconds))
+        claimed = await long_poll.claim_work(
+            self._pool,
+            self._hub,
+            ns,
+            executor,
+            request.max_workflows or 1,
+            deadline=long_poll.deadline_after(wait),
+            max_recovery_attempts=self._config.max_recovery_attempts,
+            sweep_seconds=self._config.sweep_seconds,
+        )
+        return pb.PollWorkResponse(workflows=[wire.workflow(w) for w in claimed])
 
     @staticmethod
     def _queue_options(request: pb.StartWorkflowRequest) -> dict[str, Any]:
@@ -750,3 +619,14 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         return pb.ListEventsResponse(
             events=[wire.event_entry(e) for e in entries], next_page_token=next_token
         )
+
+
+def _event(seen: EventValue | long_poll.NoValue) -> pb.GetEventResponse:
+    """A GetEvent message: the value, or why the wait ended without one."""
+    if isinstance(seen, EventValue):
+        return wire.event(seen)
+    if seen.finished is not None:
+        return pb.GetEventResponse(
+            workflow_finished=pb.WorkflowFinished(status=wire.status(seen.finished))
+        )
+    return pb.GetEventResponse(timed_out=pb.TimedOut())
