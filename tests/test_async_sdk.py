@@ -12,12 +12,9 @@ finishes.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -46,8 +43,7 @@ from tests.async_faces import (
     mark,
     published,
 )
-from tests.support import Coordinator, LineProcess, eventually, new_id
-from tests.worker_harness import SideEffects
+from tests.support import Coordinator, eventually, new_id
 
 T = TypeVar("T")
 
@@ -663,81 +659,3 @@ def test_a_stopped_async_worker_hands_an_unfinished_workflow_to_another(aio: Non
     assert outcome == [one, two, three]
     assert executor == second
     assert counts(one, two, three) == [1, 2, 1]
-
-
-# --- a SIGKILLed async worker process ------------------------------------------------------
-
-
-class AsyncWorkerProcess(LineProcess):
-    """One `python -m tests.async_worker_process` process."""
-
-    def __init__(self, address: str, effects: SideEffects, tag: str, name: str, *args: str) -> None:
-        super().__init__(
-            name,
-            [
-                "tests.async_worker_process",
-                address,
-                str(effects.path),
-                tag,
-                "--name",
-                name,
-                "--lease",
-                str(LEASE),
-                *args,
-            ],
-            effects.path.with_name(f"{name}.stderr"),
-            stdin=subprocess.DEVNULL,
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> str:
-        return self._line("ready ", timeout).split()[1]
-
-
-@pytest.fixture
-def spawned() -> Iterator[list[LineProcess]]:
-    processes: list[LineProcess] = []
-    yield processes
-    for process in processes:
-        process.close()
-
-
-def test_a_sigkilled_async_workers_workflow_is_finished_by_another_worker(
-    coordinator: Coordinator, sdk: None, tmp_path: Path, spawned: list[LineProcess]
-) -> None:
-    side_effects = SideEffects(tmp_path / "side-effects.log")
-    tag = new_id("tag")
-    workflow_id = new_id("async-killed")
-    first = AsyncWorkerProcess(
-        coordinator.address, side_effects, tag, "first", "--hold-at", "3", "--start", workflow_id
-    )
-    spawned.append(first)
-    first_session = first.wait_ready()
-    # Steps 1 and 2 are recorded; step 3 is in flight (held) when the process dies.
-    eventually(lambda: len(side_effects.all(workflow_id)) == 3, timeout=WAIT)
-    assert durable.get_workflow(workflow_id).executor_id == first_session
-    assert [s.output for s in durable.list_steps(workflow_id) if s.kind == "step"] == [
-        "1:first",
-        "2:first",
-    ]
-    first.kill()
-
-    second = AsyncWorkerProcess(coordinator.address, side_effects, tag, "second")
-    spawned.append(second)
-    second_session = second.wait_ready()
-    outcome = durable.retrieve_workflow(workflow_id).result(timeout=WAIT)
-    assert outcome == ["1:first", "2:first", "3:second", "4:second", "5:second"]
-    # Steps recorded before the kill never ran again; the one in flight ran twice (at least
-    # once, recorded once); the rest ran once, on the successor.
-    assert [(e.label, e.worker) for e in side_effects.all(workflow_id)] == [
-        ("step-1", "first"),
-        ("step-2", "first"),
-        ("step-3", "first"),
-        ("step-3", "second"),
-        ("step-4", "second"),
-        ("step-5", "second"),
-    ]
-    info = durable.get_workflow(workflow_id)
-    assert (info.status, info.executor_id) == (durable.WorkflowStatus.SUCCESS, second_session)
-    assert info.recovery_attempts == 1
-    assert durable.list_events(workflow_id) == {"progress": 100}
-    assert Counter(s.kind for s in durable.list_steps(workflow_id)) == {"step": 5, "set_event": 5}
