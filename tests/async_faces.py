@@ -215,6 +215,7 @@ def retried(label: str) -> dict[str, str]:
         picky(f"{label}-picky")
     except ValueError as exc:
         result["picky"] = str(exc)
+    mark(f"{label}-after")
     return result
 
 
@@ -377,6 +378,7 @@ async def aretried(label: str) -> dict[str, str]:
         await apicky(f"{label}-picky")
     except ValueError as exc:
         result["picky"] = str(exc)
+    await amark(f"{label}-after")
     return result
 
 

@@ -4,9 +4,9 @@ coordinator, side by side with the sync face.
 Behaviour the faces share is tested once for both: each test taking `face` runs on the
 sync face and on the async face (tests/async_faces.py has the workflows written for each
 and the runners). Then the async face's own promises: call-order step positions under
-`asyncio.gather`, a task cancelled mid-step, face mismatches that raise instead of
-blocking, and a SIGKILLed `durable.aio.Worker` process whose workflow another worker
-finishes.
+`asyncio.gather`, a task (or a worker's run) cancelled mid-step, face mismatches that raise
+instead of blocking. Worker processes killed or stopped by a signal are
+tests/test_async_worker_recovery.py.
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def test_a_replayed_set_event_keeps_the_first_value_written(face: Face) -> None:
     assert face.run("publish", workflow_id, workflow_id) == "second"
     assert face.get_event(workflow_id, "value", timeout=5) == "first"
     assert face.list_events(workflow_id) == {"value": "first"}
+    seen: list[Any] = []
+    face.watch(workflow_id, "value", 5.0, seen)  # a finished workflow: its last value
+    assert seen == ["first"]
     assert kinds_and_names(face.list_steps(workflow_id))[0] == ("set_event", "value")
 
 
@@ -284,8 +287,9 @@ def test_a_workflow_past_its_timeout_is_cancelled_at_its_next_step(face: Face) -
 
 def test_a_failing_step_is_retried_and_each_failed_attempt_recorded(face: Face) -> None:
     workflow_id = new_id(f"{face.name}-retried")
-    expected = {"flaky": "ok after 3", "picky": "not worth retrying"}
-    assert face.run("retried", workflow_id, workflow_id) == expected
+    crash_at.add(f"{workflow_id}-after")
+    with pytest.raises(Crash):
+        face.run("retried", workflow_id, workflow_id)
     flaky_step, picky_step = face.list_steps(workflow_id)
     assert flaky_step.attempts == 3 and flaky_step.output == "ok after 3"
     assert [(a.attempt, a.error.type, a.error.message) for a in flaky_step.failed_attempts] == [
@@ -295,7 +299,9 @@ def test_a_failing_step_is_retried_and_each_failed_attempt_recorded(face: Face) 
     # ValueError is not in retry_on: recorded after its one attempt.
     assert picky_step.attempts == 1 and picky_step.failed_attempts == ()
     assert picky_step.error is not None and picky_step.error.type == "builtins.ValueError"
-    # A replay returns the records: no attempt runs again.
+    # A replay gets the recorded outcomes back: no attempt runs again.
+    crash_at.discard(f"{workflow_id}-after")
+    expected = {"flaky": "ok after 3", "picky": "not worth retrying"}
     assert face.run("retried", workflow_id, workflow_id) == expected
     assert counts(f"{workflow_id}-flaky", f"{workflow_id}-picky") == [3, 1]
 
@@ -436,7 +442,7 @@ def test_gathered_children_and_receives_take_positions_in_call_order(aio: None) 
 
     async def first_run() -> None:
         running = asyncio.create_task(run())
-        # Both receives wait; the later one's message comes first.
+        # The second topic's message is sent first: positions still follow the calls.
         await until(lambda: count(f"double-{children[1]}") == 1)
         await durable.aio.send(workflow_id, "to the second", "second")
         await durable.aio.send(workflow_id, "to the first", "first")
