@@ -122,6 +122,20 @@ def test_a_replayed_set_event_keeps_the_first_value_written(face: Face) -> None:
     assert kinds_and_names(face.list_steps(workflow_id))[0] == ("set_event", "value")
 
 
+def test_two_runs_of_one_workflow_id_at_once_run_each_step_once(
+    face: Face, pool: ThreadPoolExecutor
+) -> None:
+    label = new_id(f"{face.name}-twice")
+    one, two, three = f"{label}-1", f"{label}-2", f"{label}-3"
+    first = pool.submit(face.run, "pipeline", label, label)
+    eventually(lambda: count(two) == 1)  # the first run holds step 2
+    second = pool.submit(face.run, "pipeline", label, label)
+    gates[two].set()
+    assert first.result(timeout=WAIT) == second.result(timeout=WAIT) == [one, two, three]
+    assert counts(one, two, three) == [1, 1, 1]
+    assert [s.output for s in face.list_steps(label)] == [one, two, three]
+
+
 def test_a_watcher_follows_progress_from_0_to_50_to_100(
     face: Face, pool: ThreadPoolExecutor
 ) -> None:
