@@ -459,6 +459,8 @@ class Face(Protocol):
 
 
 class SyncFace:
+    """The sync face: `durable.*`, called from the test's thread."""
+
     name = "sync"
     workflows: ClassVar[dict[str, Callable[..., Any]]] = SYNC_WORKFLOWS
 
@@ -566,6 +568,8 @@ class AsyncHandle:
 
 
 class AsyncFace:
+    """The async face: `durable.aio.*`, awaited on an event loop of its own thread."""
+
     name = "async"
     workflows: ClassVar[dict[str, Callable[..., Any]]] = ASYNC_WORKFLOWS
 
