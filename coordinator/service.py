@@ -20,6 +20,7 @@ from coordinator.notify import Hub, event_topic, message_topic, work_topic, work
 from coordinator.store import (
     batched,
     children,
+    finishes,
     management,
     messages,
     queues,
@@ -48,14 +49,20 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         self._hub = hub
         self._config = config
         self._auth = Authenticator(config.tokens)
-        # Group commit: RunStep and SetEvent requests that arrive while earlier ones are
-        # being committed share the next transaction (coordinator/store/group_commit.py).
+        # Group commit: RunStep, SetEvent and FinishWorkflow requests that arrive while
+        # earlier ones are being committed share the next transaction
+        # (coordinator/store/group_commit.py).
         max_batch = config.group_commit_max_batch if config.group_commit else 1
         self._step_writer = batched.step_writer(
             pool, max_batch=max_batch, observe=metrics.GROUP_COMMIT_BATCH.labels("RunStep").observe
         )
         self._event_writer = batched.event_writer(
             pool, max_batch=max_batch, observe=metrics.GROUP_COMMIT_BATCH.labels("SetEvent").observe
+        )
+        self._finish_writer = finishes.finish_writer(
+            pool,
+            max_batch=max_batch,
+            observe=metrics.GROUP_COMMIT_BATCH.labels("FinishWorkflow").observe,
         )
 
     def _namespace(self, context: Context) -> str:
@@ -323,12 +330,10 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             "result",
             self._config.max_payload_bytes,
         )
-        record, already = await workflows.finish(
-            self._pool,
-            ns,
-            workflow_id,
-            result,
-            executor_id=validation.executor_id(request.executor_id),
+        record, already = await self._finish_writer.write(
+            finishes.FinishWrite(
+                ns, workflow_id, result, validation.executor_id(request.executor_id)
+            )
         )
         if not already:
             self._hub.publish(workflow_topic(ns, workflow_id))

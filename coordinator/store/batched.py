@@ -286,7 +286,7 @@ async def _write_many(
     `writes` are in the callers' order, each with its step kind and name."""
     results: list[T | Exception | None] = [None] * len(writes)
     async with pool.connection() as conn:
-        for row in await _run(conn, query, params):
+        for row in await run_batch(conn, query, params):
             results[order[row[0] - 1]] = written(row[1:])
         for i, (write, kind, name) in enumerate(writes):
             if results[i] is not None:
@@ -313,7 +313,7 @@ def _complete(results: list[T | Exception | None]) -> list[T | Exception]:
     return done
 
 
-async def _run(
+async def run_batch(
     conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
     """The batch statement's rows. It runs alone in autocommit: one transaction, so if it

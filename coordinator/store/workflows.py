@@ -225,6 +225,11 @@ async def get(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> Wo
     return rows.workflow(row)
 
 
+def finish_status(result: Outcome) -> Status:
+    """The status a workflow finishes with: SUCCESS with an output, ERROR with an error."""
+    return Status.SUCCESS if isinstance(result, Payload) else Status.ERROR
+
+
 async def finish(
     pool: AsyncConnectionPool,
     namespace: str,
@@ -237,12 +242,11 @@ async def finish(
     (finished, cancelled...). Raises NotOwner if the caller names an executor and the
     workflow's executor is another (or none) now, whatever its status (steps.fence): a run
     whose workflow another executor took over and finished learns it here."""
-    status = Status.SUCCESS if isinstance(result, Payload) else Status.ERROR
     params = {
         "ns": namespace,
         "wf": workflow_id,
         "exec": executor_id,
-        "status": status.value,
+        "status": finish_status(result).value,
         **rows.outcome_columns(result),
     }
     async with pool.connection() as conn:
