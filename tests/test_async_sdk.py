@@ -324,18 +324,7 @@ def test_a_failing_step_is_retried_and_each_failed_attempt_recorded(face: Face) 
     "error",
     [
         "ValueError",
-        pytest.param(
-            "KeyError",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "SDK bug: _payloads.failure records str(exc), which for KeyError('k') is"
-                    " \"'k'\" (quoted), and _payloads.exception rebuilds KeyError(message), whose"
-                    " str() quotes it again: the replay sees \"'k'\" where the first run saw"
-                    " 'k', so a workflow branching on the message diverges (both faces)"
-                ),
-            ),
-        ),
+        "KeyError",
     ],
 )
 def test_a_recorded_step_error_replays_as_the_first_run_saw_it(face: Face, error: str) -> None:

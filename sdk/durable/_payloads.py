@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import sys
@@ -72,5 +73,14 @@ def exception(recorded: pb.Failure) -> Exception:
         # Rebuilt from the message alone: the type is what `except` clauses match on.
         with contextlib.suppress(Exception):
             rebuilt: Exception = target(recorded.message)
+            if str(rebuilt) != recorded.message:
+                # A type whose str() is the repr of its argument (KeyError): the message
+                # is that repr, so rebuild from the argument it reads back as, for the
+                # replay to see the message the first run saw.
+                with contextlib.suppress(Exception):
+                    message = recorded.message
+                    again: Exception = target(ast.literal_eval(message)) if message else target()
+                    if str(again) == message:
+                        rebuilt = again
             return rebuilt
     return RecordedError(recorded.type, recorded.message, recorded.details)
