@@ -11,11 +11,12 @@ workflow_id. Payloads and call metadata are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 import psycopg
@@ -121,8 +122,12 @@ def streaming(
         open_streams = metrics.OPEN_STREAMS.labels(call.method)
         open_streams.inc()
         try:
-            async for response in method(self, request, context):
-                yield response
+            # aclosing: when the client goes away, the handler's own cleanup (removing its
+            # waiter) runs now, not whenever the abandoned generator is finalized.
+            handler = cast(AsyncGenerator[Response, None], method(self, request, context))
+            async with contextlib.aclosing(handler) as responses:
+                async for response in responses:
+                    yield response
             call.code = grpc.StatusCode.OK
         except Exception as exc:
             await call.abort(exc)
