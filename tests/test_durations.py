@@ -45,6 +45,9 @@ def test_workflow_waits_and_results_take_timedeltas(coordinator: Coordinator, sd
         handle = await durable.aio.start_workflow(waits_async)
         assert await durable.aio.get_event(new_id(), "k", timedelta(milliseconds=10)) is None
         result: list[object] = await handle.result(timeout=timedelta(seconds=10))
+        await durable.aio.close()  # the loop's default client; a later call opens another
+        assert await durable.aio.get_event(new_id(), "k", timedelta(milliseconds=10)) is None
+        await durable.aio.close()
         return result
 
     assert asyncio.run(main()) == [None]

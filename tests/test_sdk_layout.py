@@ -40,6 +40,7 @@ def test_the_async_face_exports_exactly_its_names() -> None:
         "AsyncWorkflowHandle",
         "Worker",
         "cancel_workflow",
+        "close",
         "configure",
         "current_workflow_id",
         "enqueue",

@@ -39,7 +39,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from durable import _payloads
 from durable._aio import drive
-from durable._aio.client import AsyncClient, configure, default_client
+from durable._aio.client import AsyncClient, close, configure, default_client
 from durable._aio.worker import Worker
 from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
@@ -66,6 +66,7 @@ __all__ = [
     "AsyncWorkflowHandle",
     "Worker",
     "cancel_workflow",
+    "close",
     "configure",
     "current_workflow_id",
     "enqueue",

@@ -415,3 +415,12 @@ def default_client() -> AsyncClient:
     if client is None:
         client = _defaults[loop] = AsyncClient(**_settings)
     return client
+
+
+async def close() -> None:
+    """Close the running event loop's default client (e.g. at an application's shutdown,
+    before its loop ends); the next call on the loop opens a new one."""
+    loop = asyncio.get_running_loop()
+    client = _defaults.pop(loop, None)
+    if client is not None:
+        await client.close()
