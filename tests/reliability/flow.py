@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -269,8 +270,13 @@ async def run_one_async(
                 emit({"id": workflow, "result": await order_async(n, steps, pause)})
         except Exception as exc:
             emit({"id": workflow, "error": repr(exc)})
+            if watcher is not None:
+                # Its workflow makes no more progress here: the error above is the news, so
+                # do not hold the process (and the test) for the watch's timeout.
+                watcher.cancel()
         if watcher is not None:
-            await watcher
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 async def drive_async(args: argparse.Namespace) -> None:
