@@ -23,8 +23,7 @@ from tests.reliability.checks import (
     verify,
     wait_for_progress,
 )
-from tests.reliability.known_bugs import ASYNC_SESSION_INTERNAL, faces
-from tests.reliability.processes import FlowProcess, all_running, merge
+from tests.reliability.processes import FACES, FlowProcess, all_running, merge
 from tests.reliability.report import Report, for_face
 from tests.reliability.scale import SCALE, SEED, TEST_TIMEOUT, rng
 from tests.support import Coordinator
@@ -37,7 +36,7 @@ WATCH_EVERY = 10
 @pytest.mark.timeout(TEST_TIMEOUT)
 # Not strict: the bug ends a workflow in only some runs (test_coordinator_crash_mid_step.py
 # shows it every time).
-@pytest.mark.parametrize("face", faces(async_bug=ASYNC_SESSION_INTERNAL, strict=False))
+@pytest.mark.parametrize("face", FACES)
 def test_workflows_ride_through_coordinator_sigkills(
     database_url: str, report: Report, face: str
 ) -> None:

@@ -7,14 +7,11 @@ when the coordinator dies between steps (test_coordinator_crash.py).
 One crash per workflow, `CYCLES` workflows in a row, run in this test's process (the step
 itself kills and restarts the coordinator, so the moment is exact).
 
-The async face fails this: a write on the dead Session stream fails in gRPC Core, grpc.aio
-then reports the call's status as INTERNAL "Internal error from Core" (grpc/grpc#36066),
-and `durable._aio.stream.AsyncSessionStream` passes that on to every waiting call as a
-non-retryable error when its writer fails before its reader has seen UNAVAILABLE. The
-workflow's caller gets CoordinatorError and the workflow stays PENDING. In
-test_coordinator_crash.py[async] the same race ends some workflows with that error in some
-runs (first seen with seeds 3563359819 at full scale and 3644994391 at CI scale; a seed
-fixes the kill moments, not the race, so replaying it need not show it again).
+On the async face this once failed: a write on the dead Session stream fails in gRPC Core,
+grpc.aio then reports the stream's status as INTERNAL "Internal error from Core"
+(grpc/grpc#36066), and the SDK passed that on to every waiting call as a non-retryable
+error, leaving the workflow PENDING; a stream's INTERNAL is now read as its transport lost
+(durable._core.batching.stream_failure) and retried on a new stream.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import pytest
 
 import durable
 import durable.aio
-from tests.reliability.known_bugs import ASYNC_SESSION_INTERNAL, faces
+from tests.reliability.processes import FACES
 from tests.reliability.report import Report, for_face
 from tests.reliability.scale import MODE, TEST_TIMEOUT
 from tests.support import Coordinator
@@ -151,7 +148,7 @@ def rig(database_url: str) -> Iterator[type[Rig]]:
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
-@pytest.mark.parametrize("face", faces(async_bug=ASYNC_SESSION_INTERNAL))
+@pytest.mark.parametrize("face", FACES)
 def test_a_step_that_outlasts_a_coordinator_restart_is_recorded(
     rig: type[Rig], report: Report, face: str
 ) -> None:

@@ -21,8 +21,7 @@ from tests.reliability.checks import (
     verify,
     wait_for_progress,
 )
-from tests.reliability.known_bugs import faces
-from tests.reliability.processes import FlowProcess, all_running
+from tests.reliability.processes import FACES, FlowProcess, all_running
 from tests.reliability.report import Report, for_face
 from tests.reliability.scale import SCALE, SEED, TEST_TIMEOUT, rng
 from tests.support import Coordinator, eventually
@@ -50,7 +49,7 @@ def taken_over(conn: psycopg.Connection[tuple[int]], executor_id: str) -> bool:
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
-@pytest.mark.parametrize("face", faces())
+@pytest.mark.parametrize("face", FACES)
 def test_survivors_take_over_killed_workers_without_rerunning_recorded_steps(
     coordinator: Coordinator, database_url: str, report: Report, face: str
 ) -> None:

@@ -53,15 +53,27 @@ def answer(response: pb.SessionResponse, field: str) -> Message:
     return reply
 
 
+# What a broken stream's status is reported as, though the stream only lost its transport:
+# to be retried (every call on the stream is idempotent) rather than given to the caller.
+_TRANSPORT_LOST = frozenset({grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL})
+
+
 def stream_failure(error: grpc.RpcError | None) -> CallFailed:
     """Why a stream broke, as every call waiting on it fails: ended by the coordinator
-    (`error` None) or failed. A cancellation we did not ask for (close() breaks the stream
-    before cancelling, so ours is never seen) is the coordinator cutting the stream off,
-    e.g. at the end of its shutdown grace: UNAVAILABLE, to be retried."""
+    (`error` None) or failed.
+
+    Two statuses of the stream itself mean its transport went away, and become
+    UNAVAILABLE, retried on a new stream: CANCELLED that we did not ask for (close()
+    breaks the stream before cancelling, so ours is never seen), the coordinator cutting
+    the stream off at the end of its shutdown grace; and INTERNAL, which is how grpc.aio
+    reports a write that met a stream whose server had just died ("Internal error from
+    Core", grpc/grpc#36066): the coordinator's own errors come per call, as CallErrors in
+    the responses, never as the stream's status.
+    """
     if error is None:
         # The coordinator only ends a stream we did not half-close by failing it.
         return CallFailed(grpc.StatusCode.UNAVAILABLE, "session stream ended")
     failure = CallFailed.from_rpc_error(error)
-    if failure.code == grpc.StatusCode.CANCELLED:
+    if failure.code in _TRANSPORT_LOST:
         return CallFailed(grpc.StatusCode.UNAVAILABLE, failure.message)
     return failure
