@@ -34,8 +34,6 @@ WATCH_EVERY = 10
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
-# Not strict: the bug ends a workflow in only some runs (test_coordinator_crash_mid_step.py
-# shows it every time).
 @pytest.mark.parametrize("face", FACES)
 def test_workflows_ride_through_coordinator_sigkills(
     database_url: str, report: Report, face: str

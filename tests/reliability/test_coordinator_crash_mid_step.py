@@ -31,8 +31,8 @@ from tests.reliability.scale import MODE, TEST_TIMEOUT
 from tests.support import Coordinator
 
 PREFIX = "mid-step"
-# A crash per workflow. With the async face's bug 35-50% of the crashes show it, so the
-# strict xfail below holds unless the bug is gone (all pass by chance: < 0.65**CYCLES).
+# A crash per workflow. Before the fix above, 35-50% of the async face's crashes showed
+# the bug, so CI's 12 would miss its return at most once in 170 runs (0.65**12).
 CYCLES = 40 if MODE == "full" else 12
 # How long the process stays busy after the kill, before the restart (SIGKILL at once).
 BUSY_SECONDS = 0.5
