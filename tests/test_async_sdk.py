@@ -668,3 +668,48 @@ def test_a_stopped_async_worker_hands_an_unfinished_workflow_to_another(aio: Non
     assert outcome == [one, two, three]
     assert executor == second
     assert counts(one, two, three) == [1, 2, 1]
+
+
+@durable.step(name="tests.async.plain_sends")
+def plain_sends(destination: str) -> str:
+    # A plain step of an async workflow runs in the step pool: the sync face's calls work
+    # there as outside workflows, through the sync default client.
+    durable.send(destination, "from a plain step", topic="inbox")
+    return "sent"
+
+
+@durable.step(name="tests.async.async_sends")
+async def async_sends(destination: str) -> str:
+    await durable.aio.send(destination, "from an async step", topic="inbox")
+    return "sent"
+
+
+@durable.workflow(name="tests.async.sends_from_steps")
+async def sends_from_steps(destination: str) -> list[str]:
+    return [
+        await durable.aio.run_step(plain_sends, destination),
+        await async_sends(destination),
+    ]
+
+
+def test_sends_from_inside_steps_of_an_async_workflow_are_delivered(
+    aio: None, sdk: None, coordinator: Coordinator
+) -> None:
+    destination = new_id("inbox")
+
+    async def main() -> list[Any]:
+        handle = await durable.aio.start_workflow(sends_from_steps, destination)
+        assert await handle.result(timeout=WAIT) == ["sent", "sent"]
+        return [(info.kind, info.name) for info in await durable.aio.list_steps(handle.workflow_id)]
+
+    assert arun(main()) == [
+        ("step", "tests.async.plain_sends"),
+        ("step", "tests.async.async_sends"),
+    ]
+
+    @durable.workflow(name="tests.async.inbox")
+    def inbox() -> list[Any]:
+        return [durable.recv("inbox", timeout=5), durable.recv("inbox", timeout=5)]
+
+    with durable.set_workflow_id(destination):
+        assert sorted(inbox()) == ["from a plain step", "from an async step"]

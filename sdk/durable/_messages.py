@@ -40,8 +40,10 @@ def send(
     if context is not None:
         client = context.client
     else:
+        # Inside a step: the workflow's own client, when it is one of this face.
         inside = current()
-        client = client or (inside.client if inside else default_client())
+        own = inside.client if inside is not None and not inside.is_async else None
+        client = client or own or default_client()
     _drive.run(ops.send(context, destination_id, message, topic, idempotency_key), client)
 
 
