@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import durable
+import durable.aio
 from coordinator.errors import ShuttingDown
 from coordinator.notify import Hub, event_topic, workflow_topic
 from durable import _retry
@@ -317,4 +318,26 @@ def test_coordinator_serves_on_a_unix_socket(database_url: str, tmp_path: Path) 
         )
     finally:
         client.close()
+        process.stop()
+
+
+def test_the_async_client_reaches_a_coordinator_on_a_unix_socket(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "coordinator.sock"
+    process = Coordinator(database_url, address=f"unix:{path}")
+
+    async def main(workflow_id: str) -> None:
+        async with durable.aio.AsyncClient(f"unix:{path}", retry=RETRY) as client:
+            assert await durable.aio.get_event(workflow_id, "where", 5, client=client) == "unix"
+            handle = await durable.aio.retrieve_workflow(workflow_id, client=client)
+            assert await handle.status() is durable.WorkflowStatus.PENDING
+
+    try:
+        process.wait_serving()
+        workflow_id = new_id()
+        start(process, workflow_id)
+        set_event(process.stub, workflow_id, 1, "where", "unix")
+        asyncio.run(asyncio.wait_for(main(workflow_id), timeout=60))
+    finally:
         process.stop()

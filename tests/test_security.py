@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import subprocess
@@ -19,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import durable
+import durable.aio
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 from tests.support import (
@@ -420,3 +422,60 @@ def test_a_malformed_tokens_file_is_reported_without_its_secrets(tmp_path: Path)
     assert result.returncode == 2
     assert "entry 2" in result.stderr
     assert "super-secret-value" not in result.stderr
+
+
+# --- the async client -----------------------------------------------------------------------
+
+
+@durable.workflow(name="tests.security.async_flow")
+async def async_flow() -> str:
+    await durable.aio.set_event("where", "namespace")
+    return "done"
+
+
+def test_the_async_client_reaches_tls_and_mutual_tls_coordinators(
+    tls_coordinator: Coordinator, mtls_coordinator: Coordinator, certs: Certs
+) -> None:
+    async def main() -> None:
+        tls = durable.TLS.from_files(certs.ca)
+        async with durable.aio.AsyncClient(tls_coordinator.address, tls=tls) as client:
+            assert await durable.aio.get_event(new_id(), "none", 0, client=client) is None
+        mutual = durable.TLS.from_files(certs.ca, certs.client_cert, certs.client_key)
+        async with durable.aio.AsyncClient(mtls_coordinator.address, tls=mutual) as client:
+            with pytest.raises(durable.WorkflowNotFoundError):
+                await durable.aio.get_workflow("no-such-workflow", client=client)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=60))
+
+
+def test_the_async_client_runs_workflows_in_its_tokens_namespace(
+    token_coordinator: Coordinator,
+) -> None:
+    no_retry = durable.RetryPolicy(total_seconds=0)
+
+    async def main() -> None:
+        async with (
+            durable.aio.AsyncClient(token_coordinator.address, token=TOKENS["team-a"]) as team_a,
+            durable.aio.AsyncClient(token_coordinator.address, token=TOKENS["team-b"]) as team_b,
+            durable.aio.AsyncClient(
+                token_coordinator.address, token="wrong", retry=no_retry
+            ) as stranger,
+        ):
+            durable.aio.configure(token_coordinator.address, token=TOKENS["team-a"])
+            try:
+                handle = await durable.aio.start_workflow(async_flow)
+                assert await handle.result(timeout=30) == "done"
+            finally:
+                await durable.aio.close()
+                durable.aio.configure()  # back to the defaults, for the tests after this one
+            info = await durable.aio.get_workflow(handle.workflow_id, client=team_a)
+            assert info.status is durable.WorkflowStatus.SUCCESS
+            assert await durable.aio.list_events(handle.workflow_id, client=team_a) == {
+                "where": "namespace"
+            }
+            with pytest.raises(durable.WorkflowNotFoundError):
+                await durable.aio.get_workflow(handle.workflow_id, client=team_b)
+            with pytest.raises(durable.UnauthenticatedError):
+                await durable.aio.get_workflow(handle.workflow_id, client=stranger)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=60))
