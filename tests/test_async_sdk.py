@@ -22,6 +22,7 @@ import pytest
 import durable
 import durable.aio
 from durable._aio.client import default_client
+from durable._core import batching
 from tests.async_faces import (
     ERRORS,
     LEASE,
@@ -713,3 +714,34 @@ def test_sends_from_inside_steps_of_an_async_workflow_are_delivered(
 
     with durable.set_workflow_id(destination):
         assert sorted(inbox()) == ["from a plain step", "from an async step"]
+
+
+@durable.workflow(name="tests.async.trivial")
+async def trivial(i: int) -> int:
+    return i
+
+
+def test_a_thousand_concurrent_starts_share_a_handful_of_stream_messages(
+    aio: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task's calls go through the loop's one Session stream: what is queued while a
+    message is being written goes out together in the next."""
+    sent: list[batching.Batch] = []
+
+    class Counted(batching.Batch):
+        def __init__(self, first: Any) -> None:
+            super().__init__(first)
+            sent.append(self)
+
+    monkeypatch.setattr(batching, "Batch", Counted)
+
+    async def main() -> list[int]:
+        handles = await asyncio.gather(
+            *(durable.aio.start_workflow(trivial, i) for i in range(1000))
+        )
+        return list(await asyncio.gather(*(h.result(timeout=WAIT) for h in handles)))
+
+    assert arun(main()) == list(range(1000))
+    starts = [sum(call.HasField("start_workflow") for call in b.message.calls) for b in sent]
+    assert sum(starts) == 1000
+    assert len([n for n in starts if n]) <= 10, starts
