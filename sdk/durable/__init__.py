@@ -10,8 +10,12 @@ def checkout(order_id: str) -> str:
     durable.set_event("paymentURL", charge(order_id))
     return "done"
 
-handle = durable.start_workflow(checkout, "order-1", workflow_id="checkout-order-1")
+with durable.set_workflow_id("checkout-order-1"):
+    handle = durable.start_workflow(checkout, "order-1")
 url = durable.get_event(handle.workflow_id, "paymentURL", timeout=60)
+
+The same decorators on `async def` functions make async workflows and steps, run on an
+event loop through `durable.aio` (the async face: the same calls, awaited).
 """
 
 from durable._client import Client, configure
