@@ -13,6 +13,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from durable import _drive
 from durable._connection import TLS, open_channel
 from durable._core import calls, specs
 from durable._core.calls import (
@@ -157,14 +158,7 @@ class Client:
 
     def history(self, started: pb.StartWorkflowResponse) -> list[pb.Step]:
         """The full step history of a started workflow, paging past a truncated one."""
-        steps = list(started.history)
-        more = started.history_truncated
-        while more:
-            request = specs.history_page(started.workflow.workflow_id, steps)
-            page = self._unary(self._stub.ListSteps, request, read=True)
-            steps.extend(page.steps)
-            more = page.has_more
-        return steps
+        return _drive.run(specs.history(started), self)
 
     def run_step(self, request: pb.RunStepRequest) -> pb.RunStepResponse:
         return self._hot("run_step", self._stub.RunStep, request)

@@ -155,7 +155,7 @@ def execute(client: Client, spec: WorkflowSpec, started: Started) -> Any:
 
 
 def _run_body(client: Client, spec: WorkflowSpec, started: Started) -> Any:
-    history = client.history(started.reply)
+    history = _drive.run(specs.history(started.reply), client)
     context, args, kwargs = specs.run_context(started, client, history, is_async=False)
     with specs.running(context):
         try:

@@ -177,17 +177,6 @@ class AsyncClient:
         )
         return reply
 
-    async def history(self, started: pb.StartWorkflowResponse) -> list[pb.Step]:
-        """The full step history of a started workflow, paging past a truncated one."""
-        steps = list(started.history)
-        more = started.history_truncated
-        while more:
-            request = specs.history_page(started.workflow.workflow_id, steps)
-            page = await self._unary("ListSteps", request, read=True)
-            steps.extend(page.steps)
-            more = page.has_more
-        return steps
-
     async def run_step(self, request: pb.RunStepRequest) -> pb.RunStepResponse:
         reply: pb.RunStepResponse = await self._hot("run_step", "RunStep", request)
         return reply

@@ -123,7 +123,7 @@ async def execute(client: AsyncClient, spec: WorkflowSpec, started: Started) -> 
 
 
 async def _run_body(client: AsyncClient, spec: WorkflowSpec, started: Started) -> Any:
-    history = await client.history(started.reply)
+    history = await drive.run(specs.history(started.reply), client)
     context, args, kwargs = specs.run_context(started, client, history, is_async=True)
     with specs.running(context):
         try:

@@ -292,10 +292,23 @@ def run_context(
     return context, args, kwargs
 
 
-def history_page(workflow_id: str, steps: list[pb.Step]) -> pb.ListStepsRequest:
-    """The request for the page of history after `steps` (those had so far)."""
-    after = steps[-1].step_id if steps else 0
-    return pb.ListStepsRequest(workflow_id=workflow_id, after_step_id=after, page_size=1000)
+# Steps per page when a start's history was truncated (the coordinator's maximum).
+_HISTORY_PAGE = 1000
+
+
+def history(started: pb.StartWorkflowResponse) -> ops.Op[list[pb.Step]]:
+    """The full step history of a started workflow: what the start returned, then the
+    pages after it when it was truncated."""
+    steps = list(started.history)
+    more = started.history_truncated
+    while more:
+        after = steps[-1].step_id if steps else 0
+        page: pb.ListStepsResponse = yield ops.Call(
+            "list_steps", (started.workflow.workflow_id, after, _HISTORY_PAGE)
+        )
+        steps.extend(page.steps)
+        more = page.has_more
+    return steps
 
 
 # How long one AwaitWorkflow call waits before asking again, when the caller waits forever.
