@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 from pathlib import Path
+
+import pytest
 
 import durable
 import durable.aio
+from durable._aio.client import default_client
 
 CORE = Path(durable.__file__).parent / "_core"
 # What would let the core wait, block or talk to the network itself.
@@ -76,3 +80,20 @@ def test_both_faces_share_one_decorator_set() -> None:
 
     assert not plain.__durable_workflow__.is_async  # type: ignore[attr-defined]
     assert coroutine.__durable_workflow__.is_async  # type: ignore[attr-defined]
+
+
+def test_configuring_again_closes_the_running_loops_old_default_client() -> None:
+    async def main() -> None:
+        durable.aio.configure("127.0.0.1:9")
+        old = default_client()
+        durable.aio.configure("127.0.0.1:9")
+        assert default_client() is not old
+        await asyncio.sleep(0)  # the old one's close runs in a task of its own
+        with pytest.raises(durable.CoordinatorError, match="client closed"):
+            await durable.aio.get_workflow("any", client=old)
+        await durable.aio.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), timeout=10))
+    finally:
+        durable.aio.configure()

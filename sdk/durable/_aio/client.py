@@ -5,6 +5,7 @@ it; workflows' hot-path calls from every task share one Session stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -371,6 +372,7 @@ class AsyncClient:
 # --- the default client: one per event loop -----------------------------------------------
 
 _settings: dict[str, Any] = {}
+_closing: set[asyncio.Task[None]] = set()  # old default clients being closed
 _defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
@@ -389,7 +391,14 @@ def configure(
     grpc.aio channel belongs to one loop). Can be called before any loop runs."""
     _settings.clear()
     _settings.update(target=target, token=token, tls=tls, retry=retry, session=session)
-    _defaults.clear()  # each loop's next call makes a client with the new settings
+    # Each loop's next call makes a client with the new settings. The running loop's old
+    # one is closed (in a task of its own); another loop's can only be closed on it.
+    with contextlib.suppress(RuntimeError):
+        old = _defaults.get(asyncio.get_running_loop())
+        if old is not None:
+            _closing.add(task := asyncio.get_running_loop().create_task(old.close()))
+            task.add_done_callback(_closing.discard)
+    _defaults.clear()
 
 
 def default_client() -> AsyncClient:
