@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,26 @@ def test_configuring_again_closes_the_running_loops_old_default_client() -> None
         asyncio.run(asyncio.wait_for(main(), timeout=10))
     finally:
         durable.aio.configure()
+
+
+@durable.workflow(name="tests.layout.called")
+async def called(x: int) -> int:
+    return x
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_call_passed_where_a_function_is_expected_is_refused_clearly() -> None:
+    async def main() -> None:
+        queue = durable.Queue("tests-layout")
+        cases: list[tuple[str, Callable[[], object]]] = [
+            ("durable.aio.start_workflow", lambda: durable.aio.start_workflow(called(1))),  # type: ignore[arg-type]
+            ("durable.aio.enqueue", lambda: durable.aio.enqueue(queue, called(1))),  # type: ignore[arg-type]
+            ("durable.aio.run_step", lambda: durable.aio.run_step(called(1))),  # type: ignore[arg-type]
+        ]
+        for what, call in cases:
+            with pytest.raises(durable.DurableError, match=rf"not {what}\(fn\(\*args\)\)"):
+                call()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is left never awaited
+        asyncio.run(asyncio.wait_for(main(), timeout=10))

@@ -43,7 +43,7 @@ from durable._aio.client import AsyncClient, close, configure, default_client
 from durable._aio.worker import Worker
 from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
-from durable._core import ops
+from durable._core import ops, specs
 from durable._core.context import checkpointing, current, face_mismatch, in_step
 from durable._core.durations import Seconds, seconds
 from durable._core.durations import seconds as as_seconds
@@ -211,6 +211,7 @@ def run_step(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Awaitable
     workflow: in a thread of a bounded pool (`DURABLE_STEP_THREADS`, default 32), so the
     event loop goes on while it blocks; checkpointed and retried like any step. Outside a
     workflow (or inside a step) it just runs in the pool."""
+    specs.not_a_call(fn, "durable.aio.run_step")
     name, retry = drive.step_of(fn)
     if getattr(fn, "__wrapped__", None) is None:
         raise TypeError(f"{fn!r} is not a @durable.step function")

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 from durable import _running, _session
@@ -67,6 +67,7 @@ class AsyncWorkflowHandle(Generic[R]):
 
 
 def _spec(fn: Callable[..., Any]) -> WorkflowSpec:
+    specs.not_a_call(fn, "durable.aio.start_workflow")
     spec = specs.spec_of(fn)
     if not spec.is_async:
         raise DurableError(
@@ -78,15 +79,26 @@ def _spec(fn: Callable[..., Any]) -> WorkflowSpec:
 
 def begin(
     spec: WorkflowSpec, args: Any, kwargs: Any, queue: QueueStart | None = None
-) -> Coroutine[Any, Any, tuple[AsyncClient, Started]]:
-    """Start (or find) the workflow through this caller's client; the coroutine returns
+) -> Awaitable[tuple[AsyncClient, Started]]:
+    """Start (or find) the workflow through this caller's client; the awaitable returns
     both. Inside a workflow the child takes its parent's step position now, at the call;
     the start itself is sent when the coroutine is awaited."""
     context = starting_context("start_workflow", is_async=True)
     if context is None:
-        return _begin_top(spec, args, kwargs, queue)
+        # Made when awaited: a call that is never awaited leaves no coroutine behind.
+        return _Deferred(lambda: _begin_top(spec, args, kwargs, queue))
     op = specs.begin(context, spec, args, kwargs, queue=queue)
     return _through(context.client, drive.start(op, context.client))
+
+
+class _Deferred(Generic[R]):
+    """An awaitable that makes its coroutine only when it is awaited."""
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, R]]) -> None:
+        self._make = make
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self._make().__await__()
 
 
 async def _through(
@@ -157,7 +169,7 @@ def start_workflow(
 
 
 async def _start(
-    spec: WorkflowSpec, starting: Coroutine[Any, Any, tuple[AsyncClient, Started]], child: bool
+    spec: WorkflowSpec, starting: Awaitable[tuple[AsyncClient, Started]], child: bool
 ) -> AsyncWorkflowHandle[Any]:
     client, started = await starting
     workflow_id = started.workflow.workflow_id
@@ -184,11 +196,12 @@ def enqueue(
     queue_name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Coroutine[Any, Any, AsyncWorkflowHandle[Any]]:
     """`durable.aio.enqueue`: see there."""
+    specs.not_a_call(fn, "durable.aio.enqueue")
     return _enqueued(begin(specs.spec_of(fn), args, kwargs, QueueStart.on(queue_name)))
 
 
 async def _enqueued(
-    starting: Coroutine[Any, Any, tuple[AsyncClient, Started]],
+    starting: Awaitable[tuple[AsyncClient, Started]],
 ) -> AsyncWorkflowHandle[Any]:
     client, started = await starting
     return AsyncWorkflowHandle(started.workflow.workflow_id, client)
@@ -211,7 +224,7 @@ def run_here_async(spec: WorkflowSpec) -> Callable[..., Coroutine[Any, Any, Any]
 
 
 async def _run_here(
-    spec: WorkflowSpec, starting: Coroutine[Any, Any, tuple[AsyncClient, Started]], child: bool
+    spec: WorkflowSpec, starting: Awaitable[tuple[AsyncClient, Started]], child: bool
 ) -> Any:
     client, started = await starting
     workflow_id = started.workflow.workflow_id

@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import enum
 import hashlib
+import inspect
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,6 +62,17 @@ def spec_of(fn: Callable[..., Any]) -> WorkflowSpec:
     if not isinstance(spec, WorkflowSpec):
         raise DurableError(f"{fn!r} is not a workflow: decorate it with @durable.workflow")
     return spec
+
+
+def not_a_call(fn: object, what: str) -> None:
+    """Refuse a coroutine where a function is expected (`start_workflow(wf(1))` for
+    `start_workflow(wf, 1)`), closing it so that it is not left never awaited."""
+    if inspect.iscoroutine(fn):
+        fn.close()
+        raise DurableError(
+            f"{what} takes the function and its arguments, not a call of it:"
+            f" {what}(fn, *args), not {what}(fn(*args))"
+        )
 
 
 def check_timeout(seconds: float | None) -> float | None:
