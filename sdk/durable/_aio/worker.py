@@ -250,18 +250,9 @@ class Worker:
         return True
 
     def _launch(self, workflow: pb.Workflow) -> None:
-        spec = self._specs.get(workflow.name)
-        if spec is None:  # the coordinator only offers the names this worker registered
-            log.error(
-                "claimed workflow %s has unknown name %r", workflow.workflow_id, workflow.name
-            )
+        spec = work.claimed_spec(self._specs, workflow)
+        if spec is None:
             return
-        log.info(
-            "workflow %s (%s) claimed%s",
-            workflow.workflow_id,
-            workflow.name,
-            f" after {workflow.recovery_attempts} recoveries" if workflow.recovery_attempts else "",
-        )
         task = asyncio.create_task(
             self._run_until_settled(workflow, spec), name=f"workflow-{workflow.workflow_id}"
         )

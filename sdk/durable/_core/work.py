@@ -5,6 +5,7 @@ async one (tasks) both follow these."""
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,8 @@ from durable.v1 import coordinator_pb2 as pb
 
 MIN_LEASE_SECONDS = 1.0
 MAX_LEASE_SECONDS = 600.0
+log = logging.getLogger("durable.worker")
+
 # How long one PollWork waits server-side for work; `stop()` cancels it at once.
 POLL_WAIT_SECONDS = 10.0
 # The most workflows one PollWork may claim.
@@ -82,6 +85,22 @@ def stranded(
                 break
             request.page_token = reply.next_page_token
     return found
+
+
+def claimed_spec(specs: dict[str, WorkflowSpec], workflow: pb.Workflow) -> WorkflowSpec | None:
+    """The spec a claimed workflow runs with, its claim logged; None (logged as an error)
+    for a name the worker does not have, which the coordinator never offers."""
+    spec = specs.get(workflow.name)
+    if spec is None:
+        log.error("claimed workflow %s has unknown name %r", workflow.workflow_id, workflow.name)
+        return None
+    log.info(
+        "workflow %s (%s) claimed%s",
+        workflow.workflow_id,
+        workflow.name,
+        f" after {workflow.recovery_attempts} recoveries" if workflow.recovery_attempts else "",
+    )
+    return spec
 
 
 class RunEnd(enum.Enum):
