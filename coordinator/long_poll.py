@@ -65,15 +65,17 @@ async def event_values(
     after: int,
     follow: bool,
     deadline: float,
+    from_first: bool = False,
 ) -> AsyncGenerator[EventValue | NoValue, None]:
     """The values of an event newer than version `after`: the first one, or with `follow`
     every one as it is set, until a NoValue ends them (a value ends them without follow).
+    A follower `from_first` starts at version 1 (the whole history) whatever `after` is.
 
     Close it with `contextlib.aclosing`, so that a closed stream removes its waiter at once.
     """
     # A resuming follower must not skip values, so it reads history; a fresh reader
     # starts from the latest value and reads history from there on.
-    from_history = follow and after > 0
+    from_history = follow and (after > 0 or from_first)
     topics = (event_topic(ns, workflow_id, key), workflow_topic(ns, workflow_id))
     with hub.subscribe(*topics) as waiter:
         while True:

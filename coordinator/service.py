@@ -210,6 +210,11 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         timeout = self._timeout(request.HasField("timeout"), request.timeout)
         if request.after_version < 0:
             raise InvalidArgument("after_version", "must not be negative")
+        if request.from_first_value:
+            if not request.follow:
+                raise InvalidArgument("from_first_value", "requires follow")
+            if request.after_version:
+                raise InvalidArgument("from_first_value", "not allowed with after_version")
         if request.HasField("caller"):
             if request.follow:
                 raise InvalidArgument("follow", "not allowed with caller (a read is one value)")
@@ -238,6 +243,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             after=request.after_version,
             follow=request.follow,
             deadline=long_poll.deadline_after(timeout),
+            from_first=request.from_first_value,
         )
         # Closed with this stream, so that its waiter goes at once.
         async with contextlib.aclosing(values):

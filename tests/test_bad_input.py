@@ -349,6 +349,12 @@ def _add_message_and_sleep_cases(add: Callable[[str, Message, str], None]) -> No
     add("missing-duration", pb.SleepRequest(workflow_id=GOOD_ID, step_id=1), "duration")
     add("follow-with-caller", get_req(caller=caller(), follow=True), "follow")
     add("after_version-with-caller", get_req(caller=caller(), after_version=1), "after_version")
+    add("from_first_value-without-follow", get_req(from_first_value=True), "from_first_value")
+    add(
+        "from_first_value-with-after_version",
+        get_req(from_first_value=True, follow=True, after_version=2),
+        "from_first_value",
+    )
 
 
 def _add_child_and_queue_cases(add: Callable[[str, Message, str], None]) -> None:

@@ -351,6 +351,35 @@ def test_follow_without_after_version_starts_from_the_latest_value(stub: Stub) -
     assert kind(messages[-1]) == "timed_out"
 
 
+def test_follow_from_first_value_streams_the_whole_history_then_live_values(
+    stub: Stub,
+) -> None:
+    workflow_id = start_workflow(stub)
+    count = 130  # more than one page of history
+    for step in range(1, count + 1):
+        set_event(stub, workflow_id, step, "progress", step)
+    request = event_request(workflow_id, "progress", 20, follow=True)
+    request.from_first_value = True
+    follower = Follower(stub, request)
+    assert values([follower.next() for _ in range(count)]) == [(n, n) for n in range(1, count + 1)]
+    set_event(stub, workflow_id, count + 1, "progress", "live")
+    assert values([follower.next()]) == [("live", count + 1)]
+    finish(stub, workflow_id)
+    assert [kind(m) for m in follower.rest()] == ["workflow_finished"]
+
+
+def test_follow_from_first_value_waits_for_a_first_value_not_yet_set(stub: Stub) -> None:
+    workflow_id = start_workflow(stub)
+    request = event_request(workflow_id, "k", 20, follow=True)
+    request.from_first_value = True
+    follower = Follower(stub, request)
+    set_event(stub, workflow_id, 1, "k", "a")
+    set_event(stub, workflow_id, 2, "k", "b")
+    assert values([follower.next(), follower.next()]) == [("a", 1), ("b", 2)]
+    finish(stub, workflow_id)
+    assert [kind(m) for m in follower.rest()] == ["workflow_finished"]
+
+
 def test_follow_times_out_with_timed_out_after_the_values(stub: Stub) -> None:
     workflow_id = start_workflow(stub)
     set_event(stub, workflow_id, 1, "k", "v")

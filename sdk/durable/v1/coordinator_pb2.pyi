@@ -756,6 +756,7 @@ class GetEventRequest(_message.Message):
     FOLLOW_FIELD_NUMBER: _builtins.int
     AFTER_VERSION_FIELD_NUMBER: _builtins.int
     CALLER_FIELD_NUMBER: _builtins.int
+    FROM_FIRST_VALUE_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow whose event to read. It need not exist yet."""
     key: _builtins.str
@@ -766,6 +767,12 @@ class GetEventRequest(_message.Message):
     """Only values with a version greater than this count. 0 (the default)
     starts from the current value; a resuming watcher passes the last
     version it received and gets every later value from history.
+    """
+    from_first_value: _builtins.bool
+    """With `follow`: start from the first recorded value (version 1) and
+    stream the whole history, then every later value, instead of starting
+    from the current one. For a dashboard or any late subscriber that needs
+    every value. Requires `follow`; not allowed with `after_version`.
     """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
@@ -791,10 +798,11 @@ class GetEventRequest(_message.Message):
         follow: _builtins.bool = ...,
         after_version: _builtins.int = ...,
         caller: Global___StepRef | None = ...,
+        from_first_value: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "caller", b"caller", "follow", b"follow", "key", b"key", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "caller", b"caller", "follow", b"follow", "from_first_value", b"from_first_value", "key", b"key", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
