@@ -302,6 +302,7 @@ class Client:
         *,
         follow: bool,
         caller: pb.StepRef | None = None,
+        from_first: bool = False,
     ) -> Iterator[pb.GetEventResponse]:
         """The GetEvent stream's messages; cancelled if the caller stops iterating early.
 
@@ -309,6 +310,8 @@ class Client:
         `timeout`; a follow resumes after the last version it yielded (`after_version`),
         so no value is lost or repeated across a coordinator restart. With `caller` the read
         is checkpointed as that workflow step; a retry keeps the deadline it recorded.
+        A follow `from_first` streams the event's whole history from version 1 first
+        (GetEventRequest.from_first_value), then every later value.
         """
         deadline = Deadline(timeout)
         after = 0
@@ -316,7 +319,13 @@ class Client:
         while True:
             left = deadline.left()
             request = calls.get_event_request(
-                workflow_id, key, left, follow=follow, after_version=after, caller=caller
+                workflow_id,
+                key,
+                left,
+                follow=follow,
+                after_version=after,
+                caller=caller,
+                from_first=from_first,
             )
             stream = self._stub.GetEvent(request, timeout=left + WAIT_MARGIN_SECONDS)
             try:

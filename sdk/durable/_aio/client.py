@@ -246,17 +246,25 @@ class AsyncClient:
         *,
         follow: bool,
         caller: pb.StepRef | None = None,
+        from_first: bool = False,
     ) -> AsyncIterator[pb.GetEventResponse]:
         """The GetEvent stream's messages, as `durable.Client.get_event`: cancelled if the
         caller stops iterating early; after a coordinator restart the call is made again
-        for what is left of `timeout`, a follow resuming after the last version it gave."""
+        for what is left of `timeout`, a follow resuming after the last version it gave;
+        a follow `from_first` starts with the event's whole history, from version 1."""
         deadline = Deadline(timeout)
         after = 0
         backoff = Backoff(self.retry)
         while True:
             left = deadline.left()
             request = calls.get_event_request(
-                workflow_id, key, left, follow=follow, after_version=after, caller=caller
+                workflow_id,
+                key,
+                left,
+                follow=follow,
+                after_version=after,
+                caller=caller,
+                from_first=from_first,
             )
             stream = self._stub.GetEvent(request, timeout=left + WAIT_MARGIN_SECONDS)
             try:

@@ -106,9 +106,11 @@ def get_event_request(
     follow: bool,
     after_version: int,
     caller: pb.StepRef | None,
+    from_first: bool = False,
 ) -> pb.GetEventRequest:
     """A GetEvent (again, after a broken stream) for what is left of the wait; a follow
-    resumes after the last version it yielded, so none is lost or repeated."""
+    resumes after the last version it yielded, so none is lost or repeated. A follow
+    `from_first` starts at version 1 until it has yielded a value, then resumes as any."""
     return pb.GetEventRequest(
         workflow_id=workflow_id,
         key=key,
@@ -116,4 +118,5 @@ def get_event_request(
         follow=follow,
         after_version=after_version,
         caller=caller,
+        from_first_value=from_first and after_version == 0,
     )
