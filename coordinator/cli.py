@@ -14,6 +14,7 @@ from coordinator.auth import parse_tokens
 from coordinator.config import Config
 from coordinator.embedded import start_embedded_postgres
 from coordinator.server import serve
+from coordinator.store.db import DatabaseNotReady
 
 _DEFAULTS = Config()
 
@@ -37,7 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL") or None,
-        help="Postgres URL (env DATABASE_URL); without one, an embedded Postgres is started",
+        help="Postgres URL (env DATABASE_URL); several hosts for failover: "
+        "postgresql://u@host1:5432,host2:5432/db?target_session_attrs=read-write "
+        "(docs/operations.md); without one, an embedded Postgres is started",
     )
     parser.add_argument(
         "--data-dir",
@@ -51,6 +54,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         type=int,
         default=int(_env("DURABLE_POOL_SIZE", _DEFAULTS.pool_max_size)),
         help="maximum database connections (env DURABLE_POOL_SIZE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--database-wait",
+        type=float,
+        default=float(_env("DURABLE_DATABASE_WAIT", _DEFAULTS.database_wait_seconds)),
+        help="seconds to wait at start-up for a read-write database (none reachable, or only "
+        "a standby) before exiting with an error; health is NOT_SERVING meanwhile "
+        "(env DURABLE_DATABASE_WAIT; default %(default)s)",
     )
     parser.add_argument(
         "--group-commit",
@@ -149,6 +160,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     args = parser.parse_args(argv)
     if args.pool_size < 1:
         parser.error("--pool-size must be at least 1")
+    if args.database_wait < 0:
+        parser.error("--database-wait must not be negative")
     if args.group_commit_max_batch < 1:
         parser.error("--group-commit-max-batch must be at least 1")
     if args.max_payload_bytes < 1:
@@ -179,6 +192,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         data_dir=args.data_dir,
         pool_min_size=min(_DEFAULTS.pool_min_size, args.pool_size),
         pool_max_size=args.pool_size,
+        database_wait_seconds=args.database_wait,
         group_commit=args.group_commit,
         group_commit_max_batch=args.group_commit_max_batch,
         max_payload_bytes=args.max_payload_bytes,
@@ -208,4 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except tracing.TracingUnavailable as exc:
         raise SystemExit(f"error: {exc}") from None
     database_url = config.database_url or start_embedded_postgres(config.data_dir).url
-    asyncio.run(serve(config, database_url))
+    try:
+        asyncio.run(serve(config, database_url))
+    except DatabaseNotReady as exc:
+        # Said plainly, without a traceback: an operator's problem, not a bug.
+        raise SystemExit(f"error: {exc}") from None

@@ -19,6 +19,11 @@ class Config:
     data_dir: Path = Path(".durable/pgdata")
     pool_min_size: int = 2
     pool_max_size: int = 10
+    # Pooled connections are replaced after this long (psycopg_pool's max_lifetime).
+    pool_max_lifetime_seconds: float = 1800.0
+    # At start-up, how long to wait for a read-write database (all hosts down, only a
+    # standby reachable...) before exiting with an error; meanwhile health is NOT_SERVING.
+    database_wait_seconds: float = 300.0
     # Group commit: RunStep and SetEvent requests arriving while earlier ones are being
     # committed share the next transaction, at most this many in one.
     group_commit: bool = True

@@ -11,6 +11,7 @@ workflow_id. Payloads and call metadata are never logged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -19,12 +20,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
-import psycopg
-import psycopg_pool
 from grpc_status import rpc_status
 
 from coordinator import metrics
 from coordinator.errors import CoordinatorError, DatabaseUnavailable
+from coordinator.store import db
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,12 @@ def domain_error(exc: BaseException, method: str, workflow_id: str | None) -> Co
         # The client is told why; at DEBUG, the log says which call was refused.
         log.debug("%s refused: %s", method, exc.reason, extra=extra)
         return exc
-    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
-        log.warning("%s: database unavailable: %s", method, exc, extra=extra)
-        return DatabaseUnavailable()
+    # A lost or terminated connection (08xxx, 57P01), a standby or demoted primary (25006),
+    # no connection in time, a commit the synchronous standby did not confirm: retryable.
+    why = db.unavailable_reason(exc)
+    if why is not None:
+        log.warning("%s: database unavailable: %s", method, why, extra=extra)
+        return DatabaseUnavailable(why)
     log.exception("%s failed", method, exc_info=exc, extra=extra)
     return CoordinatorError("internal error; see the coordinator's log")
 
@@ -77,6 +80,11 @@ class _Call:
         self.workflow_id = workflow_id_of(request)
         self.code: grpc.StatusCode | None = None
         self.started = time.perf_counter()
+        # The deadline reaches the database: a statement still running when it passes is
+        # cancelled (coordinator/store/db.py). The call's own task and context carry it.
+        remaining = context.time_remaining()
+        if remaining is not None:
+            db.DEADLINE.set(asyncio.get_running_loop().time() + remaining)
 
     async def abort(self, exc: BaseException) -> NoReturn:
         status = _status(exc, self.method, self.workflow_id)

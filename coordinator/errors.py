@@ -96,8 +96,10 @@ class DatabaseUnavailable(CoordinatorError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DATABASE_UNAVAILABLE"
 
-    def __init__(self) -> None:
-        super().__init__("the database cannot be reached; retry")
+    def __init__(self, why: str = "") -> None:
+        # `why` says what failed (a standby, a lost connection, no primary yet...), for people.
+        detail = f" ({why})" if why else ""
+        super().__init__(f"the database cannot be reached; retry{detail}")
 
 
 class ShuttingDown(CoordinatorError):

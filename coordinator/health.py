@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from coordinator.notify import Listener
+from coordinator.store import db
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,10 @@ async def probe_database(pool: AsyncConnectionPool, timeout: float) -> None:
             async with pool.connection(timeout=deadline - loop.time()) as conn:
                 await conn.execute("SELECT 1")
             return
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            # Only a dead pooled connection is worth another try; a refusal is the answer.
+            if isinstance(exc, db.ServerRefused):
+                raise
             if attempt == attempts - 1 or loop.time() >= deadline:
                 raise
 
@@ -96,7 +100,7 @@ class HealthMonitor:
         """None when healthy, else what is wrong."""
         if not self._listener.connected.is_set():
             # No need to wait for a probe: readers would miss other coordinators' writes.
-            return "the LISTEN connection is down"
+            return f"the LISTEN connection is down: {self._listener.problem or 'reconnecting'}"
         return await self._probe_once()
 
     async def _probe_once(self) -> str | None:
@@ -115,7 +119,8 @@ class HealthMonitor:
         error = task.exception()
         if error is None:
             return None
-        return f"the database probe failed: {type(error).__name__}: {error}"
+        why = db.unavailable_reason(error) or f"{type(error).__name__}: {error}"
+        return f"the database probe failed: {why}"
 
     async def _report(self, problem: str | None) -> None:
         serving = problem is None

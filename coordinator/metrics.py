@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
@@ -23,7 +24,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator.notify import Hub, Listener
+if TYPE_CHECKING:  # at run time notify imports the store, which records metrics here
+    from coordinator.notify import Hub, Listener
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,22 @@ EVENT_VALUES = Counter(
 )
 EVENT_VALUE_HANDED = EVENT_VALUES.labels("handed")
 EVENT_VALUE_READ = EVENT_VALUES.labels("read")
+
+DATABASE_REFUSED = Counter(
+    "durable_database_connections_refused",
+    "New database connections the guard refused, by reason: 'standby' (in recovery), "
+    "'read_only', 'old_timeline' (a diverged old primary after a failover)",
+    ["reason"],
+)
+DEADLINE_CANCELS = Counter(
+    "durable_database_deadline_cancels",
+    "Database statements cancelled because the request's deadline passed while they ran",
+)
+BACKGROUND_FAILURES = Counter(
+    "durable_background_task_failures",
+    "Times a background task (listen, health, sweep...) failed and was restarted, by task",
+    ["task"],
+)
 
 
 @functools.cache

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import psycopg
 
 from coordinator.errors import ShuttingDown
+from coordinator.store import db
 from coordinator.store.events import EVENT_CHANNEL
 from coordinator.store.messages import MESSAGE_CHANNEL
 from coordinator.store.records import EventValue, Payload
@@ -197,13 +198,29 @@ class Hub:
 
 
 class Listener:
-    """Holds one LISTEN connection and feeds what it hears into the hub; reconnects."""
+    """Holds one LISTEN connection and feeds what it hears into the hub; reconnects.
 
-    def __init__(self, url: str, hub: Hub, *, retry_seconds: float = 1.0) -> None:
+    The connection goes through the same guard as the pool's (coordinator/store/db.py), so
+    after a failover it follows a multi-host URL to the new primary, and never settles on a
+    standby or a diverged old primary. Any failure (a lost connection, a read-only server,
+    a refused one) is retried with a backoff doubling up to `max_retry_seconds`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        hub: Hub,
+        *,
+        retry_seconds: float = 0.2,
+        max_retry_seconds: float = 5.0,
+    ) -> None:
         self._url = url
         self._hub = hub
         self._retry_seconds = retry_seconds
+        self._max_retry_seconds = max_retry_seconds
         self.connected = asyncio.Event()
+        # Why the connection is down, for the health status; None while it is up.
+        self.problem: str | None = "not connected yet"
 
     async def run(self) -> None:
         """Listen until cancelled. `connected` is set only while LISTEN is in place."""
@@ -213,25 +230,34 @@ class Listener:
             self.connected.clear()
 
     async def _listen(self) -> None:
+        pause = self._retry_seconds
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True
-                ) as conn:
+                async with await db.connect(self._url) as conn:
                     await conn.execute(f"LISTEN {EVENT_CHANNEL}")
                     await conn.execute(f"LISTEN {WORKFLOW_CHANNEL}")
                     await conn.execute(f"LISTEN {WORK_CHANNEL}")
                     await conn.execute(f"LISTEN {MESSAGE_CHANNEL}")
                     self.connected.set()
-                    # Anything published while we were not listening was missed.
+                    self.problem = None
+                    pause = self._retry_seconds
+                    # Anything published while we were not listening was missed: every
+                    # waiter reads again once (a value set just before a crash is found).
                     self._hub.wake_all()
                     async for notify in conn.notifies():
                         self._dispatch(notify.channel, notify.payload)
-            except psycopg.OperationalError as exc:
+                raise psycopg.OperationalError("the LISTEN connection ended")
+            except Exception as exc:
+                # Not only OperationalError: a standby answers LISTEN with 25006 (read-only).
+                why = db.unavailable_reason(exc) or f"{type(exc).__name__}: {exc}"
                 if self.connected.is_set():
-                    log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                    log.warning("LISTEN connection lost (%s); reconnecting", why)
+                elif why != self.problem:
+                    log.warning("LISTEN connection not established (%s); retrying", why)
+                self.problem = why
                 self.connected.clear()
-                await asyncio.sleep(self._retry_seconds)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self._max_retry_seconds)
 
     def _dispatch(self, channel: str, payload: str) -> None:
         try:

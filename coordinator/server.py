@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator import metrics, session, sweeper, tls, tracing
+from coordinator import background, metrics, session, sweeper, tls, tracing
 from coordinator.config import Config
 from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
@@ -48,13 +48,19 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
-    applied = await db.migrate(database_url)
-    if applied:
-        log.info("applied migrations %s", applied)
-    pool = await db.open_pool(database_url, config.pool_min_size, config.pool_max_size)
+    # The pool opens without waiting, and the server starts NOT_SERVING, before the database
+    # is known to be usable: a URL whose hosts are all down, or only a standby, leaves the
+    # coordinator up and saying so (health, UNAVAILABLE with the reason) while it waits.
+    pool = db.new_pool(
+        database_url,
+        config.pool_min_size,
+        config.pool_max_size,
+        max_lifetime=config.pool_max_lifetime_seconds,
+    )
+    pool.not_ready = "waiting for a read-write database"
+    await pool.open(wait=False)
     hub = Hub()
     listener = Listener(database_url, hub)
-    listen_task = asyncio.create_task(listener.run(), name="listen")
     # Observability: the /metrics endpoint (it reports the pool, so once the pool is open).
     metrics_endpoint = (
         metrics.start(config.metrics_listen, pool, hub, listener) if config.metrics_listen else None
@@ -98,24 +104,63 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
     )
     await monitor.set_not_serving()
     await server.start()
-    health_task = asyncio.create_task(monitor.run(), name="health")
-    # Workflow timeouts and worker-session pruning.
-    sweep_task = asyncio.create_task(sweeper.run(pool, hub, config), name="sweep")
+    tasks: list[asyncio.Task[None]] = []
     try:
+        applied = await _wait_for_database(database_url, config, stop, pool)
+        if applied is None:
+            return  # stopped before the database was ready
+        if applied:
+            log.info("applied migrations %s", applied)
+        pool.not_ready = None
+        # Supervised (coordinator/background.py): a failure is logged, counted, restarted.
+        tasks = [
+            background.start("listen", listener.run),
+            background.start("health", monitor.run),
+            # Workflow timeouts and worker-session pruning.
+            background.start("sweep", lambda: sweeper.run(pool, hub, config)),
+        ]
         await stop.wait()
         log.info("shutting down (grace %.1fs)", config.shutdown_grace_seconds)
-        health_task.cancel()
+        for task in tasks[1:2]:  # health first: it must not flip back to SERVING
+            task.cancel()
         await health_servicer.enter_graceful_shutdown()
         # Open GetEvent and AwaitWorkflow waits end now with UNAVAILABLE (SHUTTING_DOWN);
         # calls in flight get the grace to finish, new ones are refused.
         hub.close()
         await server.stop(config.shutdown_grace_seconds)
     finally:
-        for task in (health_task, sweep_task, listen_task):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if not tasks:
+            await server.stop(0)
         if metrics_endpoint is not None:
             await metrics_endpoint.close()
         await pool.close()
         log.info("coordinator stopped")
+
+
+async def _wait_for_database(
+    database_url: str, config: Config, stop: asyncio.Event, pool: db.Pool
+) -> list[int] | None:
+    """Migrate once a read-write database answers (db.wait_and_migrate), telling callers
+    meanwhile why not; None if a stop request came first."""
+
+    def waiting(why: str) -> None:
+        pool.not_ready = f"waiting for a read-write database: {why}"
+
+    migrating = asyncio.ensure_future(
+        db.wait_and_migrate(database_url, config.database_wait_seconds, on_wait=waiting)
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({migrating, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not migrating.done():
+        migrating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await migrating
+        return None
+    return migrating.result()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import psycopg
-import psycopg_pool
 from psycopg_pool import AsyncConnectionPool
 
 from coordinator.config import Config
 from coordinator.notify import Hub, workflow_topic
-from coordinator.store import management, workers
+from coordinator.store import db, management, workers
 
 log = logging.getLogger(__name__)
 
@@ -35,5 +33,8 @@ async def run(pool: AsyncConnectionPool, hub: Hub, config: Config) -> None:
             rounds += 1
             if rounds % _PRUNE_EVERY == 0:
                 await workers.prune(pool)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            log.warning("sweep skipped: database unavailable (%s)", exc)
+        except Exception as exc:
+            why = db.unavailable_reason(exc)
+            if why is None:
+                raise  # a bug: the supervisor (coordinator/background.py) logs and restarts
+            log.warning("sweep skipped: database unavailable (%s)", why)
