@@ -15,14 +15,19 @@ from coordinator import background, metrics, session, sweeper, tls, tracing
 from coordinator.config import Config
 from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
+from coordinator.schedules import ticker
+from coordinator.schedules.service import ScheduleService
 from coordinator.service import CoordinatorService
 from coordinator.store import db
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from durable.v1 import schedules_pb2 as spb
+from durable.v1 import schedules_pb2_grpc as spb_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
+SCHEDULE_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 # Room for the largest payload plus the rest of a message, and for a history page.
 _MESSAGE_SLACK = 64 * 1024
 # Calls that have arrived but that the event loop has not yet accepted. grpc.aio accepts one
@@ -80,10 +85,15 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         ],
     )
     pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorService(pool, hub, config), server)
+    schedule_changed = asyncio.Event()  # wakes this coordinator's tick loop at once
+    spb_grpc.add_ScheduleServiceServicer_to_server(
+        ScheduleService(pool, config, schedule_changed), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, SCHEDULE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
     )
     credentials = tls.server_credentials(config)
     if credentials is None:
@@ -118,6 +128,11 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
             background.start("health", monitor.run),
             # Workflow timeouts and worker-session pruning.
             background.start("sweep", lambda: sweeper.run(pool, hub, config)),
+            # Cron schedules: start the workflows of due ticks.
+            background.start(
+                "schedules",
+                lambda: ticker.run(pool, schedule_changed, max_idle=ticker.MAX_IDLE_SECONDS),
+            ),
         ]
         await stop.wait()
         log.info("shutting down (grace %.1fs)", config.shutdown_grace_seconds)

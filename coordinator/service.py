@@ -29,7 +29,7 @@ from coordinator.store import (
     workers,
     workflows,
 )
-from coordinator.store.records import EventValue, Status, StepRecord
+from coordinator.store.records import EventValue, Status, StepKind, StepRecord
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -108,7 +108,10 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             )
             timeout = timedelta(seconds=seconds)
         options = workflows.StartOptions(
-            executor_id=executor, timeout=timeout, **self._queue_options(request)
+            executor_id=executor,
+            timeout=timeout,
+            app_version=_app_version(request.app_version),
+            **self._queue_options(request),
         )
         if parent:
             record, created = await children.start_child(
@@ -133,6 +136,8 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             )
             response.history.extend(wire.step(s) for s in history)
             response.history_truncated = truncated
+            for step_id, attempts in await steps.unfinished_attempts(self._pool, ns, workflow_id):
+                response.unfinished_step_attempts.add(step_id=step_id, failed_attempts=attempts)
         return response
 
     @unary
@@ -152,6 +157,9 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         if request.attempts < 0:
             raise InvalidArgument("attempts", "must not be negative")
+        if request.kind not in (pb.STEP_KIND_UNSPECIFIED, pb.STEP_KIND_STEP, pb.STEP_KIND_PATCH):
+            raise InvalidArgument("kind", "must be STEP or PATCH (other kinds have their own RPCs)")
+        kind = StepKind.PATCH if request.kind == pb.STEP_KIND_PATCH else StepKind.STEP
         record, already = await self._step_writer.write(
             batched.StepWrite(
                 ns,
@@ -164,6 +172,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                     request.HasField("start_time"), request.start_time, "start_time"
                 ),
                 attempts=request.attempts or 1,
+                kind=kind,
             )
         )
         return pb.RunStepResponse(step=wire.step(record), already_recorded=already)
@@ -451,7 +460,14 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             maximum=600.0,
         )
         expires, took_over = await workers.heartbeat(
-            self._pool, ns, executor, worker_name, names, timedelta(seconds=lease), served
+            self._pool,
+            ns,
+            executor,
+            worker_name,
+            names,
+            timedelta(seconds=lease),
+            served,
+            app_version=_app_version(request.app_version),
         )
         if took_over:
             self._hub.publish(work_topic(ns))
@@ -572,7 +588,9 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         if new_id == workflow_id:
             raise InvalidArgument("new_workflow_id", "must differ from workflow_id")
-        record = await management.fork(self._pool, ns, workflow_id, start_step, new_id)
+        record = await management.fork(
+            self._pool, ns, workflow_id, start_step, new_id, _app_version(request.app_version)
+        )
         self._hub.publish(work_topic(ns))
         return pb.ForkWorkflowResponse(workflow=wire.workflow(record))
 
@@ -609,6 +627,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             queue_name=(
                 validation.name(request.queue_name, "queue_name") if request.queue_name else ""
             ),
+            app_version=_app_version(request.app_version),
         )
         return pb.ListWorkflowsResponse(
             workflows=[wire.workflow(w) for w in found], next_page_token=next_token
@@ -630,6 +649,11 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         return pb.ListEventsResponse(
             events=[wire.event_entry(e) for e in entries], next_page_token=next_token
         )
+
+
+def _app_version(value: str) -> str:
+    """An application version ('' for none): the characters of a workflow ID."""
+    return validation.workflow_id(value, "app_version") if value else ""
 
 
 def _event(seen: EventValue | long_poll.NoValue) -> pb.GetEventResponse:

@@ -36,6 +36,7 @@ _KIND = {
     StepKind.RECV: pb.STEP_KIND_RECV,
     StepKind.GET_EVENT: pb.STEP_KIND_GET_EVENT,
     StepKind.START_WORKFLOW: pb.STEP_KIND_START_WORKFLOW,
+    StepKind.PATCH: pb.STEP_KIND_PATCH,
 }
 
 
@@ -105,6 +106,12 @@ def workflow(record: WorkflowRecord) -> pb.Workflow:
         message.deduplication_id = record.deduplication_id
     if record.parent_workflow_id:
         message.parent_workflow_id = record.parent_workflow_id
+    if record.app_version:
+        message.app_version = record.app_version
+    if record.schedule_name:
+        message.schedule_name = record.schedule_name
+    if record.scheduled_at is not None:
+        message.scheduled_time.CopyFrom(timestamp(record.scheduled_at))
     return message
 
 

@@ -54,9 +54,10 @@ _STEP_INPUT = """
 SELECT * FROM unnest(%(ns)b::text[], %(wf)b::text[], %(exec)b::text[], %(step)b::int4[],
                      %(name)b::text[], %(out_enc)b::text[], %(out_data)b::bytea[],
                      %(err_type)b::text[], %(err_msg)b::text[], %(err_details)b::text[],
-                     %(started_at)b::timestamptz[], %(attempts)b::int4[])
+                     %(started_at)b::timestamptz[], %(attempts)b::int4[], %(kind)b::text[])
        WITH ORDINALITY AS input(ns, wf, exec, step, name, out_enc, out_data,
-                                err_type, err_msg, err_details, started_at, attempts, ord)"""
+                                err_type, err_msg, err_details, started_at, attempts, kind,
+                                ord)"""
 
 # steps._RECORD for many rows. Rows are inserted in the order given (sorted by key, so
 # concurrent batches take their locks in one order); `ord` maps results back.
@@ -66,7 +67,7 @@ WITH input AS ({_STEP_INPUT}
     INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
                                output_encoding, output_data, error_type, error_message,
                                error_details, started_at, attempts)
-    SELECT wf, ns, step, name, 'STEP', out_enc, out_data, err_type, err_msg, err_details,
+    SELECT wf, ns, step, name, kind, out_enc, out_data, err_type, err_msg, err_details,
            started_at, attempts
       FROM input
      WHERE {_WRITABLE_ROW}
@@ -148,6 +149,7 @@ class StepWrite:
     executor_id: str = ""
     started_at: datetime | None = None
     attempts: int = 1
+    kind: StepKind = StepKind.STEP
 
     def keys(self) -> tuple[Hashable, ...]:
         return (("step", self.namespace, self.workflow_id, self.step_id),)
@@ -186,6 +188,7 @@ async def record_one(pool: AsyncConnectionPool, write: StepWrite) -> StepResult:
         executor_id=write.executor_id,
         started_at=write.started_at,
         attempts=write.attempts,
+        kind=write.kind,
     )
 
 
@@ -228,6 +231,7 @@ async def record_many(
         "name": [w.name for w in sorted_writes],
         "started_at": [w.started_at for w in sorted_writes],
         "attempts": [Int4(w.attempts) for w in sorted_writes],
+        "kind": [w.kind.value for w in sorted_writes],
         **{column: [o[column] for o in outcomes] for column in outcomes[0]},
     }
     return await _write_many(
@@ -235,7 +239,7 @@ async def record_many(
         _RECORD_MANY,
         params,
         order,
-        [(w, StepKind.STEP, w.name) for w in writes],
+        [(w, w.kind, w.name) for w in writes],
         written=lambda row: (rows.step(row), False),
         recorded_before=lambda step: (step, True),
     )

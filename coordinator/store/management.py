@@ -46,8 +46,9 @@ RETURNING namespace, workflow_id"""
 
 _FORK_WORKFLOW = f"""
 INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding, input_data,
-                               forked_from)
-SELECT %(new)s, namespace, name, 'ENQUEUED', input_encoding, input_data, workflow_id
+                               forked_from, app_version)
+SELECT %(new)s, namespace, name, 'ENQUEUED', input_encoding, input_data, workflow_id,
+       coalesce(NULLIF(%(version)s, ''), app_version)
   FROM durable.workflows WHERE workflow_id = %(wf)s AND namespace = %(ns)s
 ON CONFLICT (workflow_id, namespace) DO NOTHING
 RETURNING {rows.WORKFLOW_COLUMNS}"""
@@ -85,6 +86,7 @@ SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
    AND (%(name)s = '' OR name = %(name)s)
    AND (%(parent)s = '' OR parent_workflow_id = %(parent)s)
    AND (%(queue)s = '' OR queue_name = %(queue)s)
+   AND (%(version)s = '' OR app_version = %(version)s)
    AND (%(after)s::timestamptz IS NULL OR created_at >= %(after)s)
    AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)
    AND (%(cursor_time)s::timestamptz IS NULL
@@ -157,10 +159,22 @@ async def resume(pool: AsyncConnectionPool, namespace: str, workflow_id: str) ->
 
 
 async def fork(
-    pool: AsyncConnectionPool, namespace: str, workflow_id: str, start_step_id: int, new_id: str
+    pool: AsyncConnectionPool,
+    namespace: str,
+    workflow_id: str,
+    start_step_id: int,
+    new_id: str,
+    app_version: str = "",
 ) -> WorkflowRecord:
-    """A new ENQUEUED workflow reusing the outcomes of steps before `start_step_id`."""
-    params = {"ns": namespace, "wf": workflow_id, "new": new_id, "start": start_step_id}
+    """A new ENQUEUED workflow reusing the outcomes of steps before `start_step_id`, on
+    `app_version` ('' for the original's)."""
+    params = {
+        "ns": namespace,
+        "wf": workflow_id,
+        "new": new_id,
+        "start": start_step_id,
+        "version": app_version,
+    }
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(_FORK_WORKFLOW, params)
         row = await cur.fetchone()
@@ -227,6 +241,7 @@ async def list_workflows(
     byte_budget: int,
     parent_workflow_id: str = "",
     queue_name: str = "",
+    app_version: str = "",
 ) -> tuple[list[WorkflowRecord], str]:
     """A page of workflows, newest first, and the token of the next page ('' at the end).
 
@@ -240,6 +255,7 @@ async def list_workflows(
         "name": name,
         "parent": parent_workflow_id,
         "queue": queue_name,
+        "version": app_version,
         "after": created_after,
         "before": created_before,
         "cursor_time": cursor_time,

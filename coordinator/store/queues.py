@@ -51,14 +51,15 @@ RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period"""
 # The worker's live session and, of the queues it serves, those with a workflow it could
 # run waiting (one index probe per queue).
 _READY = """
-SELECT q.name, k.workflow_names
+SELECT q.name, k.workflow_names, coalesce(k.app_version, '')
   FROM durable.workers k
  CROSS JOIN LATERAL unnest(k.queues) AS q(name)
  WHERE k.executor_id = %(exec)s AND k.namespace = %(ns)s
    AND k.lease_expires_at > clock_timestamp()
    AND EXISTS (SELECT 1 FROM durable.workflows w
                 WHERE w.namespace = k.namespace AND w.queue_name = q.name
-                  AND w.status = 'ENQUEUED' AND w.name = ANY (k.workflow_names))"""
+                  AND w.status = 'ENQUEUED' AND w.name = ANY (k.workflow_names)
+                  AND (w.app_version IS NULL OR w.app_version = k.app_version))"""
 
 _LOCK = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s))"
 
@@ -84,12 +85,14 @@ WITH candidates AS (
       FROM durable.workflows w
      WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
        AND w.name = ANY (%(names)s::text[])
+       AND (w.app_version IS NULL OR w.app_version = %(version)s)
      ORDER BY w.priority, w.created_at, w.workflow_id
      LIMIT %(limit)s
        FOR UPDATE OF w SKIP LOCKED
 )
 UPDATE durable.workflows w
    SET status = 'PENDING', executor_id = %(exec)s, dequeued_at = clock_timestamp(),
+       app_version = coalesce(w.app_version, NULLIF(%(version)s, '')),
        updated_at = clock_timestamp()
   FROM candidates c
  WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND w.status = 'ENQUEUED'
@@ -128,6 +131,7 @@ async def _claim_from(
     executor_id: str,
     queue: str,
     names: list[str],
+    app_version: str,
     limit: int,
 ) -> list[WorkflowRecord]:
     params = {
@@ -135,6 +139,7 @@ async def _claim_from(
         "exec": executor_id,
         "queue": queue,
         "names": names,
+        "version": app_version,
         "lock_class": _LOCK_CLASS,
     }
     async with conn.transaction():
@@ -166,10 +171,10 @@ async def claim(
     async with pool.connection() as conn:
         cur = await conn.execute(_READY, {"ns": namespace, "exec": executor_id})
         ready = await cur.fetchall()
-        for queue, names in ready:
+        for queue, names, app_version in ready:
             if len(claimed) >= limit:
                 break
             claimed += await _claim_from(
-                conn, namespace, executor_id, queue, names, limit - len(claimed)
+                conn, namespace, executor_id, queue, names, app_version, limit - len(claimed)
             )
     return claimed

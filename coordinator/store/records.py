@@ -38,6 +38,7 @@ class StepKind(str, enum.Enum):
     RECV = "RECV"
     GET_EVENT = "GET_EVENT"
     START_WORKFLOW = "START_WORKFLOW"
+    PATCH = "PATCH"
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class WorkflowRecord:
     priority: int = 0
     deduplication_id: str | None = None
     parent_workflow_id: str | None = None
+    app_version: str | None = None
+    schedule_name: str | None = None
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ Row = tuple[Any, ...]
 WORKFLOW_COLUMNS = """workflow_id, name, status, input_encoding, input_data,
     output_encoding, output_data, error_type, error_message, error_details,
     created_at, updated_at, executor_id, recovery_attempts, deadline_at, forked_from,
-    queue_name, priority, deduplication_id, parent_workflow_id"""
+    queue_name, priority, deduplication_id, parent_workflow_id, app_version, schedule_name,
+    scheduled_at"""
 
 STEP_COLUMNS = """step_id, name, kind, output_encoding, output_data,
     error_type, error_message, error_details, recorded_at, started_at, attempts,
@@ -67,6 +68,7 @@ def workflow(row: Row) -> WorkflowRecord:
     updated_at: datetime = row[11]
     executor_id, recovery_attempts, deadline_at, forked_from = row[12:16]
     queue_name, priority, deduplication_id, parent_workflow_id = row[16:20]
+    app_version, schedule_name, scheduled_at = row[20:23]
     return WorkflowRecord(
         workflow_id=wid,
         name=name,
@@ -83,6 +85,9 @@ def workflow(row: Row) -> WorkflowRecord:
         priority=priority,
         deduplication_id=deduplication_id,
         parent_workflow_id=parent_workflow_id,
+        app_version=app_version,
+        schedule_name=schedule_name,
+        scheduled_at=scheduled_at,
     )
 
 

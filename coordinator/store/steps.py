@@ -34,7 +34,7 @@ _RECORD = f"""
 INSERT INTO durable.steps (workflow_id, namespace, step_id, name, kind,
                            output_encoding, output_data, error_type, error_message, error_details,
                            started_at, attempts)
-SELECT %(wf)s, %(ns)s, %(step)s, %(name)s, 'STEP',
+SELECT %(wf)s, %(ns)s, %(step)s, %(name)s, %(kind)s,
        %(out_enc)s, %(out_data)s, %(err_type)s, %(err_msg)s, %(err_details)s,
        %(started_at)s, %(attempts)s
  WHERE {WRITABLE}
@@ -56,6 +56,17 @@ SELECT step_id, attempt, error_type, error_message, error_details, started_at, e
   FROM durable.step_attempts
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND step_id = ANY(%(steps)s)
  ORDER BY step_id, attempt"""
+
+# Steps with failed attempts recorded and no outcome yet, with their last attempt number.
+_UNFINISHED_ATTEMPTS = """
+SELECT a.step_id, max(a.attempt)
+  FROM durable.step_attempts a
+ WHERE a.workflow_id = %(wf)s AND a.namespace = %(ns)s
+   AND NOT EXISTS (SELECT 1 FROM durable.steps s
+                    WHERE s.workflow_id = a.workflow_id AND s.namespace = a.namespace
+                      AND s.step_id = a.step_id)
+ GROUP BY a.step_id
+ ORDER BY a.step_id"""
 
 # Why a write did nothing: the step exists, or the workflow is missing, finished, or run by
 # another executor.
@@ -149,13 +160,16 @@ async def record(
     executor_id: str = "",
     started_at: datetime | None = None,
     attempts: int = 1,
+    kind: StepKind = StepKind.STEP,
 ) -> tuple[StepRecord, bool]:
-    """Record a step's outcome; the bool says another outcome was recorded first."""
+    """Record a step's outcome (a STEP, or a PATCH marker); the bool says another outcome
+    was recorded first."""
     params = {
         "ns": namespace,
         "wf": workflow_id,
         "step": step_id,
         "name": name,
+        "kind": kind.value,
         "exec": executor_id,
         "started_at": started_at,
         "attempts": attempts,
@@ -167,9 +181,19 @@ async def record(
         if row is not None:
             return rows.step(row), False
         recorded = await resolve_unrecorded(
-            conn, namespace, workflow_id, step_id, StepKind.STEP, name, executor_id
+            conn, namespace, workflow_id, step_id, kind, name, executor_id
         )
         return recorded, True
+
+
+async def unfinished_attempts(
+    pool: AsyncConnectionPool, namespace: str, workflow_id: str
+) -> list[tuple[int, int]]:
+    """(step_id, last failed attempt) of the steps that failed attempts and have no
+    outcome yet: a run resuming the workflow numbers its next attempts after them."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_UNFINISHED_ATTEMPTS, {"ns": namespace, "wf": workflow_id})
+        return [(int(step_id), int(attempt)) for step_id, attempt in await cur.fetchall()]
 
 
 async def record_attempt(

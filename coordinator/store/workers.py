@@ -26,12 +26,13 @@ SELECT count(*), pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text
 
 _RENEW = """
 INSERT INTO durable.workers (executor_id, namespace, worker_name, workflow_names, queues,
-                             lease_expires_at)
+                             lease_expires_at, app_version)
 VALUES (%(exec)s, %(ns)s, NULLIF(%(worker)s, ''), %(names)s, %(queues)s,
-        clock_timestamp() + %(lease)s)
+        clock_timestamp() + %(lease)s, NULLIF(%(version)s, ''))
 ON CONFLICT (executor_id, namespace) DO UPDATE
    SET worker_name = EXCLUDED.worker_name, workflow_names = EXCLUDED.workflow_names,
-       queues = EXCLUDED.queues, lease_expires_at = EXCLUDED.lease_expires_at
+       queues = EXCLUDED.queues, lease_expires_at = EXCLUDED.lease_expires_at,
+       app_version = EXCLUDED.app_version
 RETURNING lease_expires_at"""
 
 # Claim runnable workflows this executor can run: ENQUEUED ones, and PENDING ones whose
@@ -41,6 +42,8 @@ RETURNING lease_expires_at"""
 # conditions against the row's new version, and only expressions over the row itself (not
 # columns of an already-joined row) are re-evaluated. The UPDATE repeats the test for the
 # same reason. A workflow recovered more often than allowed goes to DEAD_LETTER instead.
+# Only workflows of the worker's application version, or of none (which take it), are
+# claimed: a worker never replays a history recorded by other code.
 # ENQUEUED workflows of a queue are not taken here: they are claimed within their queue's
 # limits, by workers serving it (queues.py).
 _RUNNABLE_BY_OTHERS = """((w.status = 'ENQUEUED' AND w.queue_name IS NULL)
@@ -51,7 +54,7 @@ _RUNNABLE_BY_OTHERS = """((w.status = 'ENQUEUED' AND w.queue_name IS NULL)
 
 _CLAIM = f"""
 WITH me AS (
-    SELECT worker_name, workflow_names FROM durable.workers
+    SELECT worker_name, workflow_names, app_version FROM durable.workers
      WHERE executor_id = %(exec)s AND namespace = %(ns)s
        AND lease_expires_at > clock_timestamp()
 ), candidates AS (
@@ -60,6 +63,7 @@ WITH me AS (
      WHERE w.namespace = %(ns)s
        AND w.status IN ('PENDING', 'ENQUEUED')
        AND w.name = ANY ((SELECT workflow_names FROM me)::text[])
+       AND (w.app_version IS NULL OR w.app_version = (SELECT app_version FROM me))
        AND {_RUNNABLE_BY_OTHERS}
      ORDER BY EXISTS (SELECT 1 FROM durable.workers k
                        WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace
@@ -74,13 +78,14 @@ UPDATE durable.workflows w
        executor_id = CASE WHEN c.was = 'PENDING' AND c.recovery_attempts >= %(max_recoveries)s
                           THEN w.executor_id ELSE %(exec)s END,
        recovery_attempts = w.recovery_attempts + CASE WHEN c.was = 'PENDING' THEN 1 ELSE 0 END,
+       app_version = coalesce(w.app_version, NULLIF(%(version)s, '')),
        updated_at = clock_timestamp()
   FROM candidates c
  WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND {_RUNNABLE_BY_OTHERS}
 RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}"""
 
 _HAS_LEASE = """
-SELECT 1 FROM durable.workers
+SELECT coalesce(app_version, '') FROM durable.workers
  WHERE executor_id = %(exec)s AND namespace = %(ns)s AND lease_expires_at > clock_timestamp()"""
 
 # Sessions whose lease lapsed long ago and that run nothing are only clutter.
@@ -100,6 +105,7 @@ async def heartbeat(
     workflow_names: list[str],
     lease: timedelta,
     queues: list[str] | None = None,
+    app_version: str = "",
 ) -> tuple[datetime, bool]:
     """Register or renew a lease; returns its expiry and whether older sessions of the same
     worker name were ended (their work is now claimable)."""
@@ -110,6 +116,7 @@ async def heartbeat(
         "names": workflow_names,
         "queues": queues or [],
         "lease": lease,
+        "version": app_version,
     }
     async with pool.connection() as conn, conn.transaction():
         ended = False
@@ -138,9 +145,10 @@ async def claim(
     }
     async with pool.connection() as conn:
         cur = await conn.execute(_HAS_LEASE, params)
-        if await cur.fetchone() is None:
+        live = await cur.fetchone()
+        if live is None:
             raise LeaseExpired(executor_id)
-        cur = await conn.execute(_CLAIM, params)
+        cur = await conn.execute(_CLAIM, {**params, "version": live[0]})
         found = [rows.workflow(row) for row in await cur.fetchall()]
     claimed = [w for w in found if w.status is Status.PENDING]
     dead = [w for w in found if w.status is Status.DEAD_LETTER]

@@ -30,11 +30,11 @@ _INSERT = f"""
 WITH created AS (
     INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding,
                                    input_data, executor_id, deadline_at, queue_name, priority,
-                                   deduplication_id, parent_workflow_id)
+                                   deduplication_id, parent_workflow_id, app_version)
     VALUES (%(wf)s, %(ns)s, %(name)s,
             CASE WHEN %(queue)s::text IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
             %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s,
-            %(queue)s, %(priority)s, %(dedup)s, %(parent)s)
+            %(queue)s, %(priority)s, %(dedup)s, %(parent)s, NULLIF(%(version)s, ''))
     ON CONFLICT (workflow_id, namespace) DO NOTHING
     RETURNING {rows.WORKFLOW_COLUMNS}
 )
@@ -125,6 +125,8 @@ class StartOptions:
     priority: int = 0
     deduplication_id: str | None = None
     parent_workflow_id: str | None = None
+    # The application version of the code that runs it ('' for none).
+    app_version: str = ""
 
 
 async def start(
@@ -170,6 +172,7 @@ async def start_on(
         "priority": options.priority,
         "dedup": options.deduplication_id,
         "parent": options.parent_workflow_id,
+        "version": options.app_version,
     }
     # The holder of a deduplication ID may finish between the failed insert and the look
     # for it; then the insert is tried again (a holder finishing every time is not real).

@@ -93,6 +93,12 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     """A child workflow started with StartWorkflow from the workflow (`parent`
     set); `output` is the child's workflow ID as a JSON string.
     """
+    STEP_KIND_PATCH: _StepKind.ValueType  # 8
+    """A patch marker, recorded with RunStep by a workflow that took the new
+    branch of a code change (the SDK's `durable.patched(name)`): `name` is
+    the patch's name, `output` is JSON true. A replay that finds it takes
+    the new branch again; one that finds another step there took the old.
+    """
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """What kind of operation a step record checkpoints."""
@@ -118,6 +124,12 @@ is the value (JSON null when `timed_out`).
 STEP_KIND_START_WORKFLOW: StepKind.ValueType  # 7
 """A child workflow started with StartWorkflow from the workflow (`parent`
 set); `output` is the child's workflow ID as a JSON string.
+"""
+STEP_KIND_PATCH: StepKind.ValueType  # 8
+"""A patch marker, recorded with RunStep by a workflow that took the new
+branch of a code change (the SDK's `durable.patched(name)`): `name` is
+the patch's name, `output` is JSON true. A replay that finds it takes
+the new branch again; one that finds another step there took the old.
 """
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
@@ -205,6 +217,9 @@ class Workflow(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     DEDUPLICATION_ID_FIELD_NUMBER: _builtins.int
     PARENT_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    APP_VERSION_FIELD_NUMBER: _builtins.int
+    SCHEDULE_NAME_FIELD_NUMBER: _builtins.int
+    SCHEDULED_TIME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's ID."""
     name: _builtins.str
@@ -227,6 +242,13 @@ class Workflow(_message.Message):
     """The deduplication ID it was enqueued with, if any."""
     parent_workflow_id: _builtins.str
     """The workflow that started it as a child, if any."""
+    app_version: _builtins.str
+    """The application version of the code running it (see
+    StartWorkflowRequest.app_version); empty until a versioned worker or
+    client runs it. Only workers of this version recover or claim it.
+    """
+    schedule_name: _builtins.str
+    """The schedule that started it, if any (see ScheduleService)."""
     @_builtins.property
     def input(self) -> Global___Payload:
         """The input recorded by the first start."""
@@ -251,6 +273,12 @@ class Workflow(_message.Message):
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """When it is cancelled if still unfinished; unset without a timeout."""
 
+    @_builtins.property
+    def scheduled_time(self) -> _timestamp_pb2.Timestamp:
+        """For a workflow started by a schedule: the tick it runs for (the time the
+        cron expression named, not when it actually started).
+        """
+
     def __init__(
         self,
         *,
@@ -270,10 +298,13 @@ class Workflow(_message.Message):
         priority: _builtins.int = ...,
         deduplication_id: _builtins.str = ...,
         parent_workflow_id: _builtins.str = ...,
+        app_version: _builtins.str = ...,
+        schedule_name: _builtins.str = ...,
+        scheduled_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "input", b"input", "output", b"output", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "input", b"input", "output", b"output", "scheduled_time", b"scheduled_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "deduplication_id", b"deduplication_id", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "create_time", b"create_time", "deadline", b"deadline", "deduplication_id", b"deduplication_id", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "schedule_name", b"schedule_name", "scheduled_time", b"scheduled_time", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,6 +484,7 @@ class StartWorkflowRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     DEDUPLICATION_ID_FIELD_NUMBER: _builtins.int
     PARENT_FIELD_NUMBER: _builtins.int
+    APP_VERSION_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow ID. Empty: the coordinator generates a UUID. Otherwise 1-256
     characters from [A-Za-z0-9._:@/+=-].
@@ -480,6 +512,15 @@ class StartWorkflowRequest(_message.Message):
     holds a given deduplication ID (1-256 characters). Enqueuing another
     fails with ALREADY_EXISTS (QUEUE_DEDUPLICATED, metadata
     `existing_workflow_id`).
+    """
+    app_version: _builtins.str
+    """The application version of the code that runs the workflow (1-256
+    characters from [A-Za-z0-9._:@/+=-]; empty: none). Recorded by the first
+    start; a workflow with a version is recovered and claimed only by
+    workers that declare the same version (HeartbeatRequest.app_version), so
+    code deployed later never replays a history it cannot reproduce. A
+    workflow without one (e.g. enqueued by a client) takes the version of
+    the worker that claims it.
     """
     @_builtins.property
     def input(self) -> Global___Payload:
@@ -511,10 +552,11 @@ class StartWorkflowRequest(_message.Message):
         priority: _builtins.int = ...,
         deduplication_id: _builtins.str = ...,
         parent: Global___StepRef | None = ...,
+        app_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "parent", b"parent", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplication_id", b"deduplication_id", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "priority", b"priority", "queue_name", b"queue_name", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "deduplication_id", b"deduplication_id", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "priority", b"priority", "queue_name", b"queue_name", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -530,6 +572,7 @@ class StartWorkflowResponse(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     HISTORY_TRUNCATED_FIELD_NUMBER: _builtins.int
+    UNFINISHED_STEP_ATTEMPTS_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """True when this call created the workflow; false when it already existed."""
     history_truncated: _builtins.bool
@@ -546,6 +589,13 @@ class StartWorkflowResponse(_message.Message):
         can replay them without a round trip per step. Empty otherwise.
         """
 
+    @_builtins.property
+    def unfinished_step_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepAttemptCount]:
+        """For a PENDING workflow: the steps that have failed attempts recorded
+        (RecordStepAttempt) but no outcome yet, so that a client resuming the
+        workflow numbers its next attempt after them instead of from 1.
+        """
+
     def __init__(
         self,
         *,
@@ -553,14 +603,41 @@ class StartWorkflowResponse(_message.Message):
         created: _builtins.bool = ...,
         history: _abc.Iterable[Global___Step] | None = ...,
         history_truncated: _builtins.bool = ...,
+        unfinished_step_attempts: _abc.Iterable[Global___StepAttemptCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "history", b"history", "history_truncated", b"history_truncated", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "history", b"history", "history_truncated", b"history_truncated", "unfinished_step_attempts", b"unfinished_step_attempts", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartWorkflowResponse: _TypeAlias = StartWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class StepAttemptCount(_message.Message):
+    """How many failed attempts a step without an outcome has recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    FAILED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.int
+    """The step's position."""
+    failed_attempts: _builtins.int
+    """The highest attempt number recorded for it."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.int = ...,
+        failed_attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_attempts", b"failed_attempts", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepAttemptCount: _TypeAlias = StepAttemptCount  # noqa: Y015
 
 @_typing.final
 class RunStepRequest(_message.Message):
@@ -576,6 +653,7 @@ class RunStepRequest(_message.Message):
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow that owns the step. It must exist and be PENDING for a new
     step to be recorded.
@@ -600,6 +678,11 @@ class RunStepRequest(_message.Message):
     """
     attempts: _builtins.int
     """How many attempts the step took, from 1. 0 means 1."""
+    kind: Global___StepKind.ValueType
+    """What the step records: STEP (UNSPECIFIED means STEP) or PATCH (a patch
+    marker). Other kinds have their own RPCs: INVALID_ARGUMENT. A position
+    recorded with another kind fails like another name does.
+    """
     @_builtins.property
     def output(self) -> Global___Payload:
         """The step's output."""
@@ -623,10 +706,11 @@ class RunStepRequest(_message.Message):
         executor_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
+        kind: Global___StepKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output", b"output", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "executor_id", b"executor_id", "name", b"name", "outcome", b"outcome", "output", b"output", "start_time", b"start_time", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "executor_id", b"executor_id", "kind", b"kind", "name", b"name", "outcome", b"outcome", "output", b"output", "start_time", b"start_time", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
@@ -1246,6 +1330,7 @@ class HeartbeatRequest(_message.Message):
     WORKFLOW_NAMES_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
+    APP_VERSION_FIELD_NUMBER: _builtins.int
     executor_id: _builtins.str
     """This worker session's ID: unique per process start (e.g. a UUID), 1-256
     characters like a workflow ID.
@@ -1255,6 +1340,12 @@ class HeartbeatRequest(_message.Message):
     When a new session announces a name that an older session used, the
     older session's lease ends at once and its workflows go to the new
     session first: a restarted worker picks its own work back up.
+    """
+    app_version: _builtins.str
+    """The application version of this worker's code (same rules as
+    StartWorkflowRequest.app_version). It is given workflows of this
+    version and workflows without a version (which then take it); empty:
+    only workflows without a version.
     """
     @_builtins.property
     def workflow_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1282,10 +1373,11 @@ class HeartbeatRequest(_message.Message):
         workflow_names: _abc.Iterable[_builtins.str] | None = ...,
         lease: _duration_pb2.Duration | None = ...,
         queues: _abc.Iterable[_builtins.str] | None = ...,
+        app_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "lease", b"lease", "queues", b"queues", "worker_name", b"worker_name", "workflow_names", b"workflow_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "executor_id", b"executor_id", "lease", b"lease", "queues", b"queues", "worker_name", b"worker_name", "workflow_names", b"workflow_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1483,6 +1575,7 @@ class ForkWorkflowRequest(_message.Message):
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     START_STEP_ID_FIELD_NUMBER: _builtins.int
     NEW_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    APP_VERSION_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow to fork. It must exist."""
     start_step_id: _builtins.int
@@ -1493,16 +1586,21 @@ class ForkWorkflowRequest(_message.Message):
     """The new workflow's ID. Empty: a UUID is generated. Forking again with
     the same new ID returns the fork made first.
     """
+    app_version: _builtins.str
+    """The application version the fork runs on (moving a workflow to new
+    code explicitly). Empty: the original's version.
+    """
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
         start_step_id: _builtins.int = ...,
         new_workflow_id: _builtins.str = ...,
+        app_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_workflow_id", b"new_workflow_id", "start_step_id", b"start_step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "new_workflow_id", b"new_workflow_id", "start_step_id", b"start_step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1546,6 +1644,7 @@ class ListWorkflowsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     PARENT_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    APP_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Only workflows with this name; empty: all."""
     page_size: _builtins.int
@@ -1556,6 +1655,8 @@ class ListWorkflowsRequest(_message.Message):
     """Only children of this workflow; empty: all."""
     queue_name: _builtins.str
     """Only workflows started on this queue; empty: all."""
+    app_version: _builtins.str
+    """Only workflows of this application version; empty: all."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___WorkflowStatus.ValueType]:
         """Only workflows in these statuses; empty: all."""
@@ -1579,10 +1680,11 @@ class ListWorkflowsRequest(_message.Message):
         page_token: _builtins.str = ...,
         parent_workflow_id: _builtins.str = ...,
         queue_name: _builtins.str = ...,
+        app_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
