@@ -9,6 +9,7 @@ which of its ticks to take.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,10 @@ ON_TIME = timedelta(seconds=10)
 MAX_CATCH_UP = 100
 # How many next tick times a schedule shows.
 NEXT_TICKS_SHOWN = 5
+# croniter's random fields ("R", "R(0-30)", "R/10") draw a new value each time an expression
+# is read: every coordinator, and every pass, would name other ticks (missed or doubled).
+_RANDOM_FIELD = re.compile(r"r(\(\d+-\d+\))?(/\d+)?", re.IGNORECASE | re.ASCII)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class CatchUp(str, enum.Enum):
@@ -53,6 +58,10 @@ class Cron:
             raise CronError(
                 f"expected 5 fields (minute hour day month weekday) or 6 with seconds first,"
                 f" got {len(fields)}"
+            )
+        if any(_RANDOM_FIELD.fullmatch(field) for field in fields):
+            raise CronError(
+                "random fields ('R') are not supported: each coordinator would draw other ticks"
             )
         try:
             zone = ZoneInfo(time_zone or "UTC")
@@ -118,13 +127,15 @@ def due_ticks(
     `now` (and before `end`), every on-time one (at most ON_TIME late), and of the missed
     ones (later than that) what `policy` says: none, the most recent, or all of them (at
     most MAX_CATCH_UP, the most recent)."""
+    # Lateness is measured from the real now, not from the end: a tick just before an end
+    # long past is late, not on time.
+    late_line = now - ON_TIME  # a tick at or after this is on time
     if end is not None:
-        now = min(now, end - timedelta(microseconds=1))
+        now = min(now, end - _MICROSECOND)
     if now <= done_until:
         return []
-    late_line = now - ON_TIME
     on_time = []
-    for tick in cron.after(max(done_until, late_line)):
+    for tick in cron.after(max(done_until, late_line - _MICROSECOND)):
         if tick > now:
             break
         on_time.append(tick)
@@ -132,7 +143,7 @@ def due_ticks(
         return on_time
     missed: list[datetime] = []
     # Newest first: the bound keeps the most recent, and LATEST wants only the first.
-    for tick in cron.before(late_line + timedelta(microseconds=1)):
+    for tick in cron.before(late_line if end is None else min(late_line, end)):
         if tick <= done_until or len(missed) == MAX_CATCH_UP:
             break
         missed.append(tick)
