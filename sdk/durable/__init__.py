@@ -20,6 +20,7 @@ event loop through `durable.aio` (the async face: the same calls, awaited).
 
 from durable._client import Client, configure
 from durable._connection import TLS
+from durable._core.schedules import ScheduleInfo, scheduled
 from durable._core.specs import WorkflowStatus
 from durable._events import get_event, set_event, watch_event
 from durable._management import (
@@ -36,12 +37,23 @@ from durable._management import (
     resume_workflow,
 )
 from durable._messages import recv, send
+from durable._patches import deprecate_patch, patched
 from durable._payloads import RawPayload
 from durable._queues import Queue, set_enqueue_options
 from durable._retry import RetryPolicy
+from durable._schedules import (
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    scheduled_time,
+    set_schedule,
+    trigger_schedule,
+)
 from durable._sleep import sleep
 from durable._step_retry import StepRetry
-from durable._steps import step
+from durable._steps import step, step_idempotency_key
 from durable._worker import Worker
 from durable._workflow import (
     WorkflowHandle,
@@ -87,6 +99,7 @@ __all__ = [
     "RawPayload",
     "RecordedError",
     "RetryPolicy",
+    "ScheduleInfo",
     "StepAttemptInfo",
     "StepInfo",
     "StepRetry",
@@ -104,23 +117,35 @@ __all__ = [
     "cancel_workflow",
     "configure",
     "current_workflow_id",
+    "delete_schedule",
+    "deprecate_patch",
     "fork_workflow",
     "get_event",
+    "get_schedule",
     "get_workflow",
     "list_events",
+    "list_schedules",
     "list_steps",
     "list_workflows",
+    "patched",
+    "pause_schedule",
     "recv",
+    "resume_schedule",
     "resume_workflow",
     "retrieve_workflow",
+    "scheduled",
+    "scheduled_time",
     "send",
     "set_enqueue_options",
     "set_event",
+    "set_schedule",
     "set_workflow_id",
     "set_workflow_timeout",
     "sleep",
     "start_workflow",
     "step",
+    "step_idempotency_key",
+    "trigger_schedule",
     "watch_event",
     "workflow",
 ]

@@ -30,6 +30,8 @@ from durable._stream import SessionStream
 from durable.errors import CoordinatorError
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from durable.v1 import schedules_pb2 as spb
+from durable.v1 import schedules_pb2_grpc as spb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -71,6 +73,7 @@ class Client:
         token = token or os.environ.get("DURABLE_TOKEN") or None
         self._channel = open_channel(self.target, token, tls or TLS.from_env())
         self._stub = pb_grpc.CoordinatorServiceStub(self._channel)
+        self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
         self._use_session = calls.use_session(session)
         self._stream_lock = threading.Lock()
         self._stream: SessionStream | None = None
@@ -127,6 +130,51 @@ class Client:
             RETRY_READ if read else RETRY_UNAVAILABLE,
         )
 
+    # --- schedules (ScheduleService) -------------------------------------------------------
+
+    def set_schedule(self, spec: spb.ScheduleSpec) -> spb.SetScheduleResponse:
+        request = spb.SetScheduleRequest(spec=spec)
+        reply: spb.SetScheduleResponse = self._unary(self._schedules.SetSchedule, request)
+        return reply
+
+    def get_schedule(self, name: str) -> spb.GetScheduleResponse:
+        request = spb.GetScheduleRequest(name=name)
+        reply: spb.GetScheduleResponse = self._unary(
+            self._schedules.GetSchedule, request, read=True
+        )
+        return reply
+
+    def list_schedules(
+        self, page_size: int = 0, page_token: str = "", workflow_name: str = ""
+    ) -> spb.ListSchedulesResponse:
+        request = spb.ListSchedulesRequest(
+            page_size=page_size, page_token=page_token, workflow_name=workflow_name
+        )
+        reply: spb.ListSchedulesResponse = self._unary(
+            self._schedules.ListSchedules, request, read=True
+        )
+        return reply
+
+    def pause_schedule(self, name: str) -> spb.Schedule:
+        request = spb.PauseScheduleRequest(name=name)
+        return self._unary(self._schedules.PauseSchedule, request).schedule
+
+    def resume_schedule(self, name: str) -> spb.Schedule:
+        request = spb.ResumeScheduleRequest(name=name)
+        return self._unary(self._schedules.ResumeSchedule, request).schedule
+
+    def delete_schedule(self, name: str) -> bool:
+        request = spb.DeleteScheduleRequest(name=name)
+        return bool(self._unary(self._schedules.DeleteSchedule, request).deleted)
+
+    def trigger_schedule(self, name: str) -> pb.Workflow:
+        """Not retried: a retry after a lost reply would start a second workflow."""
+        request = spb.TriggerScheduleRequest(name=name)
+        reply: spb.TriggerScheduleResponse = self._schedules.TriggerSchedule(
+            request, timeout=CALL_TIMEOUT_SECONDS
+        )
+        return reply.workflow
+
     def start_workflow(
         self,
         workflow_id: str,
@@ -139,6 +187,7 @@ class Client:
         priority: int = 0,
         deduplication_id: str = "",
         parent: pb.StepRef | None = None,
+        app_version: str = "",
     ) -> pb.StartWorkflowResponse:
         """Start (or take over, with an `executor_id`) a workflow; `timeout` in seconds
         cancels it if it has not finished by then. With `queue_name` it is enqueued for a
@@ -153,6 +202,7 @@ class Client:
             priority=priority,
             deduplication_id=deduplication_id,
             parent=parent,
+            app_version=app_version,
         )
         return self._hot("start_workflow", self._stub.StartWorkflow, request)
 
@@ -218,8 +268,11 @@ class Client:
         workflow_names: list[str],
         lease: float,
         queues: list[str] | None = None,
+        app_version: str = "",
     ) -> pb.HeartbeatResponse:
-        request = calls.heartbeat_request(executor_id, worker_name, workflow_names, lease, queues)
+        request = calls.heartbeat_request(
+            executor_id, worker_name, workflow_names, lease, queues, app_version
+        )
         return self._unary(self._stub.Heartbeat, request)
 
     def configure_queue(self, queue: pb.QueueConfig) -> pb.QueueConfig:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from durable._core.context import stepping
+from durable._core.context import StepScope, stepping
 from durable._core.ops import Call, Invoke, Op, Outcome, Pause
 
 T = TypeVar("T")
@@ -30,14 +30,14 @@ def run(op: Op[T], client: Any, invoke: Callable[[], Any] | None = None) -> T:
                 reply = None
             else:
                 assert isinstance(effect, Invoke) and invoke is not None
-                reply = attempt(invoke)
+                reply = attempt(invoke, effect.scope)
     finally:
         op.close()
 
 
-def attempt(invoke: Callable[[], Any]) -> Outcome:
-    """Run a step's function once, inside the step: what it returned or raised."""
-    with stepping():
+def attempt(invoke: Callable[[], Any], scope: StepScope | None = None) -> Outcome:
+    """Run a step's function once, inside step `scope`: what it returned or raised."""
+    with stepping(scope):
         try:
             return Outcome(value=invoke())
         except Exception as exc:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 
 _lock = threading.Lock()
-# (executor_id, client) of each started worker, oldest first.
-_sessions: list[tuple[str, object]] = []
+# (executor_id, client, app_version) of each started worker, oldest first.
+_sessions: list[tuple[str, object, str]] = []
 
 
-def register(executor_id: str, client: object) -> None:
+def register(executor_id: str, client: object, app_version: str = "") -> None:
     with _lock:
-        _sessions.append((executor_id, client))
+        _sessions.append((executor_id, client, app_version))
 
 
 def unregister(executor_id: str) -> None:
@@ -26,8 +26,14 @@ def executor_for(client: object) -> str:
 
     Only a worker on the same client counts: its session is known to that coordinator.
     """
+    return session_for(client)[0]
+
+
+def session_for(client: object) -> tuple[str, str]:
+    """(executor ID, application version) of the latest started worker talking through
+    `client`; ('', '') if none."""
     with _lock:
-        for executor_id, worker_client in reversed(_sessions):
+        for executor_id, worker_client, app_version in reversed(_sessions):
             if worker_client is client:
-                return executor_id
-    return ""
+                return executor_id, app_version
+    return "", ""

@@ -11,9 +11,9 @@ from typing import ParamSpec, TypeVar, overload
 from durable import _drive
 from durable._aio import drive as _aio_drive
 from durable._core import ops
-from durable._core.context import current, in_step
+from durable._core.context import current, in_step, step_scope
 from durable._step_retry import StepRetry
-from durable.errors import DurableError
+from durable.errors import DurableError, NotInWorkflowError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,3 +75,13 @@ def step(
         return run
 
     return decorate(fn) if fn is not None else decorate
+
+
+def step_idempotency_key() -> str:
+    """A key for the running step, the same on every retry and after recovery (the
+    workflow ID and the step's position): pass it to an external API that deduplicates
+    requests (e.g. an `Idempotency-Key` header), so a step that runs twice charges once."""
+    scope = step_scope()
+    if scope is None or not scope.workflow_id:
+        raise NotInWorkflowError("step_idempotency_key can only be called inside a step")
+    return scope.idempotency_key

@@ -69,7 +69,7 @@ from typing import Any
 
 from durable import _drive, _running, _session
 from durable._client import Client, default_client
-from durable._core import work
+from durable._core import versions, work
 from durable._core.durations import Seconds, optional_seconds, seconds
 from durable._core.specs import Started, WorkflowSpec
 from durable._queues import Queue, queue_names
@@ -108,9 +108,12 @@ class Worker:
         max_concurrent: int = 16,
         queues: Iterable[Queue] = (),
         client: Client | None = None,
+        app_version: str | None = None,
     ) -> None:
         lease_seconds = seconds(lease_seconds)
         specs = work.worker_specs(workflows, lease_seconds, max_concurrent, is_async=False)
+        # The code version it runs: only workflows of this version (or none) come here.
+        self.app_version = versions.resolve(app_version, specs.values())
         self.executor_id = str(uuid.uuid4())
         self.name = name or ""
         self.lease_seconds = float(lease_seconds)
@@ -142,12 +145,14 @@ class Worker:
         try:
             for queue in self._queues:
                 queue.configure(client=self._client)
+            for schedule in work.declared_schedules(self._specs):
+                self._client.set_schedule(schedule)
             self._heartbeat(self.lease_seconds)
         except BaseException:
             with self._lock:
                 self._state = "new"
             raise
-        _session.register(self.executor_id, self._client)
+        _session.register(self.executor_id, self._client, self.app_version)
         for target, label in ((self._heartbeat_loop, "heartbeat"), (self._poll_loop, "poll")):
             thread = threading.Thread(
                 target=target, name=f"durable-worker-{label}-{self.executor_id}", daemon=True
@@ -249,7 +254,12 @@ class Worker:
         assert self._client is not None
         sent = time.monotonic()
         self._client.heartbeat(
-            self.executor_id, self.name, sorted(self._specs), lease, self._queue_names
+            self.executor_id,
+            self.name,
+            sorted(self._specs),
+            lease,
+            self._queue_names,
+            self.app_version,
         )
         if self._lease_until and sent > self._lease_until:
             log.warning(

@@ -124,8 +124,16 @@ def begin(
     one (as its child), else the default client."""
     context = starting_context("start_workflow", is_async=False)
     client = context.client if context is not None else default_client()
-    session = "" if context is not None else _session.executor_for(client)
-    op = specs.begin(context, spec, args, kwargs, session_executor=session, queue=queue)
+    session, version = ("", "") if context is not None else _session.session_for(client)
+    op = specs.begin(
+        context,
+        spec,
+        args,
+        kwargs,
+        session_executor=session,
+        session_version=version,
+        queue=queue,
+    )
     return client, _drive.run(op, client)
 
 

@@ -40,6 +40,15 @@ from typing import Any, ParamSpec, TypeVar
 from durable import _payloads
 from durable._aio import drive
 from durable._aio.client import AsyncClient, close, configure, default_client
+from durable._aio.schedules import (
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    set_schedule,
+    trigger_schedule,
+)
 from durable._aio.worker import Worker
 from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
@@ -58,7 +67,10 @@ from durable._management import (
     workflow_info,
 )
 from durable._messages import DEFAULT_RECV_TIMEOUT_SECONDS, recv_outside
+from durable._patches import deprecate_patch, outside
 from durable._queues import Queue
+from durable._schedules import scheduled_time
+from durable._steps import step_idempotency_key
 from durable._workflow import current_workflow_id, set_workflow_id, set_workflow_timeout
 
 __all__ = [
@@ -69,23 +81,34 @@ __all__ = [
     "close",
     "configure",
     "current_workflow_id",
+    "delete_schedule",
+    "deprecate_patch",
     "enqueue",
     "fork_workflow",
     "get_event",
+    "get_schedule",
     "get_workflow",
     "list_events",
+    "list_schedules",
     "list_steps",
     "list_workflows",
+    "patched",
+    "pause_schedule",
     "recv",
+    "resume_schedule",
     "resume_workflow",
     "retrieve_workflow",
     "run_step",
+    "scheduled_time",
     "send",
     "set_event",
+    "set_schedule",
     "set_workflow_id",
     "set_workflow_timeout",
     "sleep",
     "start_workflow",
+    "step_idempotency_key",
+    "trigger_schedule",
     "watch_event",
 ]
 
@@ -96,6 +119,17 @@ R = TypeVar("R")
 # Bounded: at most this many run at once in the process; the rest wait their turn.
 STEP_THREADS = int(os.environ.get("DURABLE_STEP_THREADS", "32"))
 _step_pool = concurrent.futures.ThreadPoolExecutor(STEP_THREADS, "durable-step")
+
+
+# --- patches ------------------------------------------------------------------------------
+
+
+def patched(name: str) -> Awaitable[bool]:
+    """Whether this run takes the new branch of patch `name`, as `durable.patched`."""
+    context = checkpointing("patched", is_async=True)
+    if context is None:
+        raise outside("patched")
+    return drive.start(ops.patched(context, name), context.client)
 
 
 # --- events -------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from durable._retry import Backoff, RetryPolicy
 from durable.errors import CoordinatorError, DurableError
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from durable.v1 import schedules_pb2 as spb
+from durable.v1 import schedules_pb2_grpc as spb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -75,6 +77,7 @@ class AsyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub_: pb_grpc.CoordinatorServiceAsyncStub | None = None
+        self._schedules_: spb_grpc.ScheduleServiceAsyncStub | None = None
         self._stream: AsyncSessionStream | None = None
         self._closed = False
 
@@ -93,6 +96,67 @@ class AsyncClient:
                 " (durable.aio's default client is one per loop already)"
             )
         return self._stub_
+
+    @property
+    def _schedules(self) -> spb_grpc.ScheduleServiceAsyncStub:
+        _ = self._stub  # opens the channel on this loop, or says why it cannot
+        if self._schedules_ is None:
+            assert self._channel is not None
+            self._schedules_ = spb_grpc.ScheduleServiceStub(self._channel)
+        return self._schedules_
+
+    async def _schedule_call(self, method: str, request: Message, *, read: bool = False) -> Any:
+        return await _call(
+            lambda: getattr(self._schedules, method)(request, timeout=CALL_TIMEOUT_SECONDS),
+            self.retry,
+            RETRY_READ if read else RETRY_UNAVAILABLE,
+        )
+
+    # --- schedules (ScheduleService) -------------------------------------------------------
+
+    async def set_schedule(self, spec: spb.ScheduleSpec) -> spb.SetScheduleResponse:
+        reply: spb.SetScheduleResponse = await self._schedule_call(
+            "SetSchedule", spb.SetScheduleRequest(spec=spec)
+        )
+        return reply
+
+    async def get_schedule(self, name: str) -> spb.GetScheduleResponse:
+        reply: spb.GetScheduleResponse = await self._schedule_call(
+            "GetSchedule", spb.GetScheduleRequest(name=name), read=True
+        )
+        return reply
+
+    async def list_schedules(
+        self, page_size: int = 0, page_token: str = "", workflow_name: str = ""
+    ) -> spb.ListSchedulesResponse:
+        request = spb.ListSchedulesRequest(
+            page_size=page_size, page_token=page_token, workflow_name=workflow_name
+        )
+        reply: spb.ListSchedulesResponse = await self._schedule_call(
+            "ListSchedules", request, read=True
+        )
+        return reply
+
+    async def pause_schedule(self, name: str) -> spb.Schedule:
+        reply = await self._schedule_call("PauseSchedule", spb.PauseScheduleRequest(name=name))
+        schedule: spb.Schedule = reply.schedule
+        return schedule
+
+    async def resume_schedule(self, name: str) -> spb.Schedule:
+        reply = await self._schedule_call("ResumeSchedule", spb.ResumeScheduleRequest(name=name))
+        schedule: spb.Schedule = reply.schedule
+        return schedule
+
+    async def delete_schedule(self, name: str) -> bool:
+        reply = await self._schedule_call("DeleteSchedule", spb.DeleteScheduleRequest(name=name))
+        return bool(reply.deleted)
+
+    async def trigger_schedule(self, name: str) -> pb.Workflow:
+        """Not retried: a retry after a lost reply would start a second workflow."""
+        reply: spb.TriggerScheduleResponse = await self._schedules.TriggerSchedule(
+            spb.TriggerScheduleRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
+        )
+        return reply.workflow
 
     async def close(self) -> None:
         self._closed = True
@@ -160,6 +224,7 @@ class AsyncClient:
         priority: int = 0,
         deduplication_id: str = "",
         parent: pb.StepRef | None = None,
+        app_version: str = "",
     ) -> pb.StartWorkflowResponse:
         """As `durable.Client.start_workflow`."""
         request = specs.start_request(
@@ -172,6 +237,7 @@ class AsyncClient:
             priority=priority,
             deduplication_id=deduplication_id,
             parent=parent,
+            app_version=app_version,
         )
         reply: pb.StartWorkflowResponse = await self._hot(
             "start_workflow", "StartWorkflow", request
@@ -302,8 +368,11 @@ class AsyncClient:
         workflow_names: list[str],
         lease: float,
         queues: list[str] | None = None,
+        app_version: str = "",
     ) -> pb.HeartbeatResponse:
-        request = calls.heartbeat_request(executor_id, worker_name, workflow_names, lease, queues)
+        request = calls.heartbeat_request(
+            executor_id, worker_name, workflow_names, lease, queues, app_version
+        )
         reply: pb.HeartbeatResponse = await self._unary("Heartbeat", request)
         return reply
 

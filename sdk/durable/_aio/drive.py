@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from durable._core import ops
-from durable._core.context import current, in_step, stepping
+from durable._core.context import StepScope, current, in_step, stepping
 from durable._core.ops import Call, Effect, Invoke, Op, Outcome, Pause
 from durable._step_retry import StepRetry
 from durable.errors import DurableError
@@ -62,7 +62,7 @@ async def _drive(op: Op[T], effect: Effect, client: Any, invoke: Invoker | None)
                 await asyncio.sleep(effect.seconds)
             else:
                 assert isinstance(effect, Invoke) and invoke is not None
-                reply = await attempt(invoke)
+                reply = await attempt(invoke, effect.scope)
             try:
                 effect = op.send(reply)
             except StopIteration as done:
@@ -72,10 +72,10 @@ async def _drive(op: Op[T], effect: Effect, client: Any, invoke: Invoker | None)
         op.close()
 
 
-async def attempt(invoke: Invoker) -> Outcome:
-    """Run a step's function once, inside the step: what it returned or raised. A
+async def attempt(invoke: Invoker, scope: StepScope | None = None) -> Outcome:
+    """Run a step's function once, inside step `scope`: what it returned or raised. A
     cancellation is not an outcome: it goes through, and nothing is recorded."""
-    with stepping():
+    with stepping(scope):
         try:
             return Outcome(value=await invoke())
         except Exception as exc:

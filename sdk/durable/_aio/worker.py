@@ -24,7 +24,7 @@ from durable import _running, _session
 from durable._aio import drive
 from durable._aio.client import AsyncClient, default_client
 from durable._aio.workflows import execute
-from durable._core import work
+from durable._core import versions, work
 from durable._core.durations import Seconds, optional_seconds, seconds
 from durable._core.specs import Started, WorkflowSpec
 from durable._queues import Queue, queue_names
@@ -59,9 +59,12 @@ class Worker:
         max_concurrent: int = 1000,
         queues: Iterable[Queue] = (),
         client: AsyncClient | None = None,
+        app_version: str | None = None,
     ) -> None:
         lease_seconds = seconds(lease_seconds)
         self._specs = work.worker_specs(workflows, lease_seconds, max_concurrent, is_async=True)
+        # The code version it runs: only workflows of this version (or none) come here.
+        self.app_version = versions.resolve(app_version, self._specs.values())
         self.executor_id = str(uuid.uuid4())
         self.name = name or ""
         self.lease_seconds = float(lease_seconds)
@@ -92,11 +95,13 @@ class Worker:
         try:
             for queue in self._queues:
                 await self._client.configure_queue(queue._config)
+            for schedule in work.declared_schedules(self._specs):
+                await self._client.set_schedule(schedule)
             await self._heartbeat(self.lease_seconds)
         except BaseException:
             self._state = "new"
             raise
-        _session.register(self.executor_id, self._client)
+        _session.register(self.executor_id, self._client, self.app_version)
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"durable-heartbeat-{self.label}"),
             asyncio.create_task(self._poll_loop(), name=f"durable-poll-{self.label}"),
@@ -176,7 +181,12 @@ class Worker:
         assert self._client is not None
         sent = time.monotonic()
         await self._client.heartbeat(
-            self.executor_id, self.name, sorted(self._specs), lease, self._queue_names
+            self.executor_id,
+            self.name,
+            sorted(self._specs),
+            lease,
+            self._queue_names,
+            self.app_version,
         )
         if self._lease_until and sent > self._lease_until:
             log.warning(

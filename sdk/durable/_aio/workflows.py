@@ -113,8 +113,16 @@ async def _begin_top(
     # The default client is per event loop, so it is looked up here, once the loop runs:
     # `asyncio.run(workflow(...))` makes the call before.
     client = default_client()
-    session = "" if queue else _session.executor_for(client)
-    op = specs.begin(None, spec, args, kwargs, session_executor=session, queue=queue)
+    session, version = ("", "") if queue else _session.session_for(client)
+    op = specs.begin(
+        None,
+        spec,
+        args,
+        kwargs,
+        session_executor=session,
+        session_version=version,
+        queue=queue,
+    )
     return client, await drive.run(op, client)
 
 

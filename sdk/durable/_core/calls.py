@@ -68,6 +68,7 @@ def heartbeat_request(
     workflow_names: list[str],
     lease: float,
     queues: list[str] | None,
+    app_version: str = "",
 ) -> pb.HeartbeatRequest:
     return pb.HeartbeatRequest(
         executor_id=executor_id,
@@ -75,6 +76,7 @@ def heartbeat_request(
         workflow_names=workflow_names,
         lease=duration(lease),
         queues=queues or [],
+        app_version=app_version,
     )
 
 

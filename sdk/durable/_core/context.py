@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import grpc
@@ -16,7 +18,9 @@ from durable.errors import DurableError, NonDeterminismError
 from durable.v1 import coordinator_pb2 as pb
 
 # How a step's kind is named to users: in StepInfo (list_steps) and in error messages.
-StepKind = Literal["step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow"]
+StepKind = Literal[
+    "step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow", "patch"
+]
 STEP_KINDS: dict[int, StepKind] = {
     pb.STEP_KIND_STEP: "step",
     pb.STEP_KIND_SET_EVENT: "set_event",
@@ -25,6 +29,7 @@ STEP_KINDS: dict[int, StepKind] = {
     pb.STEP_KIND_RECV: "recv",
     pb.STEP_KIND_GET_EVENT: "get_event",
     pb.STEP_KIND_START_WORKFLOW: "start_workflow",
+    pb.STEP_KIND_PATCH: "patch",
 }
 
 
@@ -43,6 +48,23 @@ class WorkflowContext:
     # carries it, so the coordinator refuses them once another worker has taken over.
     executor_id: str = ""
     last_step_id: int = 0
+    # Failed attempts recorded for steps without an outcome, by position: a resumed run
+    # numbers its next attempt after them.
+    failed_attempts: dict[int, int] = field(default_factory=dict)
+    # The application version the run's code belongs to ('' for none); children started
+    # here run under it.
+    app_version: str = ""
+    # For a workflow started by a schedule: the tick it runs for.
+    scheduled_time: datetime | None = None
+
+    def peek(self) -> pb.Step | None:
+        """The step recorded at the next position, without claiming it."""
+        return self.history.get(self.last_step_id + 1)
+
+    def skip(self) -> None:
+        """Claim the next position without an operation (a deprecated patch's marker)."""
+        self.last_step_id += 1
+        self.history.pop(self.last_step_id, None)
 
     def next_step(self, kind: pb.StepKind.ValueType, name: str) -> tuple[int, pb.Step | None]:
         """Claim the next position; return it with its recorded step, if any.
@@ -74,10 +96,33 @@ class WorkflowContext:
 _current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
     "durable_workflow", default=None
 )
-# True while a step's function runs: operations inside it are not checkpointed. A context
-# variable, not a field of the shared WorkflowContext, so that one step running in an
-# async workflow does not make its siblings (gathered beside it) look inside a step.
-_in_step: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_in_step", default=False)
+
+
+@dataclass(frozen=True)
+class StepScope:
+    """The step whose function is running: its workflow, position and attempt."""
+
+    workflow_id: str
+    step_id: int
+    attempt: int = 1
+
+    @property
+    def idempotency_key(self) -> str:
+        """A key for external APIs, the same on every attempt and after recovery: the
+        workflow ID and step position, hashed when longer than 255 characters."""
+        key = f"{self.workflow_id}:{self.step_id}"
+        if len(key) <= 255:
+            return key
+        digest = hashlib.sha256(self.workflow_id.encode()).hexdigest()
+        return f"{digest}:{self.step_id}"
+
+
+# The step whose function runs here, if any: operations inside it are not checkpointed. A
+# context variable, not a field of the shared WorkflowContext, so that one step running
+# in an async workflow does not make its siblings (gathered beside it) look inside a step.
+_in_step: contextvars.ContextVar[StepScope | None] = contextvars.ContextVar(
+    "durable_in_step", default=None
+)
 
 
 def current() -> WorkflowContext | None:
@@ -95,13 +140,22 @@ def leave(token: contextvars.Token[WorkflowContext | None]) -> None:
 
 def in_step() -> bool:
     """Whether a step's function is running here (in this thread or task)."""
+    return _in_step.get() is not None
+
+
+def step_scope() -> StepScope | None:
+    """The step whose function is running here, if any."""
     return _in_step.get()
 
 
+# Marks a step running outside a checkpointed position (a plain call of a step function).
+_UNCHECKPOINTED = StepScope("", 0)
+
+
 @contextlib.contextmanager
-def stepping() -> Iterator[None]:
-    """Mark the block as a step's function running."""
-    token = _in_step.set(True)
+def stepping(scope: StepScope | None = None) -> Iterator[None]:
+    """Mark the block as the function of step `scope` running."""
+    token = _in_step.set(scope or _UNCHECKPOINTED)
     try:
         yield
     finally:
@@ -117,7 +171,7 @@ def checkpointing(operation: str, *, is_async: bool) -> WorkflowContext | None:
     has no loop to run on.
     """
     context = _current.get()
-    if context is None or _in_step.get():
+    if context is None or _in_step.get() is not None:
         return None
     if context.is_async != is_async:
         raise face_mismatch(operation, workflow_is_async=context.is_async)
@@ -142,7 +196,7 @@ def starting_context(operation: str, *, is_async: bool) -> WorkflowContext | Non
     context = _current.get()
     if context is None:
         return None
-    if _in_step.get():
+    if _in_step.get() is not None:
         raise DurableError(
             "a workflow cannot be started inside a step; start it from the workflow itself"
         )

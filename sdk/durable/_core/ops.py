@@ -6,7 +6,8 @@ drives it: it yields an effect and receives the effect's result.
 
     Call(method, ...)   call the run's client: `client.<method>(...)`, its reply sent back
     Pause(seconds)      wait this long (time.sleep or asyncio.sleep)
-    Invoke()            run the step's own function once; an `Outcome` is sent back
+    Invoke(scope)       run the step's own function once, as attempt `scope`; an `Outcome`
+                        is sent back
 
 The sync face drives operations with blocking calls (`durable._drive`), the async face
 with awaits (`durable._aio.drive`). An operation claims its step position before its first
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from durable import _payloads
-from durable._core.context import WorkflowContext
+from durable._core.context import StepScope, WorkflowContext
 from durable._step_retry import StepRetry
 from durable.errors import CoordinatorError, NotInWorkflowError, PayloadError
 from durable.v1 import coordinator_pb2 as pb
@@ -55,7 +56,10 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Invoke:
-    """Run the step's function once (marked as inside a step); send back its Outcome."""
+    """Run the step's function once, marked as inside step `scope` (its idempotency key
+    comes from there); send back its Outcome."""
+
+    scope: StepScope
 
 
 Effect = Call | Pause | Invoke
@@ -103,10 +107,12 @@ def _run_new_step(
     Returns the step as recorded, which is another run's outcome if one recorded first; a
     fresh exception of this run is raised as itself.
     """
-    attempt = 1
+    # Attempts continue after those a run before a recovery recorded, so the retry policy
+    # counts every attempt and an attempt number is never recorded twice.
+    attempt = context.failed_attempts.pop(step_id, 0) + 1
     while True:
         started = now()
-        outcome: Outcome = yield Invoke()
+        outcome: Outcome = yield Invoke(StepScope(context.workflow_id, step_id, attempt))
         raised = outcome.error
         if raised is None or retry is None or not retry.retries(raised, attempt):
             break
@@ -141,6 +147,44 @@ def _run_new_step(
     if raised is not None and not reply.already_recorded:
         raise raised
     return reply.step
+
+
+# --- patches ------------------------------------------------------------------------------
+
+_PATCH_TRUE = pb.Payload(encoding="json", data=b"true")
+
+
+def patched(context: WorkflowContext, name: str) -> Op[bool]:
+    """Whether the run takes the new branch of patch `name`: True for a run that reaches
+    this point on code that has the patch (a marker is recorded at this position), False
+    for one that recorded another operation here on older code (nothing is consumed, so
+    the old branch replays that operation)."""
+    recorded = context.peek()
+    if recorded is not None:
+        if (recorded.kind, recorded.name) != (pb.STEP_KIND_PATCH, name):
+            return False
+        context.next_step(pb.STEP_KIND_PATCH, name)
+        return True
+    step_id, _ = context.next_step(pb.STEP_KIND_PATCH, name)
+    request = pb.RunStepRequest(
+        workflow_id=context.workflow_id,
+        step_id=step_id,
+        name=name,
+        kind=pb.STEP_KIND_PATCH,
+        output=_PATCH_TRUE,
+        executor_id=context.executor_id,
+    )
+    yield Call("run_step", (request,))
+    return True
+
+
+def deprecate_patch(context: WorkflowContext, name: str) -> bool:
+    """The clean-up of patch `name` once no run of the old code is left: always the new
+    branch; a marker an earlier run recorded here is passed over, none is recorded."""
+    recorded = context.peek()
+    if recorded is not None and (recorded.kind, recorded.name) == (pb.STEP_KIND_PATCH, name):
+        context.skip()
+    return True
 
 
 # --- events -------------------------------------------------------------------------------

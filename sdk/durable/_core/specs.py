@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timezone
 from typing import Any
 
 import grpc
@@ -165,6 +166,7 @@ def start_request(
     priority: int = 0,
     deduplication_id: str = "",
     parent: pb.StepRef | None = None,
+    app_version: str = "",
 ) -> pb.StartWorkflowRequest:
     """The StartWorkflow request of a client's `start_workflow` (same arguments)."""
     request = pb.StartWorkflowRequest(
@@ -176,6 +178,7 @@ def start_request(
         priority=priority,
         deduplication_id=deduplication_id,
         parent=parent,
+        app_version=app_version,
     )
     if timeout is not None:
         request.timeout.CopyFrom(ops.duration(timeout))
@@ -190,9 +193,14 @@ def _start(
     timeout: float | None,
     queue: QueueStart | None,
     parent: pb.StepRef | None = None,
+    app_version: str = "",
 ) -> ops.Call:
-    """The client call that starts the workflow (see `start_request` for its arguments)."""
+    """The client call that starts the workflow (see `start_request` for its arguments).
+    A workflow run here records the code's version; an enqueued one takes the version of
+    the worker that claims it."""
     options: dict[str, Any] = {"executor_id": executor_id, "timeout": timeout, "parent": parent}
+    if queue is None and app_version:
+        options["app_version"] = app_version
     if queue is not None:
         options.update(
             queue_name=queue.name, priority=queue.priority, deduplication_id=queue.deduplication_id
@@ -219,6 +227,7 @@ def begin(
     kwargs: Any,
     *,
     session_executor: str = "",
+    session_version: str = "",
     queue: QueueStart | None = None,
 ) -> ops.Op[Started]:
     """Start (or find) the workflow.
@@ -226,7 +235,8 @@ def begin(
     Inside a workflow (`context`) this starts a child, checkpointed as the parent's next
     step: a replay gets the same child back. Outside one it runs under
     `session_executor`, the worker session of this process on the same client ('' if
-    none). With `queue` the workflow is enqueued instead ('' session).
+    none), whose application version is `session_version`. With `queue` the workflow is
+    enqueued instead ('' session).
     """
     input = _payloads.encode({"args": list(args), "kwargs": kwargs})
     chosen = next_timeout.get()
@@ -238,7 +248,7 @@ def begin(
         # Under a worker started in this process, the workflow is that worker's: if the
         # process dies, another worker recovers it. A queued one is its queue's to run.
         executor_id = "" if queue else session_executor
-        call = _start(workflow_id, spec, input, executor_id, timeout, queue)
+        call = _start(workflow_id, spec, input, executor_id, timeout, queue, None, session_version)
         return Started((yield call), executor_id)
     step_id, recorded = context.next_step(pb.STEP_KIND_START_WORKFLOW, spec.name)
     chosen_id = next_workflow_id.get()
@@ -256,7 +266,16 @@ def begin(
     # The child runs under the parent's session, so a worker recovering the parent's work
     # after a crash recovers the child's too.
     executor_id = "" if queue else context.executor_id
-    call = _start(workflow_id, spec, input, executor_id, timeout, queue, context.caller(step_id))
+    call = _start(
+        workflow_id,
+        spec,
+        input,
+        executor_id,
+        timeout,
+        queue,
+        context.caller(step_id),
+        context.app_version,
+    )
     return Started((yield call), executor_id)
 
 
@@ -300,6 +319,16 @@ def run_context(
         is_async=is_async,
         history={step.step_id: step for step in history},
         executor_id=started.executor_id,
+        failed_attempts={
+            unfinished.step_id: unfinished.failed_attempts
+            for unfinished in started.reply.unfinished_step_attempts
+        },
+        app_version=workflow.app_version,
+        scheduled_time=(
+            workflow.scheduled_time.ToDatetime(tzinfo=timezone.utc)
+            if workflow.HasField("scheduled_time")
+            else None
+        ),
     )
     return context, args, kwargs
 

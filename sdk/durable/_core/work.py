@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from durable._core import ops
+from durable._core import ops, schedules
 from durable._core.specs import WorkflowSpec, spec_of
 from durable.errors import (
     CoordinatorError,
@@ -19,6 +19,7 @@ from durable.errors import (
     WorkflowOwnershipLostError,
 )
 from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import schedules_pb2 as spb
 
 MIN_LEASE_SECONDS = 1.0
 MAX_LEASE_SECONDS = 600.0
@@ -61,6 +62,18 @@ def worker_specs(
         )
     if max_concurrent < 1:
         raise ValueError("max_concurrent must be at least 1")
+    return found
+
+
+def declared_schedules(specs: dict[str, WorkflowSpec]) -> list[spb.ScheduleSpec]:
+    """The schedules `@durable.scheduled` declared on a worker's workflows: the worker sets
+    them when it starts (idempotent: an unchanged schedule stays as it is, a changed one is
+    updated in place)."""
+    found = []
+    for name in sorted(specs):
+        decl = schedules.declared(specs[name])
+        if decl is not None:
+            found.append(schedules.declared_message(specs[name], decl))
     return found
 
 
