@@ -48,6 +48,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+## Serve the web dashboard (docs/dashboard.md) on http://127.0.0.1:8233 for the coordinator
+## at $DURABLE_COORDINATOR (default 127.0.0.1:50051); ARGS="--port 9000 --open" etc.
+.PHONY: ui
+ui: $(STAMP)
+	$(PY) -m durable.ui $(ARGS)
+
 ## Benchmark against DBOS 3.4.0 side by side (bench/README.md); ARGS="--quick" etc.
 ## DBOS goes into its own venv, bench/.venv-dbos; if that install fails, the DBOS column
 ## is skipped.

@@ -246,5 +246,8 @@ def serve(
     announce(f"serving {url} (coordinator {client.target}); Ctrl-C stops it")
     if open_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
-    server(client).run(sockets=[sock])
+    # uvicorn stops gracefully on Ctrl-C, then raises it again: stopping is the point.
+    with contextlib.suppress(KeyboardInterrupt):
+        server(client).run(sockets=[sock])
+    announce("stopped")
     return 0
