@@ -243,6 +243,7 @@ def test_a_refused_action_shows_the_coordinators_reason(
     result = page.locator("#action-result")
     expect(result).to_have_class("refused")
     expect(result).to_contain_text("FAILED_PRECONDITION")
+    expect(result).to_contain_text("finished with SUCCESS; fork it to run it again")
     expect(page.locator("#summary .status")).to_have_text("SUCCESS")
 
 

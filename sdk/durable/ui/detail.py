@@ -137,9 +137,10 @@ def gantt(steps: Sequence[StepInfo], start: datetime, end: datetime) -> str:
     for i in range(5):
         tick = _LABEL + area * i / 4
         label = "+" + took(total * i / 4)
+        anchor = ("start", "middle", "middle", "middle", "end")[i]
         out.append(
             f'<line class="tick" x1="{tick:.1f}" y1="{_AXIS - 6}" x2="{tick:.1f}" y2="{height}"/>'
-            f'<text class="axis" x="{tick:.1f}" y="{_AXIS - 10}" text-anchor="middle">'
+            f'<text class="axis" x="{tick:.1f}" y="{_AXIS - 10}" text-anchor="{anchor}">'
             f"{e(label)}</text>"
         )
     for index, (step, (begin, stop)) in enumerate(zip(steps, spans, strict=True)):
@@ -168,8 +169,11 @@ def gantt(steps: Sequence[StepInfo], start: datetime, end: datetime) -> str:
                 f'<rect class="attempt" x="{a_left:.1f}" y="{y + 3}" width="{a_width:.1f}" '
                 f'height="{_BAR}" rx="2"/>'
             )
+        # The duration right of the bar, or left of it when the bar reaches the end.
+        after = right + 60 < _WIDTH
         out.append(
-            f'<text class="took" x="{min(right + 4, _WIDTH - 60):.1f}" y="{y + _BAR}">'
+            f'<text class="took" x="{right + 4 if after else left - 4:.1f}" y="{y + _BAR}" '
+            f'text-anchor="{"start" if after else "end"}">'
             f"{e(took((stop - begin).total_seconds()))}</text></g>"
         )
     out.append("</svg>")

@@ -61,15 +61,16 @@ def _duration(row: Row, now: datetime) -> str:
     return f"{took((now - info.created_at).total_seconds())} so far"
 
 
-def _rows(rows: list[Row], now: datetime) -> str:
+def _rows(rows: list[Row], now: datetime, versions: bool) -> str:
     if not rows:
         return '<tr><td colspan="8" class="empty">No workflows match.</td></tr>'
     return "\n".join(
         f'<tr data-workflow-id="{e(r.info.workflow_id)}">'
         f'<td><a href="{e(workflow_url(r.info.workflow_id))}">{e(r.info.workflow_id)}</a></td>'
         f"<td>{e(r.info.name)}</td><td>{badge(r.info.status)}</td>"
-        f"<td>{e(r.info.queue_name or '')}</td><td>{e(r.version)}</td>"
-        f"<td>{moment(r.info.created_at)}</td><td>{moment(r.info.updated_at)}</td>"
+        f"<td>{e(r.info.queue_name or '')}</td>"
+        + (f"<td>{e(r.version)}</td>" if versions else "")
+        + f"<td>{moment(r.info.created_at)}</td><td>{moment(r.info.updated_at)}</td>"
         f"<td>{e(_duration(r, now))}</td></tr>"
         for r in rows
     )
@@ -94,10 +95,13 @@ def list_page(
         f'<div id="counts" class="counts" data-src="{e(counts_src)}">counting…</div>',
     ]
     if page is not None:
+        # The application version, where the coordinator records one for these workflows.
+        versions = any(r.version for r in page.rows)
+        version = "<th>Version</th>" if versions else ""
         body.append(
             '<table class="workflows"><thead><tr><th>ID</th><th>Name</th><th>Status</th>'
-            "<th>Queue</th><th>Version</th><th>Created</th><th>Updated</th><th>Duration</th>"
-            f"</tr></thead><tbody>{_rows(page.rows, now)}</tbody></table>"
+            f"<th>Queue</th>{version}<th>Created</th><th>Updated</th><th>Duration</th>"
+            f"</tr></thead><tbody>{_rows(page.rows, now, versions)}</tbody></table>"
         )
         pager = []
         if token:
