@@ -14,9 +14,12 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import schedules_pb2 as spb
+from durable.v1 import schedules_pb2_grpc as spb_grpc
 from tests.support import RPC_TIMEOUT, Coordinator, Stub, error_info, running_coordinator
 
 # The small coordinator's payload limit; its gRPC receive limit is this plus 64 KiB.
@@ -604,3 +607,138 @@ def test_coordinator_is_still_healthy_after_bad_input(
     # Nothing reached the coordinator's own error handling (an unexpected exception would be
     # logged by coordinator.edge). grpc itself logs the undecodable requests sent above.
     assert " ERROR coordinator." not in process.log()
+
+
+# --- ScheduleService -----------------------------------------------------------------------
+
+# SetSchedule, ListSchedules and the by-name RPCs, each with one bad field (a table of its
+# own: these go to ScheduleService, not CoordinatorService).
+
+
+def schedule_spec(**fields: Any) -> spb.SetScheduleRequest:
+    good: dict[str, Any] = {"name": "bad-input", "cron": "0 2 * * *", "workflow_name": "w"}
+    return spb.SetScheduleRequest(spec=spb.ScheduleSpec(**{**good, **fields}))
+
+
+def schedule_cases() -> list[Case]:
+    found: list[Case] = []
+
+    def add(case_id: str, request: Message, field: str) -> None:
+        found.append(
+            Case(f"{type(request).__name__.removesuffix('Request')}-{case_id}", request, field)
+        )
+
+    for label, value in {
+        "empty": "",
+        "blank": "   ",
+        "four-fields": "* * * *",
+        "seven-fields": "* * * * * * *",
+        "minute-60": "60 * * * *",
+        "hour-24": "0 24 * * *",
+        "day-32": "0 0 32 * *",
+        "month-13": "0 0 1 13 *",
+        "weekday-8": "0 0 * * 8",
+        "second-60": "60 * * * * *",
+        "word": "every day",
+        "bad-month-name": "0 0 1 JANX *",
+        "step-zero": "*/0 * * * *",
+        "never": "0 0 31 2 *",
+        "hashed": "H * * * *",
+        "random": "R * * * *",
+        "over-256-chars": "0 " + "1," * 127 + "2 * * *",
+        "nul": "0 2 * * *\x00",
+    }.items():
+        add(f"cron-{label}", schedule_spec(cron=value), "spec.cron")
+    for label, value in {
+        "unknown": "Mars/Olympus",
+        "lowercase": "europe/paris",
+        "offset": "+02:00",
+        "trailing-space": "Europe/Paris ",
+        "path": "../../etc/passwd",
+        "65-chars": "Europe/" + "x" * 58,
+        "nul": "Europe/Paris\x00",
+    }.items():
+        add(f"time_zone-{label}", schedule_spec(time_zone=value), "spec.time_zone")
+    for label, value in {
+        "empty": "",
+        "at": "nightly@2026",
+        "slash": "reports/nightly",
+        "space": "nightly report",
+        "201-chars": "s" * 201,
+        "unicode": "bericht-ä",
+        "newline": "nightly\n",
+    }.items():
+        add(f"name-{label}", schedule_spec(name=value), "spec.name")
+        if value:  # an empty name is only refused by SetSchedule's spec ("name" below)
+            for request in (
+                spb.GetScheduleRequest(name=value),
+                spb.PauseScheduleRequest(name=value),
+                spb.ResumeScheduleRequest(name=value),
+                spb.DeleteScheduleRequest(name=value),
+                spb.TriggerScheduleRequest(name=value),
+            ):
+                add(f"name-{label}", request, "name")
+    for request in (spb.GetScheduleRequest(), spb.TriggerScheduleRequest()):
+        add("name-empty", request, "name")
+    for label, value in BAD_NAMES.items():
+        add(f"workflow_name-{label}", schedule_spec(workflow_name=value), "spec.workflow_name")
+        if value:  # an empty queue is no queue, an empty filter no filter
+            add(f"queue_name-{label}", schedule_spec(queue_name=value), "spec.queue_name")
+            add(
+                f"workflow_name-{label}",
+                spb.ListSchedulesRequest(workflow_name=value),
+                "workflow_name",
+            )
+    for label, data in BAD_JSON.items():
+        add(f"input-{label}", schedule_spec(input=json_payload(data)), "spec.input.data")
+    too_big = json_payload(json.dumps("x" * (PAYLOAD_LIMIT - 1)).encode())
+    add("input-over-the-limit", schedule_spec(input=too_big), "spec.input.data")
+    add(
+        "input.encoding-uppercase",
+        schedule_spec(input=pb.Payload(encoding="JSON", data=b"1")),
+        "spec.input.encoding",
+    )
+    for catch_up in (4, -1, 2**31 - 1):
+        add(f"catch_up-{catch_up}", schedule_spec(catch_up=catch_up), "spec.catch_up")
+    early, late = Timestamp(seconds=1_800_000_000), Timestamp(seconds=1_800_000_060)
+    add(
+        "end_time-before-start_time",
+        schedule_spec(start_time=late, end_time=early),
+        "spec.end_time",
+    )
+    add("end_time-equal-start_time", schedule_spec(start_time=late, end_time=late), "spec.end_time")
+    add(
+        "start_time-nanos-out-of-range",
+        schedule_spec(start_time=Timestamp(seconds=1, nanos=1_000_000_000)),
+        "spec.start_time",
+    )
+    add(
+        "end_time-after-year-9999",
+        schedule_spec(end_time=Timestamp(seconds=253_402_300_800)),
+        "spec.end_time",
+    )
+    add("missing-spec", spb.SetScheduleRequest(), "spec")
+    for page_size in (-1, 1001, 2**31 - 1):
+        add(f"page_size-{page_size}", spb.ListSchedulesRequest(page_size=page_size), "page_size")
+    for label, token in {"not-base64": "not a token!", "nul": "AA==", "not-utf8": "_w=="}.items():
+        add(f"page_token-{label}", spb.ListSchedulesRequest(page_token=token), "page_token")
+    return found
+
+
+SCHEDULE_CASES = schedule_cases()
+
+
+@pytest.mark.parametrize("case", SCHEDULE_CASES, ids=[c.id for c in SCHEDULE_CASES])
+def test_bad_schedule_input_is_rejected_with_invalid_argument_naming_the_field(
+    small: Coordinator, case: Case
+) -> None:
+    stub = spb_grpc.ScheduleServiceStub(small.channel)
+    method = getattr(stub, type(case.request).__name__.removesuffix("Request"))
+    with pytest.raises(grpc.RpcError) as caught:
+        method(case.request, timeout=RPC_TIMEOUT)
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert (info.reason, info.domain) == ("INVALID_ARGUMENT", "durable.v1")
+    assert info.metadata["field"] == case.field
+    assert (err.details() or "").startswith(f"{case.field}:")

@@ -207,7 +207,9 @@ async def set_schedule(
         cur = await conn.execute(_GET + " FOR UPDATE", {"ns": namespace, "name": spec.name})
         existing = await cur.fetchone()
         if existing is not None:
-            ticked_until = max(ticked_until, _record(existing).ticked_until)
+            # The ticks it has done are kept; a start time still to come (ticked_until
+            # ahead of now) is not a tick done and gives way to the new spec's.
+            ticked_until = max(ticked_until, min(_record(existing).ticked_until, now))
         params = {
             **_spec_params(spec),
             "ns": namespace,
