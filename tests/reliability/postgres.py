@@ -53,7 +53,9 @@ START_ATTEMPTS = 3
 class DedicatedPostgres:
     """A Postgres cluster in a temporary directory, listening on 127.0.0.1:`port`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, initdb: bool = True) -> None:
+        """`initdb=False`: leave the data directory for the caller to fill (a base backup,
+        tests/reliability/replication.py) and do not start."""
         self._bin = _binaries()
         self.root = Path(tempfile.mkdtemp(prefix="durable-pgfault-"))
         self.root.chmod(0o755)
@@ -62,8 +64,11 @@ class DedicatedPostgres:
         self.log_path = self.root / "postgres.log"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8")
-        self.start()
+        if initdb:
+            self._run(
+                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8"
+            )
+            self.start()
 
     def _call(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -83,11 +88,12 @@ class DedicatedPostgres:
     def _ctl(self, *args: str) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", *args)
 
-    def start(self) -> None:
-        """Start the server; a failed start is tried again (twice at most) before failing
-        with the end of the server's log. What is under test is the coordinator riding
-        through a restart, not pg_ctl: a start seen failing once in CI with no output."""
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data}"
+    def start(self, *settings: str) -> None:
+        """Start the server (`settings`: extra postgres options, "-c name=value"); a failed
+        start is tried again (twice at most) before failing with the end of the server's log.
+        What is under test is the coordinator riding through a restart, not pg_ctl: a start
+        seen failing once in CI with no output."""
+        options = " ".join((f"-h 127.0.0.1 -p {self.port} -k {self.data}", *settings))
         args = ("-D", str(self.data), "-w", "-t", "30", "-l", str(self.log_path))
         failures = []
         for _ in range(START_ATTEMPTS):

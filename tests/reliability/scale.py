@@ -30,6 +30,8 @@ class Scale:
     # Replica failover: coordinators killed in turn under clients that fail over.
     failover_workflows: int
     failover_kills: int
+    # Primary failover: Postgres primary SIGKILLed, its standby promoted, under load.
+    promotion_workflows: int
     # Load: concurrent GetEvent streams plus steady step traffic.
     streams: int
     load_seconds: float
@@ -46,6 +48,7 @@ CI = Scale(
     db_faults=2,
     failover_workflows=40,
     failover_kills=2,
+    promotion_workflows=60,
     streams=1000,
     load_seconds=10.0,
 )
@@ -61,6 +64,7 @@ FULL = Scale(
     db_faults=6,
     failover_workflows=200,
     failover_kills=4,
+    promotion_workflows=200,
     streams=5000,
     load_seconds=60.0,
 )

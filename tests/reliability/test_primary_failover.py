@@ -1,0 +1,247 @@
+"""Postgres primary failover under load: a primary and a streaming standby (replication.py),
+two coordinators on one multi-host URL (primary first, target_session_attrs=read-write),
+SDK clients running workflows with side effects and a follower on every workflow's
+"progress" event, and raw writers recording steps as fast as they are acknowledged.
+
+Mid-run the primary's postmaster is SIGKILLed and, PROMOTE_AFTER seconds later (an HA
+manager's detection time), the standby is promoted. Once both coordinators serve again,
+the old primary is started again as it was (diverged, on the old timeline, first in the
+URL) and every coordinator connection is terminated, so each must reconnect past it.
+
+With synchronous replication nothing acknowledged may be lost or doubled, and the old
+primary must get no write. With asynchronous replication the same run measures what is
+lost (`make reliability` and the report; docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.reliability.checks import (
+    check_watches,
+    create_side_effects_table,
+    kill_points,
+    recorded_steps,
+    verify,
+    wait_for_progress,
+)
+from tests.reliability.processes import FlowProcess, all_running
+from tests.reliability.replication import ReplicatedPostgres
+from tests.reliability.report import Report
+from tests.reliability.scale import SCALE, SEED, TEST_TIMEOUT, rng
+from tests.reliability.writer import AckedWriter
+from tests.support import Coordinator, create_database, eventually
+
+PREFIX = "promote"
+STEPS = 4
+PAUSE = 0.1
+# Seconds between the kill and the promotion: what Patroni or a managed service takes to
+# decide the primary is gone (theirs is 10-30 s; the coordinator's part is what follows).
+PROMOTE_AFTER = 2.0
+REFUSED_OLD = "a diverged old primary"
+# With asynchronous replication: how long the clients get to finish after the failover.
+ASYNC_PATIENCE = 60.0
+
+
+def serving(coordinator: Coordinator) -> bool:
+    stub = health_pb2_grpc.HealthStub(coordinator.channel)
+    try:
+        reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def with_hosts(url: str, *ports: int) -> str:
+    """`url` naming 127.0.0.1 on `ports`, in that order, read-write only."""
+    hosts = ",".join("127.0.0.1" for _ in ports)
+    return make_conninfo(
+        url,
+        host=hosts,
+        port=",".join(str(p) for p in ports),
+        target_session_attrs="read-write",
+    )
+
+
+def table_writes(url: str) -> int:
+    """Rows inserted, updated or deleted in the durable schema since the server started
+    (statistics start afresh after a crash)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables"
+            " WHERE schemaname = 'durable'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def lost_acked(url: str, writers: list[AckedWriter]) -> int:
+    lost = 0
+    with psycopg.connect(url) as conn:
+        for writer in writers:
+            stored = {
+                step_id: json.loads(bytes(data))
+                for step_id, data in conn.execute(
+                    "SELECT step_id, output_data FROM durable.steps WHERE workflow_id = %s",
+                    (writer.workflow_id,),
+                )
+            }
+            lost += sum(1 for s in writer.acked if stored.get(s) != s)
+    return lost
+
+
+@pytest.fixture(params=["sync", "async"])
+def replicated(request: pytest.FixtureRequest) -> Iterator[ReplicatedPostgres]:
+    rig = ReplicatedPostgres(synchronous=request.param == "sync")
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
+    replicated: ReplicatedPostgres, report: Report
+) -> None:
+    rig = replicated
+    mode = "synchronous" if rig.synchronous else "asynchronous"
+    on_primary = create_database(rig.primary.url)
+    name = conninfo_to_dict(on_primary)["dbname"]
+    # Coordinators: the old primary first, where a careless reconnect would land.
+    coordinator_url = make_conninfo(rig.url, dbname=name)
+    # The workflows' own side effects (user code, unguarded): the standby first, so after
+    # the failover they land on the new primary and not on the restarted old one.
+    side_url = with_hosts(on_primary, rig.standby.port, rig.primary.port)
+    new_primary = make_conninfo(rig.standby.url, dbname=name)
+    create_side_effects_table(on_primary)
+
+    count = SCALE.promotion_workflows
+    (point,) = kill_points(rng(f"primary failover {mode}"), count * STEPS, 1)
+    print(f"\nseed {SEED}: {mode} replication, kill the primary at recorded step {point}")
+    coordinators = [Coordinator(coordinator_url), Coordinator(coordinator_url)]
+    writers: list[AckedWriter] = []
+    driver = None
+    try:
+        for coordinator in coordinators:
+            coordinator.wait_serving()
+        writers = [AckedWriter(c.stub, f"acked-{k}") for k, c in enumerate(coordinators)]
+        for writer in writers:
+            writer.start()
+        target = "ipv4:" + ",".join(f"127.0.0.1:{c.port}" for c in coordinators)
+        driver = FlowProcess(
+            "drive",
+            target,
+            side_url,
+            PREFIX,
+            0,
+            count,
+            *("--steps", str(STEPS), "--pause", str(PAUSE), "--threads", "16"),
+            *("--watch-every", "1"),
+            name="driver",
+        )
+        started = time.monotonic()
+        wait_for_progress(on_primary, PREFIX, point, all_running([driver]))
+        with psycopg.connect(on_primary, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM durable.workflows WHERE workflow_id LIKE %s"
+                " AND status = 'PENDING'",
+                (f"{PREFIX}-%",),
+            ).fetchone()
+            in_flight = row[0] if row else 0
+            steps_before = recorded_steps(conn, PREFIX)
+
+        killed, gone = rig.kill_primary()
+        time.sleep(PROMOTE_AFTER)  # the HA manager's detection time, deliberately
+        rig.promote()
+        promoted = time.monotonic()
+        eventually(lambda: all(w.acked_since(promoted) for w in writers), timeout=60)
+        # The first write acknowledged once nothing of the old primary was left to answer.
+        first_ack = min(t for w in writers if (t := w.acked_since(gone)) is not None)
+        eventually(lambda: all(serving(c) for c in coordinators), timeout=30)
+        back_serving = time.monotonic() - promoted
+
+        # The old primary comes back as it was, first in the coordinators' URL, and every
+        # coordinator connection is cut so that each must reconnect past it.
+        rig.restart_old_primary()
+        old_primary = make_conninfo(rig.primary.url, dbname=name)
+        with psycopg.connect(new_primary, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'durable-coordinator'"
+            )
+        resumed = time.monotonic()
+        eventually(lambda: all(w.acked_since(resumed) for w in writers), timeout=60)
+        if rig.synchronous:
+            outcomes = driver.wait_done(timeout=300)
+        else:
+            # What asynchronous replication lost may leave a follower waiting for a value
+            # that will never come (its workflow's last commits are gone): bounded here.
+            try:
+                outcomes = driver.wait_done(timeout=ASYNC_PATIENCE)
+            except AssertionError:
+                outcomes = driver.outcomes
+        elapsed = time.monotonic() - started
+    finally:
+        for writer in writers:
+            writer.stop()
+        if driver is not None:
+            driver.close()
+        for coordinator in coordinators:
+            coordinator.stop()
+
+    refusals = sum(len(re.findall(REFUSED_OLD, c.log())) for c in coordinators)
+    writes_on_old = table_writes(old_primary)
+    verdict = verify(new_primary, PREFIX, range(count), STEPS)
+    lost_writes = lost_acked(new_primary, writers)
+    watches: dict[str, Any] = outcomes.watches
+    codes = sum((w.codes for w in writers), Counter[str]())
+    figures: dict[str, Any] = dict(
+        replication=mode,
+        workflows=count,
+        faults_injected=1,
+        workflows_in_flight_at_kill=in_flight,
+        steps_recorded_at_kill=steps_before,
+        seconds_kill_to_promotion=PROMOTE_AFTER,
+        seconds_kill_to_primary_gone=gone - killed,
+        seconds_kill_to_first_ack=first_ack - killed,
+        seconds_promotion_to_first_ack=first_ack - promoted,
+        seconds_promotion_to_serving=back_serving,
+        acknowledged_writes=sum(len(w.acked) for w in writers),
+        writer_codes=dict(codes),
+        old_primary_refusals=refusals,
+        writes_on_old_primary=writes_on_old,
+        workflow_errors=len(outcomes.errors),
+        workflows_unfinished_by_client=count - len(outcomes.results) - len(outcomes.errors),
+        followers_not_done=count - len(watches),
+        records_checked=verdict.records_checked,
+        lost=verdict.lost + lost_writes,
+        lost_acknowledged_writes=lost_writes,
+        doubled=verdict.doubled,
+        wrong_results=len(verdict.wrong),
+        seconds=elapsed,
+    )
+    if not rig.synchronous:
+        # What asynchronous replication loses is measured and reported, not asserted.
+        report.record("primary failover, asynchronous replication", **figures)
+        assert writes_on_old == 0
+        return
+    watched = check_watches(watches, STEPS)
+    report.record("primary failover, synchronous replication", watched_values=watched, **figures)
+    assert not outcomes.errors, dict(list(outcomes.errors.items())[:5])
+    assert lost_writes == 0
+    verdict.assert_clean()
+    assert not any(w.unexpected for w in writers), [w.unexpected[:5] for w in writers]
+    assert writes_on_old == 0, "a coordinator wrote to the diverged old primary"
+    assert refusals >= len(coordinators), "the old primary was never refused"
+    assert len(watches) == count
