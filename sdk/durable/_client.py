@@ -318,10 +318,14 @@ class Client:
         return self._unary(self._stub.ResumeWorkflow, request).workflow
 
     def fork_workflow(
-        self, workflow_id: str, start_step_id: int, new_workflow_id: str = ""
+        self,
+        workflow_id: str,
+        start_step_id: int,
+        new_workflow_id: str = "",
+        app_version: str = "",
     ) -> pb.Workflow:
         """Fork from `start_step_id` (see `calls.fork_request`)."""
-        request = calls.fork_request(workflow_id, start_step_id, new_workflow_id)
+        request = calls.fork_request(workflow_id, start_step_id, new_workflow_id, app_version)
         return self._unary(self._stub.ForkWorkflow, request).workflow
 
     def list_workflows(self, request: pb.ListWorkflowsRequest) -> pb.ListWorkflowsResponse:

@@ -43,6 +43,9 @@ class WorkflowInfo:
     its worker died, `deadline` is when it is cancelled if still unfinished, and
     `forked_from` the workflow it was forked from. A queued workflow has its `queue_name`,
     `priority` and `deduplication_id`; a child workflow its `parent_workflow_id`.
+    `app_version` is the application version it runs on (None until a versioned worker
+    or a start names one); a workflow a schedule started has its `schedule_name` and
+    `scheduled_time` (the tick it was started for).
     """
 
     workflow_id: str
@@ -61,6 +64,9 @@ class WorkflowInfo:
     priority: int = 0
     deduplication_id: str | None = None
     parent_workflow_id: str | None = None
+    app_version: str | None = None
+    schedule_name: str | None = None
+    scheduled_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,11 @@ def workflow_info(message: pb.Workflow) -> WorkflowInfo:
         priority=message.priority,
         deduplication_id=message.deduplication_id or None,
         parent_workflow_id=message.parent_workflow_id or None,
+        app_version=message.app_version or None,
+        schedule_name=message.schedule_name or None,
+        scheduled_time=_time(message.scheduled_time)
+        if message.HasField("scheduled_time")
+        else None,
     )
 
 
@@ -193,6 +204,7 @@ def list_workflows(
     parent_workflow_id: str | None = None,
     queue_name: str | None = None,
     page_size: int = 100,
+    app_version: str | None = None,
     client: Client | None = None,
 ) -> Iterator[WorkflowInfo]:
     """Workflows, newest first, fetched `page_size` at a time as the iteration goes.
@@ -200,11 +212,19 @@ def list_workflows(
     Filters: `status` (one status or several), `name` (the workflow's name),
     `created_after` (inclusive) and `created_before` (exclusive); a naive datetime is
     local time; `parent_workflow_id` (only its child workflows), `queue_name` (only
-    workflows enqueued on it). Raises ValueError at once for an unknown status or a page
-    size outside 1-1000.
+    workflows enqueued on it), `app_version` (only workflows of that application
+    version). Raises ValueError at once for an unknown status or a page size outside
+    1-1000.
     """
     request = list_request(
-        status, name, created_after, created_before, parent_workflow_id, queue_name, page_size
+        status,
+        name,
+        created_after,
+        created_before,
+        parent_workflow_id,
+        queue_name,
+        page_size,
+        app_version=app_version,
     )
     return _pages(client or default_client(), request)
 
@@ -217,6 +237,8 @@ def list_request(
     parent_workflow_id: str | None,
     queue_name: str | None,
     page_size: int,
+    *,
+    app_version: str | None = None,
 ) -> pb.ListWorkflowsRequest:
     """The first page's request of `list_workflows` (same arguments)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -227,6 +249,7 @@ def list_request(
         page_size=page_size,
         parent_workflow_id=parent_workflow_id or "",
         queue_name=queue_name or "",
+        app_version=app_version or "",
     )
     if created_after is not None:
         request.created_after.CopyFrom(_timestamp(created_after))
@@ -287,14 +310,16 @@ def fork_workflow(
     start_step: int,
     *,
     new_workflow_id: str | None = None,
+    app_version: str | None = None,
     client: Client | None = None,
 ) -> WorkflowHandle[Any]:
     """Start a new workflow (ENQUEUED, for a worker to run) with the same name and input,
     keeping the recorded outcomes of the steps before `start_step` (1 reruns everything).
 
     `new_workflow_id` defaults to a new UUID; forking again with the same new ID returns
-    the first fork.
+    the first fork. `app_version` moves the fork to that application version, so only
+    workers of that version run it (default: the original's version).
     """
     client = client or default_client()
-    forked = client.fork_workflow(workflow_id, start_step, new_workflow_id or "")
+    forked = client.fork_workflow(workflow_id, start_step, new_workflow_id or "", app_version or "")
     return WorkflowHandle(forked.workflow_id, client)

@@ -302,11 +302,19 @@ async def list_workflows(
     parent_workflow_id: str | None = None,
     queue_name: str | None = None,
     page_size: int = 100,
+    app_version: str | None = None,
     client: AsyncClient | None = None,
 ) -> AsyncIterator[WorkflowInfo]:
     """Workflows, newest first, as `durable.list_workflows`: `async for info in ...`."""
     request = list_request(
-        status, name, created_after, created_before, parent_workflow_id, queue_name, page_size
+        status,
+        name,
+        created_after,
+        created_before,
+        parent_workflow_id,
+        queue_name,
+        page_size,
+        app_version=app_version,
     )
     client = client or default_client()
     while True:
@@ -357,9 +365,12 @@ async def fork_workflow(
     start_step: int,
     *,
     new_workflow_id: str | None = None,
+    app_version: str | None = None,
     client: AsyncClient | None = None,
 ) -> AsyncWorkflowHandle[Any]:
     """Fork a workflow from `start_step`, as `durable.fork_workflow`."""
     client = client or default_client()
-    forked = await client.fork_workflow(workflow_id, start_step, new_workflow_id or "")
+    forked = await client.fork_workflow(
+        workflow_id, start_step, new_workflow_id or "", app_version or ""
+    )
     return AsyncWorkflowHandle(forked.workflow_id, client)

@@ -413,9 +413,13 @@ class AsyncClient:
         return workflow
 
     async def fork_workflow(
-        self, workflow_id: str, start_step_id: int, new_workflow_id: str = ""
+        self,
+        workflow_id: str,
+        start_step_id: int,
+        new_workflow_id: str = "",
+        app_version: str = "",
     ) -> pb.Workflow:
-        request = calls.fork_request(workflow_id, start_step_id, new_workflow_id)
+        request = calls.fork_request(workflow_id, start_step_id, new_workflow_id, app_version)
         reply = await self._unary("ForkWorkflow", request)
         workflow: pb.Workflow = reply.workflow
         return workflow

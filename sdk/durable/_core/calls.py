@@ -81,13 +81,15 @@ def heartbeat_request(
 
 
 def fork_request(
-    workflow_id: str, start_step_id: int, new_workflow_id: str
+    workflow_id: str, start_step_id: int, new_workflow_id: str, app_version: str = ""
 ) -> pb.ForkWorkflowRequest:
-    """The new ID is generated here when not given, so a retried call cannot fork twice."""
+    """The new ID is generated here when not given, so a retried call cannot fork twice.
+    `app_version` moves the fork to that application version (empty: the original's)."""
     return pb.ForkWorkflowRequest(
         workflow_id=workflow_id,
         start_step_id=start_step_id,
         new_workflow_id=new_workflow_id or str(uuid.uuid4()),
+        app_version=app_version,
     )
 
 
