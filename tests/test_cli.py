@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
@@ -21,7 +22,7 @@ import pytest
 import durable
 from durable import cli
 from durable.v1 import coordinator_pb2 as pb
-from tests.support import ROOT, Coordinator, free_port, new_id, payload
+from tests.support import ROOT, Coordinator, eventually, free_port, new_id, payload
 
 # Every command here answers within this; a watch ends within it after its last value.
 RUN_TIMEOUT = 30.0
@@ -605,3 +606,302 @@ def test_local_time_is_iso_to_the_second() -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
     assert cli.local_time(moment) == moment.astimezone().isoformat(timespec="seconds")
     assert cli.local_time(None) == "-"
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+def schedule(client: durable.Client, cron: str = "0 3 * * *", **options: Any) -> str:
+    """A new schedule of a workflow no worker registers; its name."""
+    name = new_id("cli-sched")
+    options.setdefault("time_zone", "Europe/Paris")
+    durable.set_schedule(
+        name, cron, options.pop("workflow", "cli.nobody"), client=client, **options
+    )
+    return name
+
+
+def test_schedules_list_prints_each_schedule_with_its_next_three_ticks(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow = f"cli.sched.{new_id()}"
+    first = schedule(client, workflow=workflow)
+    second = schedule(client, "30 14 * * 1-5", workflow=workflow, time_zone="UTC")
+    durable.pause_schedule(second, client=client)
+
+    header, *rows = ok(coordinator, "schedules", "list", "--workflow", workflow).splitlines()
+
+    assert re.split(r"\s{2,}", header) == [
+        "NAME",
+        "CRON",
+        "TIME ZONE",
+        "WORKFLOW",
+        "STATE",
+        "LAST TICK",
+        "NEXT TICKS",
+    ]
+    assert sorted(row.split()[0] for row in rows) == sorted([first, second])
+    by_name = {row.split()[0]: re.split(r"\s{2,}", row) for row in rows}
+    info = durable.get_schedule(first, client=client)
+    ticks = ", ".join(cli.local_time(tick) for tick in info.next_ticks[:3])
+    assert by_name[first] == [first, "0 3 * * *", "Europe/Paris", workflow, "active", "-", ticks]
+    assert by_name[second][1:6] == ["30 14 * * 1-5", "UTC", workflow, "paused", "-"]
+    # The header's columns line up with the cells.
+    assert rows[0].index(workflow) == header.index("WORKFLOW")
+
+    listed = json.loads(ok(coordinator, "schedules", "list", "--workflow", workflow, "--json"))
+    assert {item["name"]: item["state"] for item in listed} == {first: "active", second: "paused"}
+    shown = next(item for item in listed if item["name"] == first)
+    assert shown["cron"] == "0 3 * * *"
+    assert shown["time_zone"] == "Europe/Paris"
+    assert shown["input"] == {"args": [], "kwargs": {}}
+    assert [datetime.fromisoformat(tick) for tick in shown["next_ticks"]] == info.next_ticks
+    assert shown["last_tick"] is None
+
+    nothing = run(coordinator, "schedules", "list", "--workflow", f"{workflow}.none")
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    assert "no schedules" in nothing.stderr
+
+
+def test_schedules_show_prints_every_field_five_ticks_and_the_warning(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    end = datetime.now(timezone.utc) + timedelta(days=30)
+    name = schedule(client, queue="cli-reports", end_time=end, catch_up="latest")
+
+    lines = ok(coordinator, "schedules", "show", name).splitlines()
+
+    fields = dict(line.split(None, 1) for line in lines[: lines.index("")] if "  " in line)
+    assert fields["schedule"] == name
+    assert fields["cron"] == "0 3 * * *"
+    assert lines[2].split("  ")[0] == "time zone"
+    assert lines[2].endswith("Europe/Paris")
+    assert fields["workflow"] == "cli.nobody"
+    assert fields["queue"] == "cli-reports"
+    assert fields["state"] == "active"
+    assert fields["catch-up"] == "latest"
+    assert fields["ends"] == cli.local_time(end)
+    info = durable.get_schedule(name, client=client)
+    ticks = lines.index("next ticks (5)")
+    assert [line.strip() for line in lines[ticks + 1 : ticks + 6]] == [
+        cli.local_time(tick) for tick in info.next_ticks
+    ]
+    assert len(info.next_ticks) == 5
+    warnings = lines[lines.index("warnings (1)") + 1 :]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("  WARNING: no live worker")
+    assert "'cli.nobody'" in warnings[0]
+
+    shown = json.loads(ok(coordinator, "schedules", "show", name, "--json"))
+    assert shown["name"] == name
+    assert shown["queue_name"] == "cli-reports"
+    assert shown["catch_up"] == "latest"
+    assert abs(datetime.fromisoformat(shown["end_time"]) - end) < timedelta(seconds=1)
+    assert len(shown["next_ticks"]) == 5
+    assert len(shown["warnings"]) == 1 and "no live worker" in shown["warnings"][0]
+
+
+def test_schedules_pause_resume_delete_print_the_state_and_exit_codes(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name = schedule(client)
+
+    assert ok(coordinator, "schedules", "pause", name) == f"{name}  paused\n"
+    assert durable.get_schedule(name, client=client).paused
+    paused = json.loads(ok(coordinator, "schedules", "pause", name, "--json"))
+    assert (paused["state"], paused["next_ticks"]) == ("paused", [])
+    assert ok(coordinator, "schedules", "resume", name) == f"{name}  active\n"
+    assert not durable.get_schedule(name, client=client).paused
+
+    deleted = run(coordinator, "schedules", "delete", name)
+    assert (deleted.returncode, deleted.stdout) == (0, "")
+    assert f"deleted schedule {name!r}" in deleted.stderr
+    assert name not in {info.name for info in durable.list_schedules(client=client)}
+
+    line = fails(coordinator, "schedules", "delete", name, code=1)
+    assert line == f"durable: schedule {name!r} does not exist; nothing deleted"
+    again = run(coordinator, "schedules", "delete", name, "--json")
+    assert again.returncode == 1
+    assert json.loads(again.stdout) == {"name": name, "deleted": False}
+
+
+@pytest.mark.parametrize("command", ["show", "pause", "resume", "trigger"])
+def test_an_unknown_schedule_is_one_line_and_exit_2(coordinator: Coordinator, command: str) -> None:
+    missing = new_id("missing")
+    line = fails(coordinator, "schedules", command, missing)
+    assert line == f"durable: schedule {missing!r} does not exist"
+
+
+def test_schedules_trigger_prints_the_started_workflow_id(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name = schedule(client)
+    durable.pause_schedule(name, client=client)  # triggering works while paused too
+
+    out = ok(coordinator, "schedules", "trigger", name)
+
+    workflow_id = out.strip()
+    assert out == f"{workflow_id}\n"
+    assert workflow_id.startswith(f"{name}@manual-")
+    info = durable.get_workflow(workflow_id, client=client)
+    assert (info.name, info.schedule_name) == ("cli.nobody", name)
+    assert info.scheduled_time is not None
+
+    fields = dict(
+        re.split(r"\s{2,}", line, maxsplit=1)
+        for line in ok(coordinator, "workflows", "show", workflow_id).splitlines()
+        if "  " in line and not line.startswith(" ")
+    )
+    assert fields["schedule"] == name
+    assert fields["scheduled for"] == cli.local_time(info.scheduled_time)
+
+    started = json.loads(ok(coordinator, "schedules", "trigger", name, "--json"))
+    assert started["schedule_name"] == name
+    assert started["workflow_id"] not in (workflow_id, "")
+    assert datetime.fromisoformat(started["scheduled_time"]).tzinfo is not None
+
+
+def ticked(client: durable.Client, name: str) -> durable.ScheduleInfo | None:
+    info = durable.get_schedule(name, client=client)
+    return info if info.last_tick is not None else None
+
+
+def test_a_ticking_schedule_shows_its_last_tick(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name = schedule(client, "* * * * * *", time_zone="UTC")  # every second
+    try:
+        info = eventually(lambda: ticked(client, name), timeout=20)
+    finally:
+        durable.pause_schedule(name, client=client)
+    assert info.last_tick is not None and info.last_workflow_id is not None
+    shown = json.loads(ok(coordinator, "schedules", "show", name, "--json"))
+    assert shown["last_workflow_id"] is not None
+    assert datetime.fromisoformat(shown["last_tick"]) >= info.last_tick
+    row = ok(coordinator, "schedules", "list", "--workflow", "cli.nobody").splitlines()
+    assert any(line.startswith(f"{name} ") and "paused" in line for line in row)
+    tick = json.loads(ok(coordinator, "workflows", "show", info.last_workflow_id, "--json"))
+    assert tick["workflow"]["schedule_name"] == name
+    assert datetime.fromisoformat(tick["workflow"]["scheduled_time"]) == info.last_tick
+
+
+def test_schedules_help_lists_its_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "durable", "schedules", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0
+    for name in ("list", "show", "pause", "resume", "delete", "trigger"):
+        assert re.search(rf"^\s+{name}\s", result.stdout, re.MULTILINE), result.stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "durable", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=ROOT,
+    )
+    assert "schedules" in top.stdout
+
+
+def test_schedule_state() -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    tick = now + timedelta(hours=1)
+    info = durable.ScheduleInfo(
+        name="s",
+        cron="0 * * * *",
+        time_zone="UTC",
+        workflow_name="w",
+        input=None,
+        queue_name=None,
+        start_time=None,
+        end_time=None,
+        catch_up="skip",
+        paused=False,
+        created_at=now,
+        updated_at=now,
+        last_tick=None,
+        last_workflow_id=None,
+        next_ticks=[tick],
+    )
+    assert cli.schedule_state(info, now) == "active"
+    assert cli.schedule_state(replace(info, paused=True, next_ticks=[]), now) == "paused"
+    assert cli.schedule_state(replace(info, end_time=now, next_ticks=[]), now) == "ended"
+    assert cli.schedule_state(replace(info, next_ticks=[]), now) == "ended"
+
+
+# --- versions ------------------------------------------------------------------------------
+
+
+def test_workflows_list_filters_by_version_and_shows_it(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name = f"cli.versions.{new_id()}"
+    old = new_id("cli-v1")
+    new = new_id("cli-v2")
+    bare = start(client, name)
+    client.start_workflow(old, name, payload({"args": [], "kwargs": {}}), app_version="v1")
+    client.start_workflow(new, name, payload({"args": [], "kwargs": {}}), app_version="v2")
+
+    header, *rows = ok(coordinator, "workflows", "list", "--name", name).splitlines()
+    assert header.split() == ["ID", "NAME", "STATUS", "CREATED", "ATTEMPTS", "VERSION"]
+    assert [(row.split()[0], row.split()[-1]) for row in rows] == [
+        (new, "v2"),
+        (old, "v1"),
+        (bare, "-"),
+    ]
+
+    header, *rows = ok(
+        coordinator, "workflows", "list", "--name", name, "--version", "v1"
+    ).splitlines()
+    assert header.split()[-1] == "VERSION"
+    assert [row.split()[0] for row in rows] == [old]
+    listed = json.loads(ok(coordinator, "workflows", "list", "--version", "v2", "--json"))
+    assert new in {item["workflow_id"] for item in listed}
+    assert {item["app_version"] for item in listed} == {"v2"}
+
+    # No column when nothing listed has a version.
+    plain_name = f"cli.versions.{new_id()}"
+    start(client, plain_name)
+    assert ok(coordinator, "workflows", "list", "--name", plain_name).splitlines()[0].split() == [
+        "ID",
+        "NAME",
+        "STATUS",
+        "CREATED",
+        "ATTEMPTS",
+    ]
+
+    lines = ok(coordinator, "workflows", "show", old).splitlines()
+    fields = dict(line.split(None, 1) for line in lines[: lines.index("")])
+    assert fields["version"] == "v1"
+
+
+def test_fork_with_version_moves_the_fork_to_that_version(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    source = new_id("cli-fork-v")
+    client.start_workflow(source, "cli.flow", payload({"args": [], "kwargs": {}}), app_version="v1")
+    fork_id = new_id("cli-fork-v2")
+
+    out = ok(
+        coordinator,
+        "workflows",
+        "fork",
+        source,
+        "--from-step",
+        "1",
+        "--new-id",
+        fork_id,
+        "--version",
+        "v2",
+    )
+
+    assert out == f"{fork_id}  ENQUEUED\n"
+    assert durable.get_workflow(fork_id, client=client).app_version == "v2"
+    kept = json.loads(ok(coordinator, "workflows", "fork", source, "--from-step", "1", "--json"))
+    assert kept["app_version"] == "v1"  # without --version: the original's
+    assert "app_version" in fails(
+        coordinator, "workflows", "fork", source, "--from-step", "1", "--version", "bad version!"
+    )

@@ -2,19 +2,23 @@
 
     durable [--coordinator ADDRESS] [--token TOKEN] [--tls-ca PATH ...] COMMAND ...
 
-    durable workflows list [--status STATUS ...] [--name NAME] [--since WHEN] [--limit N]
+    durable workflows list [--status STATUS ...] [--name NAME] [--version VERSION]
+                           [--since WHEN] [--limit N]
     durable workflows show ID
     durable workflows cancel ID
     durable workflows resume ID
-    durable workflows fork ID --from-step N [--new-id NEW]
+    durable workflows fork ID --from-step N [--new-id NEW] [--version VERSION]
+    durable schedules list [--workflow NAME]
+    durable schedules show NAME
+    durable schedules pause NAME | resume NAME | delete NAME | trigger NAME
     durable events get ID KEY [--timeout SECONDS]
     durable events watch ID KEY [--timeout SECONDS]
     durable messages send ID JSON [--topic TOPIC] [--idempotency-key KEY]
 
 Every command takes `--json` for machine-readable output. Exit status: 0 on success, 1 when
 a wait ended without what it waited for (a timeout, or a workflow that finished without
-setting the key), 2 on an error (an unknown workflow, an unreachable coordinator, bad
-input), reported as one line on stderr.
+setting the key) or there was no schedule to delete, 2 on an error (an unknown workflow or
+schedule, an unreachable coordinator, bad input), reported as one line on stderr.
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn, TextIO
 
-from durable import _management, _payloads
+import grpc
+
+from durable import _management, _payloads, _schedules
 from durable._client import Client
 from durable._connection import TLS
+from durable._core.schedules import ScheduleInfo
 from durable._core.specs import WorkflowStatus
+from durable._failures import CallFailed
 from durable._management import FailureInfo, StepInfo, WorkflowInfo
 from durable._payloads import RawPayload
 from durable._retry import RetryPolicy
@@ -47,7 +55,7 @@ from durable.errors import (
 from durable.v1 import coordinator_pb2 as pb
 
 EXIT_OK = 0
-EXIT_NOT_FOUND = 1  # a wait timed out, or ended without a value
+EXIT_NOT_FOUND = 1  # a wait timed out, or ended without a value; nothing to delete
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -59,6 +67,8 @@ DEFAULT_LIMIT = 100
 DEFAULT_GET_TIMEOUT = 60.0
 DEFAULT_WATCH_TIMEOUT = 3600.0
 DEFAULT_RETRY_SECONDS = 10.0
+# How many next tick times `schedules list` shows (`schedules show` shows all it gets, 5).
+LIST_TICKS = 3
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -127,6 +137,40 @@ def workflow_json(info: WorkflowInfo) -> dict[str, Any]:
         "priority": info.priority,
         "deduplication_id": info.deduplication_id,
         "parent_workflow_id": info.parent_workflow_id,
+        "app_version": info.app_version,
+        "schedule_name": info.schedule_name,
+        "scheduled_time": _json_time(info.scheduled_time),
+    }
+
+
+def schedule_state(info: ScheduleInfo, now: datetime | None = None) -> str:
+    """ "paused", "ended" (its end time has passed: no tick is left) or "active"."""
+    if info.paused:
+        return "paused"
+    now = now or datetime.now(timezone.utc)
+    if (info.end_time is not None and info.end_time <= now) or not info.next_ticks:
+        return "ended"
+    return "active"
+
+
+def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "cron": info.cron,
+        "time_zone": info.time_zone or "UTC",
+        "workflow_name": info.workflow_name,
+        "input": plain(info.input),
+        "queue_name": info.queue_name,
+        "start_time": _json_time(info.start_time),
+        "end_time": _json_time(info.end_time),
+        "catch_up": info.catch_up,
+        "state": schedule_state(info),
+        "paused": info.paused,
+        "created_at": _json_time(info.created_at),
+        "updated_at": _json_time(info.updated_at),
+        "last_tick": _json_time(info.last_tick),
+        "last_workflow_id": info.last_workflow_id,
+        "next_ticks": [_json_time(tick) for tick in info.next_ticks],
     }
 
 
@@ -217,8 +261,13 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
         fields.append(("queue", f"{info.queue_name} (priority {info.priority})"))
     if info.deduplication_id:
         fields.append(("dedup id", info.deduplication_id))
-    label_width = max(len(label) for label, _ in fields)
-    lines = [f"{label.ljust(label_width)}  {value}" for label, value in fields]
+    if info.app_version:
+        fields.append(("version", info.app_version))
+    if info.schedule_name:
+        fields.append(("schedule", info.schedule_name))
+    if info.scheduled_time is not None:
+        fields.append(("scheduled for", local_time(info.scheduled_time)))
+    lines = _fields(fields)
 
     lines += ["", f"steps ({len(steps)})"]
     if steps:
@@ -250,6 +299,64 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
     if events:
         rows = [[key, _short(to_json(value))] for key, value in events.items()]
         lines += [f"  {line}" for line in table(["KEY", "VALUE"], rows)]
+    return lines
+
+
+def _fields(fields: Sequence[tuple[str, str]]) -> list[str]:
+    width = max(len(label) for label, _ in fields)
+    return [f"{label.ljust(width)}  {value}" for label, value in fields]
+
+
+def schedule_rows(schedules: Sequence[ScheduleInfo], now: datetime | None = None) -> list[str]:
+    """`schedules list` as text: a table, a schedule per row, with its next few ticks."""
+    rows = [
+        [
+            info.name,
+            _short(info.cron),
+            info.time_zone or "UTC",
+            info.workflow_name,
+            schedule_state(info, now),
+            local_time(info.last_tick),
+            ", ".join(local_time(tick) for tick in info.next_ticks[:LIST_TICKS]) or "-",
+        ]
+        for info in schedules
+    ]
+    return table(
+        ["NAME", "CRON", "TIME ZONE", "WORKFLOW", "STATE", "LAST TICK", "NEXT TICKS"], rows
+    )
+
+
+def schedule_lines(info: ScheduleInfo, now: datetime | None = None) -> list[str]:
+    """`schedules show` as text: the schedule, its next ticks, and why its workflows may
+    not run."""
+    fields = [
+        ("schedule", info.name),
+        ("cron", info.cron),
+        ("time zone", info.time_zone or "UTC"),
+        ("workflow", info.workflow_name),
+        ("input", _short(to_json(info.input), 200)),
+    ]
+    if info.queue_name:
+        fields.append(("queue", info.queue_name))
+    fields.append(("state", schedule_state(info, now)))
+    fields.append(("catch-up", info.catch_up))
+    if info.start_time is not None:
+        fields.append(("starts", local_time(info.start_time)))
+    if info.end_time is not None:
+        fields.append(("ends", local_time(info.end_time)))
+    fields += [
+        ("created", local_time(info.created_at)),
+        ("updated", local_time(info.updated_at)),
+        ("last tick", local_time(info.last_tick)),
+    ]
+    if info.last_workflow_id:
+        fields.append(("last workflow", info.last_workflow_id))
+    lines = _fields(fields)
+    lines += ["", f"next ticks ({len(info.next_ticks)})"]
+    lines += [f"  {local_time(tick)}" for tick in info.next_ticks]
+    if info.warnings:
+        lines += ["", f"warnings ({len(info.warnings)})"]
+        lines += [f"  WARNING: {warning}" for warning in info.warnings]
     return lines
 
 
@@ -357,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Inspect and manage durable workflows and read their events.",
-        epilog="Exit status: 0 success, 1 a wait ended without a value (timeout), 2 an error.",
+        epilog="Exit status: 0 success, 1 a wait ended without a value (timeout) or nothing "
+        "was there to delete, 2 an error.",
     )
     parser.add_argument(
         "--coordinator",
@@ -412,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
     listing.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
     listing.add_argument(
+        "--version", metavar="VERSION", help="only workflows of this application version"
+    )
+    listing.add_argument(
         "--since",
         type=parse_since,
         metavar="WHEN",
@@ -453,7 +564,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first step to run again; earlier steps keep their recorded outcomes",
     )
     fork.add_argument("--new-id", metavar="NEW", help="the new workflow's ID (default: a UUID)")
+    fork.add_argument(
+        "--version",
+        metavar="VERSION",
+        help="run the fork on this application version, i.e. only on workers of that "
+        "version (default: the original's version)",
+    )
     fork.set_defaults(run=_fork)
+
+    schedules = groups.add_parser(
+        "schedules", help="list, show, pause, resume, delete, trigger cron schedules"
+    )
+    schedule_commands = schedules.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    schedule_list = schedule_commands.add_parser(
+        "list",
+        help="list schedules with their next tick times",
+        description="List schedules by name, each with its state (active, paused or ended), "
+        f"its last tick and its next {LIST_TICKS} tick times.",
+    )
+    schedule_list.add_argument(
+        "--workflow", metavar="NAME", help="only schedules that start workflow NAME"
+    )
+    schedule_list.set_defaults(run=_schedules_list)
+    schedule_show = schedule_commands.add_parser(
+        "show",
+        help="show a schedule, its next tick times and why its workflows may not run",
+    )
+    schedule_pause = schedule_commands.add_parser(
+        "pause", help="pause a schedule: no workflow starts for its ticks until resumed"
+    )
+    schedule_resume = schedule_commands.add_parser(
+        "resume", help="resume a paused schedule from its next tick (missed ticks are skipped)"
+    )
+    schedule_delete = schedule_commands.add_parser(
+        "delete",
+        help="delete a schedule (workflows it started are left as they are); exit 1 if "
+        "there was none",
+    )
+    schedule_trigger = schedule_commands.add_parser(
+        "trigger", help="start the schedule's workflow now and print its ID"
+    )
+    for command, run in (
+        (schedule_show, _schedules_show),
+        (schedule_pause, _schedules_pause),
+        (schedule_resume, _schedules_resume),
+        (schedule_delete, _schedules_delete),
+        (schedule_trigger, _schedules_trigger),
+    ):
+        command.add_argument("name", metavar="NAME")
+        command.set_defaults(run=run)
 
     events = groups.add_parser("events", help="read or watch a workflow's events")
     event_commands = events.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -494,7 +653,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key", metavar="KEY", help="deliver at most once per KEY")
     send.set_defaults(run=_send_message)
 
-    for command in (listing, show, cancel, resume, fork, get, watch, send):
+    for command in (
+        listing,
+        show,
+        cancel,
+        resume,
+        fork,
+        get,
+        watch,
+        send,
+        schedule_list,
+        schedule_show,
+        schedule_pause,
+        schedule_resume,
+        schedule_delete,
+        schedule_trigger,
+    ):
         command.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -521,6 +695,7 @@ def _list(args: argparse.Namespace, client: Client) -> int:
         created_after=args.since,
         parent_workflow_id=args.parent,
         queue_name=args.queue,
+        app_version=args.version,
         page_size=min(args.limit + 1, _management.MAX_PAGE_SIZE)
         if args.limit
         else _management.MAX_PAGE_SIZE,
@@ -532,6 +707,7 @@ def _list(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         _print_json([workflow_json(info) for info in shown])
     elif shown:
+        headers = ["ID", "NAME", "STATUS", "CREATED", "ATTEMPTS"]
         rows = [
             [
                 info.workflow_id,
@@ -542,7 +718,11 @@ def _list(args: argparse.Namespace, client: Client) -> int:
             ]
             for info in shown
         ]
-        for line in table(["ID", "NAME", "STATUS", "CREATED", "ATTEMPTS"], rows):
+        if any(info.app_version for info in shown):
+            headers.append("VERSION")
+            for row, info in zip(rows, shown, strict=True):
+                row.append(info.app_version or "-")
+        for line in table(headers, rows):
             _print(line)
     else:
         _note("no workflows match")
@@ -594,9 +774,79 @@ def _resume(args: argparse.Namespace, client: Client) -> int:
 
 def _fork(args: argparse.Namespace, client: Client) -> int:
     handle = _management.fork_workflow(
-        args.workflow_id, args.from_step, new_workflow_id=args.new_id, client=client
+        args.workflow_id,
+        args.from_step,
+        new_workflow_id=args.new_id,
+        app_version=args.version,
+        client=client,
     )
     _print_status(args, _management.get_workflow(handle.workflow_id, client=client))
+    return EXIT_OK
+
+
+def _schedules_list(args: argparse.Namespace, client: Client) -> int:
+    found = _schedules.list_schedules(args.workflow, client=client)
+    if args.json:
+        _print_json([schedule_json(info) for info in found])
+    elif found:
+        for line in schedule_rows(found):
+            _print(line)
+    else:
+        _note("no schedules" + (f" start workflow {args.workflow!r}" if args.workflow else ""))
+    return EXIT_OK
+
+
+def _schedules_show(args: argparse.Namespace, client: Client) -> int:
+    info = _schedules.get_schedule(args.name, client=client)
+    if args.json:
+        _print_json({**schedule_json(info), "warnings": list(info.warnings)})
+    else:
+        for line in schedule_lines(info):
+            _print(line)
+    return EXIT_OK
+
+
+def _print_schedule_state(args: argparse.Namespace, info: ScheduleInfo) -> None:
+    if args.json:
+        _print_json(schedule_json(info))
+    else:
+        _print(f"{info.name}  {schedule_state(info)}")
+
+
+def _schedules_pause(args: argparse.Namespace, client: Client) -> int:
+    _print_schedule_state(args, _schedules.pause_schedule(args.name, client=client))
+    return EXIT_OK
+
+
+def _schedules_resume(args: argparse.Namespace, client: Client) -> int:
+    _print_schedule_state(args, _schedules.resume_schedule(args.name, client=client))
+    return EXIT_OK
+
+
+def _schedules_delete(args: argparse.Namespace, client: Client) -> int:
+    deleted = _schedules.delete_schedule(args.name, client=client)
+    if args.json:
+        _print(json.dumps({"name": args.name, "deleted": deleted}))
+    if not deleted:
+        _note(f"schedule {args.name!r} does not exist; nothing deleted")
+        return EXIT_NOT_FOUND
+    if not args.json:
+        _note(f"deleted schedule {args.name!r}; workflows it started are left as they are")
+    return EXIT_OK
+
+
+def _schedules_trigger(args: argparse.Namespace, client: Client) -> int:
+    try:
+        started = client.trigger_schedule(args.name)
+    except grpc.RpcError as error:
+        # Client.trigger_schedule is not retried, and so not passed through the SDK's error
+        # mapping either: map its failure here (one line, exit 2, like every other call).
+        raise CallFailed.from_rpc_error(error).typed() from None
+    info = _management.workflow_info(started)
+    if args.json:
+        _print_json(workflow_json(info))
+    else:
+        _print(info.workflow_id)
     return EXIT_OK
 
 
