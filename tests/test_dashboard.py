@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import durable
+from durable.aio import AsyncClient
 from durable.ui.connect import dashboard_client
 from durable.v1 import coordinator_pb2 as pb
 from tests.dashboard_support import SHOWN_MS, Dashboard, launch_browser
@@ -125,24 +126,44 @@ def test_the_list_shows_workflows_and_filters_them(
     expect(page.locator("h1.workflow-id")).to_have_text(running)
 
 
-def test_the_list_pages_through_more_workflows_than_a_page_holds(
-    coordinator: Coordinator, dashboard: Dashboard, page: Any
+class CountingClient(AsyncClient):
+    """The dashboard's client, counting the workflows each ListWorkflows call returns."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target, session=False)
+        self.rows_read: list[int] = []
+
+    async def list_workflows(self, request: pb.ListWorkflowsRequest) -> pb.ListWorkflowsResponse:
+        reply = await super().list_workflows(request)
+        self.rows_read.append(len(reply.workflows))
+        return reply
+
+
+def test_ten_thousand_workflows_are_listed_a_page_at_a_time(
+    coordinator: Coordinator, page: Any
 ) -> None:
     stub = coordinator.stub
     name = f"dashboard.bulk_{new_id('n').replace('-', '_')}"
-    with ThreadPoolExecutor(16) as pool:
-        ids = list(pool.map(lambda _: start_pending(stub, name=name), range(1010)))
-    page.goto(dashboard.url + "/?" + f"name={name}")
-    rows = page.locator("table.workflows tbody tr")
-    expect(rows).to_have_count(50)
-    # Counts read one page of at most 1000 per status: beyond it they say so.
-    expect(page.locator('#counts [data-count="PENDING"]')).to_contain_text("1000+")
-    seen = set(rows.evaluate_all("rows => rows.map(r => r.dataset.workflowId)"))
-    page.click("a[rel=next]")
-    expect(rows).to_have_count(50)
-    second = set(rows.evaluate_all("rows => rows.map(r => r.dataset.workflowId)"))
-    assert not seen & second
-    assert seen | second <= set(ids)
+    with ThreadPoolExecutor(32) as pool:
+        ids = list(pool.map(lambda _: start_pending(stub, name=name), range(10_000)))
+    client = CountingClient(coordinator.address)
+    board = Dashboard(client)
+    try:
+        page.goto(board.url + "/?" + f"name={name}")
+        rows = page.locator("table.workflows tbody tr")
+        expect(rows).to_have_count(50)
+        # Counts read one page of at most 1000 per status: beyond it they say so.
+        expect(page.locator('#counts [data-count="PENDING"]')).to_contain_text("1000+")
+        # What it took: one page of 50 for the list, at most 1000 per status for the counts.
+        assert sorted(client.rows_read) == [0, 0, 0, 0, 0, 50, 1000]
+        seen = set(rows.evaluate_all("rows => rows.map(r => r.dataset.workflowId)"))
+        page.click("a[rel=next]")
+        expect(rows).to_have_count(50)
+        second = set(rows.evaluate_all("rows => rows.map(r => r.dataset.workflowId)"))
+        assert not seen & second
+        assert seen | second <= set(ids)
+    finally:
+        board.close()
 
 
 # --- one workflow, live --------------------------------------------------------------------
