@@ -460,3 +460,79 @@ def test_node_enqueues_a_workflow_a_python_worker_runs(coordinator: Coordinator,
     assert output_of(result) == [f"workflow: {workflow_id}", 'result: "welcome, ada"']
     info = durable.get_workflow(workflow_id)
     assert (info.queue_name, info.status.value) == (mailroom.name, "SUCCESS")
+
+
+# --- schedules: Node lists what Python created -------------------------------------------
+
+
+def test_node_lists_schedules_created_over_python_grpc(coordinator: Coordinator) -> None:
+    from durable.v1 import schedules_pb2 as spb
+    from durable.v1 import schedules_pb2_grpc as spb_grpc
+
+    stub = spb_grpc.ScheduleServiceStub(coordinator.channel)
+    workflow = f"tests.node.{new_id('report')}"
+    tag = new_id("node")
+    nightly, hourly = f"{tag}-nightly", f"{tag}-hourly"
+    stub.SetSchedule(
+        spb.SetScheduleRequest(
+            spec=spb.ScheduleSpec(
+                name=nightly, cron="0 2 * * *", time_zone="Europe/Paris", workflow_name=workflow
+            )
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    stub.SetSchedule(
+        spb.SetScheduleRequest(
+            spec=spb.ScheduleSpec(
+                name=hourly, cron="0 * * * *", workflow_name=workflow, queue_name="reports"
+            )
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    stub.PauseSchedule(spb.PauseScheduleRequest(name=hourly), timeout=RPC_TIMEOUT)
+    try:
+        shown = stub.GetSchedule(spb.GetScheduleRequest(name=nightly), timeout=RPC_TIMEOUT)
+        ticks = [
+            t.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ") for t in shown.schedule.next_tick_times
+        ]
+        assert len(ticks) == 5
+        args = ["--coordinator", coordinator.address, "--workflow", workflow]
+        # One schedule per page: the script follows next_page_token.
+        output = output_of(run_node("schedules.js", *args, "--page-size", "1"))
+        assert output == [
+            f"schedule: {hourly}",
+            "  cron: 0 * * * * (UTC)",
+            f"  workflow: {workflow}",
+            "  queue: reports",
+            "  paused: yes",
+            "  next ticks: none",
+            f"schedule: {nightly}",
+            "  cron: 0 2 * * * (Europe/Paris)",
+            f"  workflow: {workflow}",
+            "  paused: no",
+            f"  next ticks: {', '.join(ticks)}",
+        ]
+        as_json = [
+            json.loads(line) for line in output_of(run_node("schedules.js", *args, "--json"))
+        ]
+        assert [(s["name"], s["paused"], s["queue"]) for s in as_json] == [
+            (hourly, True, "reports"),
+            (nightly, False, None),
+        ]
+        assert as_json[1]["next_ticks"] == ticks
+        assert as_json[1]["catch_up"] == "CATCH_UP_POLICY_SKIP"
+        # Without the filter the listing includes them too; an unknown workflow lists none.
+        everything = output_of(run_node("schedules.js", "--coordinator", coordinator.address))
+        assert f"schedule: {nightly}" in everything and f"schedule: {hourly}" in everything
+        none = run_node("schedules.js", *args[:2], "--workflow", f"{workflow}.none")
+        assert output_of(none) == ["no schedules"]
+    finally:
+        for name in (nightly, hourly):
+            stub.DeleteSchedule(spb.DeleteScheduleRequest(name=name), timeout=RPC_TIMEOUT)
+
+    helped = run_node("schedules.js", "--help")
+    assert helped.returncode == 0 and "--coordinator HOST:PORT" in helped.stdout
+    unreachable = run_node("schedules.js", "--coordinator", "127.0.0.1:1")
+    assert unreachable.returncode == 2
+    [line] = unreachable.stderr.splitlines()
+    assert line.startswith("cannot reach the coordinator at 127.0.0.1:1: ListSchedules: ")
