@@ -126,6 +126,21 @@ def test_the_list_shows_workflows_and_filters_them(
     expect(page.locator("h1.workflow-id")).to_have_text(running)
 
 
+def test_the_application_version_is_shown_where_workflows_have_one(
+    coordinator: Coordinator, dashboard: Dashboard, page: Any
+) -> None:
+    name = f"dashboard.versioned_{new_id('n').replace('-', '_')}"
+    workflow_id = new_id("versioned")
+    coordinator.stub.StartWorkflow(
+        pb.StartWorkflowRequest(workflow_id=workflow_id, name=name, app_version="2026.12.1")
+    )
+    page.goto(dashboard.url + f"/?name={name}")
+    expect(page.locator("table.workflows thead")).to_contain_text("Version")
+    expect(page.locator("table.workflows tbody tr").first).to_contain_text("2026.12.1")
+    page.goto(dashboard.url + f"/workflows/{workflow_id}")
+    expect(page.locator("#summary dl.fields")).to_contain_text("Version2026.12.1")
+
+
 class CountingClient(AsyncClient):
     """The dashboard's client, counting the workflows each ListWorkflows call returns."""
 

@@ -52,6 +52,8 @@ def summary(row: Row, now: datetime | None = None) -> str:
     ]
     if row.version:
         fields.append(("Version", e(row.version)))
+    if row.schedule:
+        fields.append(("Schedule", e(row.schedule)))
     if info.queue_name:
         fields.append(("Queue", f"{e(info.queue_name)} (priority {info.priority})"))
     if info.deduplication_id:

@@ -50,6 +50,11 @@ class Row:
         return str(getattr(self.message, "app_version", "") or "")
 
     @property
+    def schedule(self) -> str:
+        """The schedule that started it, where the coordinator records one."""
+        return str(getattr(self.message, "schedule_name", "") or "")
+
+    @property
     def failure_details(self) -> str:
         return self.message.error.details if self.message.HasField("error") else ""
 
