@@ -28,7 +28,7 @@ class Dashboard:
     def __init__(self, client: AsyncClient) -> None:
         sock = bind("127.0.0.1", 0)
         self.url = url_of(sock)
-        self.server = server(client)
+        self.server = server(client, sock)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
         )

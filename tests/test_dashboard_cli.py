@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+
+import pytest
 
 from durable import cli
 from durable.ui.cli import DEFAULT_HOST, DEFAULT_PORT, add_parser
@@ -74,6 +77,13 @@ def test_durable_ui_serves_the_list_until_interrupted(coordinator: Coordinator) 
                 return None
 
         assert workflow_id in eventually(page)
+        # Another name for 127.0.0.1 (DNS rebinding) is not answered.
+        rebound = urllib.request.Request(
+            f"http://127.0.0.1:{port}/", headers={"Host": f"attacker.example:{port}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)
+        assert refused.value.code == 400
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 0
     finally:

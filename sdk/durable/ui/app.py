@@ -22,6 +22,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -70,9 +72,18 @@ def _filters(request: Request) -> tuple[reads.ListFilter, str, str, str]:
     return where, since, until, bad
 
 
-def create_app(client: AsyncClient) -> Starlette:
+def loopback_hosts(host: str) -> list[str] | None:
+    """The Host headers a dashboard served on `host` answers: its own loopback names when
+    it listens on loopback only (so a web page whose DNS name is rebound to 127.0.0.1
+    cannot read it or act through it), any otherwise (None)."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return ["127.0.0.1", "localhost", "[::1]", "::1"]
+    return None
+
+
+def create_app(client: AsyncClient, *, allowed_hosts: list[str] | None = None) -> Starlette:
     """The dashboard around `client` (used from the server's event loop only, and closed
-    when the app shuts down)."""
+    when the app shuts down). `allowed_hosts`: the Host headers it answers (None: any)."""
 
     def failed(error: DurableError) -> Problem:
         return problem(error, client.target)
@@ -204,7 +215,15 @@ def create_app(client: AsyncClient) -> Starlette:
         Route("/actions/{action}", action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    middleware = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -229,8 +248,12 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
-def server(client: AsyncClient) -> uvicorn.Server:
-    config = uvicorn.Config(create_app(client), log_level="warning", lifespan="on")
+def server(client: AsyncClient, sock: socket.socket | None = None) -> uvicorn.Server:
+    """The uvicorn server of the dashboard; given the socket it will serve on, it answers
+    only that socket's loopback names when that is loopback (see loopback_hosts)."""
+    hosts = loopback_hosts(sock.getsockname()[0]) if sock is not None else None
+    app = create_app(client, allowed_hosts=hosts)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     return uvicorn.Server(config)
 
 
@@ -248,6 +271,6 @@ def serve(
         threading.Timer(0.5, webbrowser.open, (url,)).start()
     # uvicorn stops gracefully on Ctrl-C, then raises it again: stopping is the point.
     with contextlib.suppress(KeyboardInterrupt):
-        server(client).run(sockets=[sock])
+        server(client, sock).run(sockets=[sock])
     announce("stopped")
     return 0

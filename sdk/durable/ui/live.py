@@ -74,6 +74,8 @@ class _Feed:
                 await work()
             except DurableError as error:
                 await self.queue.put(("error", error))
+            except Exception as error:  # never a feed that silently stops updating
+                await self.queue.put(("error", DurableError(f"{type(error).__name__}: {error}")))
 
         task = asyncio.get_running_loop().create_task(run())
         self.tasks.add(task)
