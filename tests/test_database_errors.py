@@ -249,3 +249,33 @@ def test_a_failing_background_loop_is_logged_counted_and_restarted() -> None:
     asyncio.run(scenario())
     assert len(runs) == 3
     assert metrics.BACKGROUND_FAILURES.labels("test-flaky")._value.get() - before == 2
+
+
+def test_a_commit_the_synchronous_standby_never_confirmed_is_not_reported_as_done() -> None:
+    """With the standby gone, a COMMIT waits for it; when the request's deadline cancels that
+    wait, Postgres keeps the commit locally and says so only in a WARNING. The caller gets
+    UNAVAILABLE (outcome unknown), never success: a failover now would lose the row."""
+    pair = ReplicatedPostgres(synchronous=True)
+    try:
+
+        async def scenario() -> None:
+            async with open_pool(pair.primary.url) as pool:
+                async with pool.connection() as conn:
+                    await conn.execute("CREATE TABLE IF NOT EXISTS unconfirmed (x int)")
+                await asyncio.to_thread(pair.standby.stop)
+                loop = asyncio.get_running_loop()
+                db.DEADLINE.set(loop.time() + 0.5)
+                with pytest.raises(db.CommitUnconfirmed) as caught:
+                    async with pool.connection() as conn, conn.transaction():
+                        await conn.execute("INSERT INTO unconfirmed VALUES (1)")
+                assert_unavailable(caught.value)
+                assert conn.closed
+                db.DEADLINE.set(None)
+                # Committed here, unknown to the standby: only a re-read can tell.
+                async with pool.connection() as other:
+                    cur = await other.execute("SELECT count(*) FROM unconfirmed")
+                    assert await cur.fetchone() == (1,)
+
+        asyncio.run(scenario())
+    finally:
+        pair.close()
