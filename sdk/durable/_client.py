@@ -170,8 +170,10 @@ class Client:
     def trigger_schedule(self, name: str) -> pb.Workflow:
         """Not retried: a retry after a lost reply would start a second workflow."""
         request = spb.TriggerScheduleRequest(name=name)
-        reply: spb.TriggerScheduleResponse = self._schedules.TriggerSchedule(
-            request, timeout=CALL_TIMEOUT_SECONDS
+        reply: spb.TriggerScheduleResponse = _call(
+            lambda: self._schedules.TriggerSchedule(request, timeout=CALL_TIMEOUT_SECONDS),
+            self.retry,
+            frozenset(),
         )
         return reply.workflow
 

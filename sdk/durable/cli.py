@@ -36,14 +36,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn, TextIO
 
-import grpc
-
 from durable import _management, _payloads, _schedules
 from durable._client import Client
 from durable._connection import TLS
 from durable._core.schedules import ScheduleInfo
 from durable._core.specs import WorkflowStatus
-from durable._failures import CallFailed
 from durable._management import FailureInfo, StepInfo, WorkflowInfo
 from durable._payloads import RawPayload
 from durable._retry import RetryPolicy
@@ -836,12 +833,7 @@ def _schedules_delete(args: argparse.Namespace, client: Client) -> int:
 
 
 def _schedules_trigger(args: argparse.Namespace, client: Client) -> int:
-    try:
-        started = client.trigger_schedule(args.name)
-    except grpc.RpcError as error:
-        # Client.trigger_schedule is not retried, and so not passed through the SDK's error
-        # mapping either: map its failure here (one line, exit 2, like every other call).
-        raise CallFailed.from_rpc_error(error).typed() from None
+    started = client.trigger_schedule(args.name)
     info = _management.workflow_info(started)
     if args.json:
         _print_json(workflow_json(info))

@@ -153,8 +153,11 @@ class AsyncClient:
 
     async def trigger_schedule(self, name: str) -> pb.Workflow:
         """Not retried: a retry after a lost reply would start a second workflow."""
-        reply: spb.TriggerScheduleResponse = await self._schedules.TriggerSchedule(
-            spb.TriggerScheduleRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
+        request = spb.TriggerScheduleRequest(name=name)
+        reply: spb.TriggerScheduleResponse = await _call(
+            lambda: self._schedules.TriggerSchedule(request, timeout=CALL_TIMEOUT_SECONDS),
+            self.retry,
+            frozenset(),
         )
         return reply.workflow
 

@@ -71,7 +71,8 @@ def scheduled(
                 f"@durable.scheduled goes above @durable.workflow: {fn!r} is not a workflow"
             ) from None
         decl = ScheduleDecl(cron, name or default_name(spec.name), time_zone, catch_up, queue or "")
-        fn.__durable_schedule__ = decl  # type: ignore[attr-defined]
+        # On the function the spec holds: a worker reads it from the spec.
+        spec.fn.__durable_schedule__ = decl  # type: ignore[attr-defined]
         return fn
 
     return mark
