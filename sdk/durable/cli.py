@@ -49,6 +49,7 @@ from durable.errors import (
     DurableError,
     UnauthenticatedError,
 )
+from durable.ui.cli import add_parser as add_ui_parser
 from durable.v1 import coordinator_pb2 as pb
 
 EXIT_OK = 0
@@ -667,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         schedule_trigger,
     ):
         command.add_argument("--json", action="store_true", help="print JSON")
+    add_ui_parser(groups)  # `durable ui` (the `ui` extra's web stack loads only when run)
     return parser
 
 
