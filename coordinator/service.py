@@ -628,6 +628,11 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
                 validation.name(request.queue_name, "queue_name") if request.queue_name else ""
             ),
             app_version=_app_version(request.app_version),
+            schedule_name=(
+                validation.name(request.schedule_name, "schedule_name")
+                if request.schedule_name
+                else ""
+            ),
         )
         return pb.ListWorkflowsResponse(
             workflows=[wire.workflow(w) for w in found], next_page_token=next_token

@@ -491,6 +491,49 @@ def test_trigger_starts_the_workflow_now_also_when_paused(
     assert ticks_of(database_url, name) == []
 
 
+def test_a_trigger_with_a_workflow_id_is_idempotent_and_refuses_another_workflows_id(
+    coordinator: Coordinator, schedules: ScheduleStub, name: str, workflow: str
+) -> None:
+    set_schedule(schedules, spec(name, "0 0 1 1 *", workflow, input=INPUT))
+    chosen = f"{name}@manual-retry"
+    request = spb.TriggerScheduleRequest(name=name, workflow_id=chosen)
+    first = schedules.TriggerSchedule(request, timeout=RPC_TIMEOUT).workflow
+    again = schedules.TriggerSchedule(request, timeout=RPC_TIMEOUT).workflow
+    assert first.workflow_id == again.workflow_id == chosen
+    assert first.create_time == again.create_time  # the retry found the first start
+    other = f"plain-{uuid.uuid4().hex}"
+    coordinator.stub.StartWorkflow(
+        pb.StartWorkflowRequest(workflow_id=other, name=workflow), timeout=RPC_TIMEOUT
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        schedules.TriggerSchedule(
+            spb.TriggerScheduleRequest(name=name, workflow_id=other), timeout=RPC_TIMEOUT
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "workflow_id" in (refused.value.details() or "")
+
+
+def test_list_workflows_filters_by_the_schedule_that_started_them(
+    coordinator: Coordinator, schedules: ScheduleStub, name: str, workflow: str
+) -> None:
+    set_schedule(schedules, spec(name, "0 0 1 1 *", workflow, input=INPUT))
+    triggered = {
+        schedules.TriggerSchedule(
+            spb.TriggerScheduleRequest(name=name), timeout=RPC_TIMEOUT
+        ).workflow.workflow_id
+        for _ in range(3)
+    }
+    coordinator.stub.StartWorkflow(
+        pb.StartWorkflowRequest(workflow_id=f"plain-{uuid.uuid4().hex}", name=workflow),
+        timeout=RPC_TIMEOUT,
+    )
+    listed = coordinator.stub.ListWorkflows(
+        pb.ListWorkflowsRequest(schedule_name=name), timeout=RPC_TIMEOUT
+    )
+    assert {w.workflow_id for w in listed.workflows} == triggered
+    assert all(w.schedule_name == name for w in listed.workflows)
+
+
 # --- warnings, the end, the start ----------------------------------------------------------
 
 

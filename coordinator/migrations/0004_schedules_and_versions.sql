@@ -39,6 +39,11 @@ ALTER TABLE durable.workflows
     -- The tick a scheduled workflow runs for.
     ADD COLUMN scheduled_at  timestamptz;
 
+-- What ListWorkflows' schedule_name filter reads: a schedule's workflows, newest first.
+CREATE INDEX workflows_schedule_idx
+    ON durable.workflows (namespace, schedule_name, created_at)
+    WHERE schedule_name IS NOT NULL;
+
 CREATE INDEX workflows_app_version_idx
     ON durable.workflows (namespace, app_version, created_at)
     WHERE app_version IS NOT NULL;

@@ -231,6 +231,10 @@ class ScheduleService(spb_grpc.ScheduleServiceServicer):
     ) -> spb.TriggerScheduleResponse:
         ns = self._namespace(context)
         name = schedule_name(request.name)
-        workflow_id = f"{name}@manual-{uuid.uuid4().hex}"
+        workflow_id = (
+            validation.workflow_id(request.workflow_id)
+            if request.workflow_id
+            else f"{name}@manual-{uuid.uuid4().hex}"
+        )
         record = await schedules.trigger(self._pool, ns, name, workflow_id)
         return spb.TriggerScheduleResponse(workflow=wire.workflow(record))

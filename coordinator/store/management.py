@@ -87,6 +87,7 @@ SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
    AND (%(parent)s = '' OR parent_workflow_id = %(parent)s)
    AND (%(queue)s = '' OR queue_name = %(queue)s)
    AND (%(version)s = '' OR app_version = %(version)s)
+   AND (%(schedule)s = '' OR schedule_name = %(schedule)s)
    AND (%(after)s::timestamptz IS NULL OR created_at >= %(after)s)
    AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)
    AND (%(cursor_time)s::timestamptz IS NULL
@@ -242,6 +243,7 @@ async def list_workflows(
     parent_workflow_id: str = "",
     queue_name: str = "",
     app_version: str = "",
+    schedule_name: str = "",
 ) -> tuple[list[WorkflowRecord], str]:
     """A page of workflows, newest first, and the token of the next page ('' at the end).
 
@@ -256,6 +258,7 @@ async def list_workflows(
         "parent": parent_workflow_id,
         "queue": queue_name,
         "version": app_version,
+        "schedule": schedule_name,
         "after": created_after,
         "before": created_before,
         "cursor_time": cursor_time,

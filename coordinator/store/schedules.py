@@ -10,6 +10,7 @@ a tick (a race, a retry after a lost commit) find the workflow already there.
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +20,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from coordinator.errors import CoordinatorError, InvalidArgument
-from coordinator.schedules.cron import CatchUp, Cron, due_ticks, tick_workflow_id
+from coordinator.schedules.cron import CatchUp, Cron, CronError, due_ticks, tick_workflow_id
 from coordinator.store import rows
 from coordinator.store.records import Payload, WorkflowRecord
 from coordinator.store.workers import WORK_CHANNEL
+
+log = logging.getLogger(__name__)
 
 
 class ScheduleNotFound(CoordinatorError):
@@ -136,6 +139,10 @@ SELECT namespace, {_COLUMNS} FROM durable.schedules
  LIMIT %(limit)s
    FOR UPDATE SKIP LOCKED"""
 
+_STOP = """
+UPDATE durable.schedules SET next_tick_at = NULL
+ WHERE name = %(name)s AND namespace = %(ns)s"""
+
 _NEXT_DUE = """
 SELECT min(next_tick_at) FROM durable.schedules WHERE NOT paused AND next_tick_at IS NOT NULL"""
 
@@ -154,6 +161,10 @@ VALUES (%(wf)s, %(ns)s, %(workflow)s, 'ENQUEUED', %(in_enc)s, %(in_data)s, %(que
         %(name)s, %(tick)s)
 ON CONFLICT (workflow_id, namespace) DO NOTHING
 RETURNING {rows.WORKFLOW_COLUMNS}"""
+
+_WORKFLOW = f"""
+SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s"""
 
 _NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
 
@@ -334,11 +345,18 @@ async def _start_tick(
 async def trigger(
     pool: AsyncConnectionPool, namespace: str, name: str, workflow_id: str
 ) -> WorkflowRecord:
-    """Start the schedule's workflow now, as `workflow_id`, with now as its tick."""
+    """Start the schedule's workflow now, as `workflow_id`, with now as its tick; a retry
+    (the ID exists, started by this schedule) returns the workflow started first."""
     current = await get(pool, namespace, name)
     async with pool.connection() as conn, conn.transaction():
         started = await _start_tick(conn, namespace, current.spec, workflow_id, await _now(conn))
-        assert started is not None, "a trigger's workflow ID is new"
+        if started is None:
+            cur = await conn.execute(_WORKFLOW, {"ns": namespace, "wf": workflow_id})
+            row = await cur.fetchone()
+            existing = rows.workflow(row) if row is not None else None
+            if existing is None or existing.schedule_name != name:
+                raise InvalidArgument("workflow_id", "already names another workflow")
+            return existing
         await conn.execute(_NOTIFY_WORK, {"ns": namespace})
     return started
 
@@ -358,7 +376,16 @@ async def start_due(pool: AsyncConnectionPool, limit: int = 50) -> TickRun:
     async with pool.connection() as conn, conn.transaction():
         now = await _now(conn)
         cur = await conn.execute(_DUE, {"limit": limit})
-        due = [(row[0], _record(row[1:])) for row in await cur.fetchall()]
+        found = await cur.fetchall()
+        due = []
+        for row in found:
+            try:
+                due.append((row[0], _record(row[1:])))
+            except CronError as exc:
+                # Stored valid, unreadable now (e.g. a cron library upgrade): it must not
+                # stop the others. It stops ticking until it is set again.
+                log.error("schedule %r cannot be read (%s): it is stopped", row[1], exc)
+                await conn.execute(_STOP, {"ns": row[0], "name": row[1]})
         for namespace, record in due:
             spec = record.spec
             ticks = due_ticks(spec.cron, record.ticked_until, now, spec.catch_up, end=spec.end_at)
@@ -379,7 +406,7 @@ async def start_due(pool: AsyncConnectionPool, limit: int = 50) -> TickRun:
                 "last_wf": last[1] if last else None,
             }
             await conn.execute(_ADVANCE, params)
-    return TickRun(started, len(due))
+    return TickRun(started, len(found))
 
 
 async def next_due(pool: AsyncConnectionPool) -> tuple[datetime, datetime | None]:

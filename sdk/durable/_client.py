@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from durable import _drive
 from durable._connection import TLS, open_channel
-from durable._core import calls, specs
+from durable._core import calls, schedules, specs
 from durable._core.calls import (
     CALL_TIMEOUT_SECONDS,
     RETRY_READ,
@@ -167,14 +167,13 @@ class Client:
         request = spb.DeleteScheduleRequest(name=name)
         return bool(self._unary(self._schedules.DeleteSchedule, request).deleted)
 
-    def trigger_schedule(self, name: str) -> pb.Workflow:
-        """Not retried: a retry after a lost reply would start a second workflow."""
-        request = spb.TriggerScheduleRequest(name=name)
-        reply: spb.TriggerScheduleResponse = _call(
-            lambda: self._schedules.TriggerSchedule(request, timeout=CALL_TIMEOUT_SECONDS),
-            self.retry,
-            frozenset(),
+    def trigger_schedule(self, name: str, workflow_id: str = "") -> pb.Workflow:
+        """Start the schedule's workflow now under `workflow_id` (generated here when not
+        given, so that a retry after a lost reply finds the same workflow)."""
+        request = spb.TriggerScheduleRequest(
+            name=name, workflow_id=workflow_id or schedules.manual_workflow_id(name)
         )
+        reply: spb.TriggerScheduleResponse = self._unary(self._schedules.TriggerSchedule, request)
         return reply.workflow
 
     def start_workflow(

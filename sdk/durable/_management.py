@@ -205,6 +205,7 @@ def list_workflows(
     queue_name: str | None = None,
     page_size: int = 100,
     app_version: str | None = None,
+    schedule_name: str | None = None,
     client: Client | None = None,
 ) -> Iterator[WorkflowInfo]:
     """Workflows, newest first, fetched `page_size` at a time as the iteration goes.
@@ -213,8 +214,8 @@ def list_workflows(
     `created_after` (inclusive) and `created_before` (exclusive); a naive datetime is
     local time; `parent_workflow_id` (only its child workflows), `queue_name` (only
     workflows enqueued on it), `app_version` (only workflows of that application
-    version). Raises ValueError at once for an unknown status or a page size outside
-    1-1000.
+    version), `schedule_name` (only workflows that schedule started). Raises
+    ValueError at once for an unknown status or a page size outside 1-1000.
     """
     request = list_request(
         status,
@@ -225,6 +226,7 @@ def list_workflows(
         queue_name,
         page_size,
         app_version=app_version,
+        schedule_name=schedule_name,
     )
     return _pages(client or default_client(), request)
 
@@ -239,6 +241,7 @@ def list_request(
     page_size: int,
     *,
     app_version: str | None = None,
+    schedule_name: str | None = None,
 ) -> pb.ListWorkflowsRequest:
     """The first page's request of `list_workflows` (same arguments)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -250,6 +253,7 @@ def list_request(
         parent_workflow_id=parent_workflow_id or "",
         queue_name=queue_name or "",
         app_version=app_version or "",
+        schedule_name=schedule_name or "",
     )
     if created_after is not None:
         request.created_after.CopyFrom(_timestamp(created_after))

@@ -303,6 +303,7 @@ async def list_workflows(
     queue_name: str | None = None,
     page_size: int = 100,
     app_version: str | None = None,
+    schedule_name: str | None = None,
     client: AsyncClient | None = None,
 ) -> AsyncIterator[WorkflowInfo]:
     """Workflows, newest first, as `durable.list_workflows`: `async for info in ...`."""
@@ -315,6 +316,7 @@ async def list_workflows(
         queue_name,
         page_size,
         app_version=app_version,
+        schedule_name=schedule_name,
     )
     client = client or default_client()
     while True:

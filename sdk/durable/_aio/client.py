@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from durable._aio.stream import AsyncSessionStream
 from durable._connection import TLS, open_aio_channel
-from durable._core import calls, specs
+from durable._core import calls, schedules, specs
 from durable._core.calls import (
     CALL_TIMEOUT_SECONDS,
     RETRY_READ,
@@ -151,14 +151,12 @@ class AsyncClient:
         reply = await self._schedule_call("DeleteSchedule", spb.DeleteScheduleRequest(name=name))
         return bool(reply.deleted)
 
-    async def trigger_schedule(self, name: str) -> pb.Workflow:
-        """Not retried: a retry after a lost reply would start a second workflow."""
-        request = spb.TriggerScheduleRequest(name=name)
-        reply: spb.TriggerScheduleResponse = await _call(
-            lambda: self._schedules.TriggerSchedule(request, timeout=CALL_TIMEOUT_SECONDS),
-            self.retry,
-            frozenset(),
+    async def trigger_schedule(self, name: str, workflow_id: str = "") -> pb.Workflow:
+        """As Client.trigger_schedule."""
+        request = spb.TriggerScheduleRequest(
+            name=name, workflow_id=workflow_id or schedules.manual_workflow_id(name)
         )
+        reply: spb.TriggerScheduleResponse = await self._schedule_call("TriggerSchedule", request)
         return reply.workflow
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ coordinator's ScheduleService with what is built here."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -76,6 +77,12 @@ def scheduled(
         return fn
 
     return mark
+
+
+def manual_workflow_id(schedule_name: str) -> str:
+    """The ID of a triggered run, chosen by the caller so that a retried trigger is
+    idempotent (the coordinator's own default looks the same)."""
+    return f"{schedule_name}@manual-{uuid.uuid4().hex}"
 
 
 def declared(spec: WorkflowSpec) -> ScheduleDecl | None:

@@ -1645,6 +1645,7 @@ class ListWorkflowsRequest(_message.Message):
     PARENT_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     QUEUE_NAME_FIELD_NUMBER: _builtins.int
     APP_VERSION_FIELD_NUMBER: _builtins.int
+    SCHEDULE_NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Only workflows with this name; empty: all."""
     page_size: _builtins.int
@@ -1657,6 +1658,8 @@ class ListWorkflowsRequest(_message.Message):
     """Only workflows started on this queue; empty: all."""
     app_version: _builtins.str
     """Only workflows of this application version; empty: all."""
+    schedule_name: _builtins.str
+    """Only workflows started by this schedule (ScheduleService); empty: all."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___WorkflowStatus.ValueType]:
         """Only workflows in these statuses; empty: all."""
@@ -1681,10 +1684,11 @@ class ListWorkflowsRequest(_message.Message):
         parent_workflow_id: _builtins.str = ...,
         queue_name: _builtins.str = ...,
         app_version: _builtins.str = ...,
+        schedule_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "schedule_name", b"schedule_name", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -82,7 +82,10 @@ class ScheduleSpec(_message.Message):
     time_zone: _builtins.str
     """The IANA time zone the expression is read in (e.g. "Europe/Paris"), so
     that "0 2 * * *" runs at 02:00 local time across daylight-saving
-    changes. Empty: UTC.
+    changes: on the day clocks go forward, a local time that does not exist
+    runs at the first time after the gap; on the day they go back, a local
+    time that occurs twice ticks twice (two workflows, one per tick).
+    Empty: UTC (read back as "UTC").
     """
     workflow_name: _builtins.str
     """The name of the workflow to start, 1-256 characters."""
@@ -491,16 +494,25 @@ class TriggerScheduleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The schedule's name."""
+    workflow_id: _builtins.str
+    """The ID to start the workflow under (1-256 characters from
+    [A-Za-z0-9._:@/+=-]): a retried trigger with the same ID returns the
+    workflow the first one started. An ID that names another workflow:
+    INVALID_ARGUMENT. Empty: "<name>@manual-<UUID>" (then a retry after a
+    lost reply starts a second workflow).
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -515,7 +527,7 @@ class TriggerScheduleResponse(_message.Message):
     WORKFLOW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def workflow(self) -> _coordinator_pb2.Workflow:
-        """The workflow started (ID "<name>@manual-<UUID>")."""
+        """The workflow started (or, for a retry, started by the first call)."""
 
     def __init__(
         self,
