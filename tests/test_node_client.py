@@ -172,7 +172,7 @@ def status_of(coordinator: Coordinator, workflow_id: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "script", ["progress.js", "checkout.js", "watch.js", "send.js", "enqueue.js"]
+    "script", ["progress.js", "checkout.js", "watch.js", "send.js", "enqueue.js", "schedules.js"]
 )
 def test_help(script: str) -> None:
     result = run_node(script, "--help")
