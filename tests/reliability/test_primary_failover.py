@@ -233,7 +233,11 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
     )
     if not rig.synchronous:
         # What asynchronous replication loses is measured and reported, not asserted.
-        report.record("primary failover, asynchronous replication", **figures)
+        report.record(
+            "primary failover, asynchronous replication",
+            first_problems=verdict.wrong[:4],
+            **figures,
+        )
         assert writes_on_old == 0
         return
     watched = check_watches(watches, STEPS)
