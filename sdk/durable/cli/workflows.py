@@ -1,0 +1,197 @@
+"""`durable workflows list/show/cancel/resume/fork`."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+from durable import _management
+from durable._client import Client
+from durable._core.specs import WorkflowStatus
+from durable._management import WorkflowInfo
+from durable.cli.args import Parser, parse_since, parse_status, whole_number
+from durable.cli.console import EXIT_OK, note, print_json, print_line
+from durable.cli.formatting import (
+    local_time,
+    plain,
+    show_lines,
+    step_json,
+    table,
+    workflow_json,
+)
+
+DEFAULT_LIMIT = 100
+
+
+def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
+    """Add `workflows` and its commands to `durable`'s subcommands."""
+    workflows = groups.add_parser("workflows", help="list, show, cancel, resume, fork")
+    commands = workflows.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser(
+        "list",
+        help="list workflows, newest first",
+        description="List workflows, newest first. ATTEMPTS counts recoveries after a worker died.",
+    )
+    listing.add_argument(
+        "--status",
+        type=parse_status,
+        nargs="+",
+        action="extend",
+        metavar="STATUS",
+        help="only these statuses: " + ", ".join(s.value for s in WorkflowStatus),
+    )
+    listing.add_argument("--name", help="only workflows with this name")
+    listing.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
+    listing.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
+    listing.add_argument(
+        "--version", metavar="VERSION", help="only workflows of this application version"
+    )
+    listing.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="WHEN",
+        help="only workflows created since: an ISO 8601 time (local unless it names a "
+        "zone) or a duration ago such as 30m, 1h, 2d",
+    )
+    listing.add_argument(
+        "--limit",
+        type=whole_number(0),
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"show at most N (default: {DEFAULT_LIMIT}; 0: all)",
+    )
+    listing.set_defaults(run=_list)
+
+    show = commands.add_parser("show", help="show a workflow, its steps and its events")
+    show.add_argument("workflow_id", metavar="ID")
+    show.set_defaults(run=_show)
+
+    cancel = commands.add_parser("cancel", help="cancel a PENDING or ENQUEUED workflow")
+    cancel.add_argument("workflow_id", metavar="ID")
+    cancel.set_defaults(run=_cancel)
+
+    resume = commands.add_parser(
+        "resume", help="resume a CANCELLED or DEAD_LETTER workflow (it becomes ENQUEUED)"
+    )
+    resume.add_argument("workflow_id", metavar="ID")
+    resume.set_defaults(run=_resume)
+
+    fork = commands.add_parser(
+        "fork", help="start a copy of a workflow that reruns it from a step (ENQUEUED)"
+    )
+    fork.add_argument("workflow_id", metavar="ID")
+    fork.add_argument(
+        "--from-step",
+        type=whole_number(1),
+        required=True,
+        metavar="N",
+        help="the first step to run again; earlier steps keep their recorded outcomes",
+    )
+    fork.add_argument("--new-id", metavar="NEW", help="the new workflow's ID (default: a UUID)")
+    fork.add_argument(
+        "--version",
+        metavar="VERSION",
+        help="run the fork on this application version, i.e. only on workers of that "
+        "version (default: the original's version)",
+    )
+    fork.set_defaults(run=_fork)
+
+    for command in (listing, show, cancel, resume, fork):
+        command.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _list(args: argparse.Namespace, client: Client) -> int:
+    found = _management.list_workflows(
+        status=args.status,
+        name=args.name,
+        created_after=args.since,
+        parent_workflow_id=args.parent,
+        queue_name=args.queue,
+        app_version=args.version,
+        page_size=min(args.limit + 1, _management.MAX_PAGE_SIZE)
+        if args.limit
+        else _management.MAX_PAGE_SIZE,
+        client=client,
+    )
+    shown = list(itertools.islice(found, args.limit + 1) if args.limit else found)
+    more = bool(args.limit) and len(shown) > args.limit
+    shown = shown[: args.limit] if args.limit else shown
+    if args.json:
+        print_json([workflow_json(info) for info in shown])
+    elif shown:
+        headers = ["ID", "NAME", "STATUS", "CREATED", "ATTEMPTS"]
+        rows = [
+            [
+                info.workflow_id,
+                info.name,
+                info.status.value,
+                local_time(info.created_at),
+                str(info.recovery_attempts),
+            ]
+            for info in shown
+        ]
+        if any(info.app_version for info in shown):
+            headers.append("VERSION")
+            for row, info in zip(rows, shown, strict=True):
+                row.append(info.app_version or "-")
+        for line in table(headers, rows):
+            print_line(line)
+    else:
+        note("no workflows match")
+    if more:
+        note(f"showing the newest {args.limit}; more match (raise --limit, 0 for all)")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, client: Client) -> int:
+    info = _management.get_workflow(args.workflow_id, client=client)
+    steps = _management.list_steps(args.workflow_id, client=client)
+    events = _management.list_events(args.workflow_id, client=client)
+    if args.json:
+        print_json(
+            {
+                "workflow": workflow_json(info),
+                "steps": [step_json(step) for step in steps],
+                "events": {key: plain(value) for key, value in events.items()},
+            }
+        )
+    else:
+        for line in show_lines(info, steps, events):
+            print_line(line)
+    return EXIT_OK
+
+
+def _print_status(args: argparse.Namespace, info: WorkflowInfo) -> None:
+    if args.json:
+        print_json(workflow_json(info))
+    else:
+        print_line(f"{info.workflow_id}  {info.status.value}")
+
+
+def _cancel(args: argparse.Namespace, client: Client) -> int:
+    info = _management.cancel_workflow(args.workflow_id, client=client)
+    if info.status is not WorkflowStatus.CANCELLED:
+        note(f"workflow {info.workflow_id!r} had already finished ({info.status.value})")
+    _print_status(args, info)
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace, client: Client) -> int:
+    info = _management.resume_workflow(args.workflow_id, client=client)
+    if info.status is not WorkflowStatus.ENQUEUED:
+        note(f"workflow {info.workflow_id!r} was already {info.status.value}; nothing changed")
+    _print_status(args, info)
+    return EXIT_OK
+
+
+def _fork(args: argparse.Namespace, client: Client) -> int:
+    handle = _management.fork_workflow(
+        args.workflow_id,
+        args.from_step,
+        new_workflow_id=args.new_id,
+        app_version=args.version,
+        client=client,
+    )
+    _print_status(args, _management.get_workflow(handle.workflow_id, client=client))
+    return EXIT_OK
