@@ -6,12 +6,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator import long_poll, metrics, session, validation, wire
+from coordinator import long_poll, metrics, session, start_options, validation, wire
 from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
@@ -111,7 +110,8 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             executor_id=executor,
             timeout=timeout,
             app_version=_app_version(request.app_version),
-            **self._queue_options(request),
+            **start_options.queue_options(request),
+            **start_options.timing_options(request),
         )
         if parent:
             record, created = await children.start_child(
@@ -499,29 +499,6 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         )
         return pb.PollWorkResponse(workflows=[wire.workflow(w) for w in claimed])
 
-    @staticmethod
-    def _queue_options(request: pb.StartWorkflowRequest) -> dict[str, Any]:
-        """StartOptions fields of an enqueue: none without a queue_name."""
-        if not request.queue_name:
-            if request.priority:
-                raise InvalidArgument("priority", "only with queue_name")
-            if request.deduplication_id:
-                raise InvalidArgument("deduplication_id", "only with queue_name")
-            return {}
-        if request.executor_id:
-            raise InvalidArgument(
-                "queue_name", "not allowed with executor_id (a queue's worker runs it)"
-            )
-        return {
-            "queue_name": validation.name(request.queue_name, "queue_name"),
-            "priority": request.priority,
-            "deduplication_id": (
-                validation.name(request.deduplication_id, "deduplication_id")
-                if request.deduplication_id
-                else None
-            ),
-        }
-
     @streaming
     async def Session(
         self, request_iterator: AsyncIterator[pb.SessionRequest], context: Context
@@ -551,6 +528,22 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             raise InvalidArgument("queue", "required")
         config = await queues.configure(self._pool, ns, validation.queue_config(request.queue))
         return pb.ConfigureQueueResponse(queue=wire.queue_config(config))
+
+    @unary
+    async def GetQueue(self, request: pb.GetQueueRequest, context: Context) -> pb.GetQueueResponse:
+        ns = self._namespace(context)
+        queue = validation.name(request.name, "name")
+        if not 0 <= request.max_partitions <= MAX_PAGE_SIZE:
+            raise InvalidArgument("max_partitions", f"must be 0-{MAX_PAGE_SIZE}")
+        config, total, partitions, truncated = await queues.load(
+            self._pool, ns, queue, request.max_partitions or DEFAULT_PAGE_SIZE
+        )
+        return pb.GetQueueResponse(
+            queue=wire.queue_config(config),
+            total=wire.queue_load(total),
+            partitions=[wire.queue_load(p) for p in partitions],
+            partitions_truncated=truncated,
+        )
 
     @unary
     async def CancelWorkflow(

@@ -197,4 +197,5 @@ def queue_config(message: pb.QueueConfig) -> QueueConfig:
         worker_concurrency=message.worker_concurrency or None,
         rate_limit=message.rate_limit or None,
         rate_period=period,
+        limits_per_partition=message.limits_per_partition,
     )

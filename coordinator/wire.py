@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from coordinator.store.queues import QueueConfig
+from coordinator.store.queues import QueueConfig, QueueLoad
 from coordinator.store.records import (
     EventEntry,
     EventValue,
@@ -112,6 +112,12 @@ def workflow(record: WorkflowRecord) -> pb.Workflow:
         message.schedule_name = record.schedule_name
     if record.scheduled_at is not None:
         message.scheduled_time.CopyFrom(timestamp(record.scheduled_at))
+    if record.due_at is not None:
+        message.due_time.CopyFrom(timestamp(record.due_at))
+    if record.partition_key:
+        message.partition_key = record.partition_key
+    if record.debounce_key:
+        message.debounce_key = record.debounce_key
     return message
 
 
@@ -178,7 +184,17 @@ def queue_config(config: QueueConfig) -> pb.QueueConfig:
         concurrency=config.concurrency or 0,
         worker_concurrency=config.worker_concurrency or 0,
         rate_limit=config.rate_limit or 0,
+        limits_per_partition=config.limits_per_partition,
     )
     if config.rate_period is not None:
         message.rate_period.FromTimedelta(config.rate_period)
     return message
+
+
+def queue_load(load: QueueLoad) -> pb.QueueLoad:
+    return pb.QueueLoad(
+        partition_key=load.partition_key,
+        enqueued=load.enqueued,
+        delayed=load.delayed,
+        running=load.running,
+    )

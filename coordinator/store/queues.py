@@ -31,6 +31,8 @@ class QueueConfig:
     rate_limit: int | None = None
     # Set exactly when rate_limit is.
     rate_period: timedelta | None = None
+    # concurrency and rate_limit apply to each partition instead of the whole queue.
+    limits_per_partition: bool = False
 
 
 # The first key of every queue's advisory lock: the two-int4 lock space is shared with
@@ -39,14 +41,15 @@ _LOCK_CLASS = 0x64757271  # "durq"
 
 _CONFIGURE = """
 INSERT INTO durable.queues (namespace, name, concurrency, worker_concurrency, rate_limit,
-                            rate_period)
+                            rate_period, limits_per_partition)
 VALUES (%(ns)s, %(queue)s, %(concurrency)s, %(worker_concurrency)s, %(rate_limit)s,
-        %(rate_period)s)
+        %(rate_period)s, %(per_partition)s)
 ON CONFLICT (namespace, name) DO UPDATE
    SET concurrency = EXCLUDED.concurrency, worker_concurrency = EXCLUDED.worker_concurrency,
        rate_limit = EXCLUDED.rate_limit, rate_period = EXCLUDED.rate_period,
+       limits_per_partition = EXCLUDED.limits_per_partition,
        updated_at = clock_timestamp()
-RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period"""
+RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition"""
 
 # The worker's live session and, of the queues it serves, those with a workflow it could
 # run waiting (one index probe per queue).
@@ -59,7 +62,8 @@ SELECT q.name, k.workflow_names, coalesce(k.app_version, '')
    AND EXISTS (SELECT 1 FROM durable.workflows w
                 WHERE w.namespace = k.namespace AND w.queue_name = q.name
                   AND w.status = 'ENQUEUED' AND w.name = ANY (k.workflow_names)
-                  AND (w.app_version IS NULL OR w.app_version = k.app_version))"""
+                  AND (w.app_version IS NULL OR w.app_version = k.app_version)
+                  AND (w.due_at IS NULL OR w.due_at <= clock_timestamp()))"""
 
 _LOCK = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s))"
 
@@ -86,6 +90,7 @@ WITH candidates AS (
      WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
        AND w.name = ANY (%(names)s::text[])
        AND (w.app_version IS NULL OR w.app_version = %(version)s)
+       AND (w.due_at IS NULL OR w.due_at <= clock_timestamp())
      ORDER BY w.priority, w.created_at, w.workflow_id
      LIMIT %(limit)s
        FOR UPDATE OF w SKIP LOCKED
@@ -100,8 +105,10 @@ RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))
 
 
 def _config(row: rows.Row) -> QueueConfig:
-    name, concurrency, worker_concurrency, rate_limit, rate_period = row
-    return QueueConfig(name, concurrency, worker_concurrency, rate_limit, rate_period)
+    name, concurrency, worker_concurrency, rate_limit, rate_period, per_partition = row
+    return QueueConfig(
+        name, concurrency, worker_concurrency, rate_limit, rate_period, per_partition
+    )
 
 
 async def configure(pool: AsyncConnectionPool, namespace: str, config: QueueConfig) -> QueueConfig:
@@ -113,6 +120,7 @@ async def configure(pool: AsyncConnectionPool, namespace: str, config: QueueConf
         "worker_concurrency": config.worker_concurrency,
         "rate_limit": config.rate_limit,
         "rate_period": config.rate_period,
+        "per_partition": config.limits_per_partition,
     }
     async with pool.connection() as conn:
         cur = await conn.execute(_CONFIGURE, params)
@@ -178,3 +186,51 @@ async def claim(
                 conn, namespace, executor_id, queue, names, app_version, limit - len(claimed)
             )
     return claimed
+
+
+@dataclass(frozen=True)
+class QueueLoad:
+    """What waits and runs on a queue or one of its partitions ('' for none)."""
+
+    partition_key: str
+    enqueued: int
+    delayed: int
+    running: int
+
+
+_GET = """
+SELECT name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition
+  FROM durable.queues WHERE namespace = %(ns)s AND name = %(queue)s"""
+
+# The queue's live workflows by partition; the same counts over the whole queue come from
+# the partial indexes on ENQUEUED and PENDING workflows of a queue.
+_LOAD = """
+SELECT coalesce(partition_key, ''),
+       count(*) FILTER (WHERE status = 'ENQUEUED'),
+       count(*) FILTER (WHERE status = 'ENQUEUED' AND due_at > clock_timestamp()),
+       count(*) FILTER (WHERE status = 'PENDING')
+  FROM durable.workflows
+ WHERE namespace = %(ns)s AND queue_name = %(queue)s AND status IN ('ENQUEUED', 'PENDING')
+ GROUP BY GROUPING SETS ((coalesce(partition_key, '')), ())
+ ORDER BY GROUPING(coalesce(partition_key, '')) DESC, 2 DESC, 1"""
+
+
+async def load(
+    pool: AsyncConnectionPool, namespace: str, queue: str, max_partitions: int
+) -> tuple[QueueConfig, QueueLoad, list[QueueLoad], bool]:
+    """The queue's limits (none for a queue never configured), its total load, the load of
+    its busiest partitions (at most `max_partitions`), and whether more partitions exist."""
+    params = {"ns": namespace, "queue": queue}
+    async with pool.connection() as conn:
+        cur = await conn.execute(_GET, params)
+        row = await cur.fetchone()
+        config = _config(row) if row is not None else QueueConfig(queue)
+        cur = await conn.execute(_LOAD, params)
+        # The total's partition key is NULL (the grouping set without it).
+        found = [
+            QueueLoad(key or "", enqueued, delayed, running)
+            for key, enqueued, delayed, running in await cur.fetchall()
+        ]
+    total = found[0] if found else QueueLoad("", 0, 0, 0)
+    partitions = found[1:]
+    return config, total, partitions[:max_partitions], len(partitions) > max_partitions

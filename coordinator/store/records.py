@@ -78,6 +78,10 @@ class WorkflowRecord:
     app_version: str | None = None
     schedule_name: str | None = None
     scheduled_at: datetime | None = None
+    # An ENQUEUED workflow is not claimed before this (a delayed or debounced start).
+    due_at: datetime | None = None
+    partition_key: str | None = None
+    debounce_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ RETURNING lease_expires_at"""
 # claimed: a worker never replays a history recorded by other code.
 # ENQUEUED workflows of a queue are not taken here: they are claimed within their queue's
 # limits, by workers serving it (queues.py).
-_RUNNABLE_BY_OTHERS = """((w.status = 'ENQUEUED' AND w.queue_name IS NULL)
+_RUNNABLE_BY_OTHERS = """((w.status = 'ENQUEUED' AND w.queue_name IS NULL
+         AND (w.due_at IS NULL OR w.due_at <= clock_timestamp()))
         OR (w.status = 'PENDING' AND w.executor_id IS NOT NULL AND w.executor_id <> %(exec)s
             AND NOT EXISTS (SELECT 1 FROM durable.workers k
                              WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace

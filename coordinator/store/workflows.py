@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,16 +30,21 @@ _INSERT = f"""
 WITH created AS (
     INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding,
                                    input_data, executor_id, deadline_at, queue_name, priority,
-                                   deduplication_id, parent_workflow_id, app_version)
+                                   deduplication_id, parent_workflow_id, app_version,
+                                   partition_key, due_at, debounce_key)
     VALUES (%(wf)s, %(ns)s, %(name)s,
-            CASE WHEN %(queue)s::text IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+            CASE WHEN %(queue)s::text IS NULL AND %(delay)s::interval IS NULL
+                      AND %(start_at)s::timestamptz IS NULL
+                 THEN 'PENDING' ELSE 'ENQUEUED' END,
             %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s,
-            %(queue)s, %(priority)s, %(dedup)s, %(parent)s, NULLIF(%(version)s, ''))
+            %(queue)s, %(priority)s, %(dedup)s, %(parent)s, NULLIF(%(version)s, ''),
+            %(partition)s, coalesce(clock_timestamp() + %(delay)s, %(start_at)s),
+            %(debounce_key)s)
     ON CONFLICT (workflow_id, namespace) DO NOTHING
     RETURNING {rows.WORKFLOW_COLUMNS}
 )
 SELECT created.*,
-       CASE WHEN created.queue_name IS NOT NULL
+       CASE WHEN created.status = 'ENQUEUED'
             THEN pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text) END
   FROM created"""
 
@@ -127,6 +132,14 @@ class StartOptions:
     parent_workflow_id: str | None = None
     # The application version of the code that runs it ('' for none).
     app_version: str = ""
+    # With queue_name: the queue's partition.
+    partition_key: str | None = None
+    # A delayed start: created ENQUEUED, due this long from now or at this time.
+    delay: timedelta | None = None
+    start_at: datetime | None = None
+    # A debounced start (see StartWorkflowRequest.debounce_key).
+    debounce_key: str | None = None
+    debounce: timedelta | None = None
 
 
 async def start(
@@ -173,6 +186,10 @@ async def start_on(
         "dedup": options.deduplication_id,
         "parent": options.parent_workflow_id,
         "version": options.app_version,
+        "partition": options.partition_key,
+        "delay": options.delay,
+        "start_at": options.start_at,
+        "debounce_key": options.debounce_key,
     }
     # The holder of a deduplication ID may finish between the failed insert and the look
     # for it; then the insert is tried again (a holder finishing every time is not real).

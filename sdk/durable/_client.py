@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
@@ -189,6 +190,11 @@ class Client:
         deduplication_id: str = "",
         parent: pb.StepRef | None = None,
         app_version: str = "",
+        partition_key: str = "",
+        delay: float | None = None,
+        start_at: datetime | None = None,
+        debounce_key: str = "",
+        debounce: float | None = None,
     ) -> pb.StartWorkflowResponse:
         """Start (or take over, with an `executor_id`) a workflow; `timeout` in seconds
         cancels it if it has not finished by then. With `queue_name` it is enqueued for a
@@ -204,6 +210,11 @@ class Client:
             deduplication_id=deduplication_id,
             parent=parent,
             app_version=app_version,
+            partition_key=partition_key,
+            delay=delay,
+            start_at=start_at,
+            debounce_key=debounce_key,
+            debounce=debounce,
         )
         return self._hot("start_workflow", self._stub.StartWorkflow, request)
 

@@ -9,6 +9,7 @@ import contextlib
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -226,6 +227,11 @@ class AsyncClient:
         deduplication_id: str = "",
         parent: pb.StepRef | None = None,
         app_version: str = "",
+        partition_key: str = "",
+        delay: float | None = None,
+        start_at: datetime | None = None,
+        debounce_key: str = "",
+        debounce: float | None = None,
     ) -> pb.StartWorkflowResponse:
         """As `durable.Client.start_workflow`."""
         request = specs.start_request(
@@ -239,6 +245,11 @@ class AsyncClient:
             deduplication_id=deduplication_id,
             parent=parent,
             app_version=app_version,
+            partition_key=partition_key,
+            delay=delay,
+            start_at=start_at,
+            debounce_key=debounce_key,
+            debounce=debounce,
         )
         reply: pb.StartWorkflowResponse = await self._hot(
             "start_workflow", "StartWorkflow", request

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import grpc
@@ -100,6 +100,7 @@ class EnqueueOptions:
 
     priority: int = 0
     deduplication_id: str = ""
+    partition_key: str = ""
 
 
 next_enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
@@ -114,12 +115,13 @@ class QueueStart:
     name: str
     priority: int = 0
     deduplication_id: str = ""
+    partition_key: str = ""
 
     @classmethod
     def on(cls, queue_name: str) -> QueueStart:
         """Onto `queue_name`, with the options of an enclosing `set_enqueue_options` block."""
         options = next_enqueue_options.get() or EnqueueOptions()
-        return cls(queue_name, options.priority, options.deduplication_id)
+        return cls(queue_name, options.priority, options.deduplication_id, options.partition_key)
 
 
 @contextlib.contextmanager
@@ -167,8 +169,14 @@ def start_request(
     deduplication_id: str = "",
     parent: pb.StepRef | None = None,
     app_version: str = "",
+    partition_key: str = "",
+    delay: float | None = None,
+    start_at: datetime | None = None,
+    debounce_key: str = "",
+    debounce: float | None = None,
 ) -> pb.StartWorkflowRequest:
-    """The StartWorkflow request of a client's `start_workflow` (same arguments)."""
+    """The StartWorkflow request of a client's `start_workflow` (same arguments; `delay`
+    and `debounce` in seconds, `start_at` an aware datetime)."""
     request = pb.StartWorkflowRequest(
         workflow_id=workflow_id,
         name=name,
@@ -179,9 +187,19 @@ def start_request(
         deduplication_id=deduplication_id,
         parent=parent,
         app_version=app_version,
+        partition_key=partition_key,
+        debounce_key=debounce_key,
     )
     if timeout is not None:
         request.timeout.CopyFrom(ops.duration(timeout))
+    if delay is not None:
+        request.delay.CopyFrom(ops.duration(delay))
+    if start_at is not None:
+        if start_at.tzinfo is None:
+            raise ValueError(f"start_at {start_at!r} has no time zone: pass an aware datetime")
+        request.start_at.FromDatetime(start_at.astimezone(timezone.utc))
+    if debounce is not None:
+        request.debounce.CopyFrom(ops.duration(debounce))
     return request
 
 
@@ -203,7 +221,10 @@ def _start(
         options["app_version"] = app_version
     if queue is not None:
         options.update(
-            queue_name=queue.name, priority=queue.priority, deduplication_id=queue.deduplication_id
+            queue_name=queue.name,
+            priority=queue.priority,
+            deduplication_id=queue.deduplication_id,
+            partition_key=queue.partition_key,
         )
     return ops.Call("start_workflow", (workflow_id, spec.name, input), options)
 

@@ -220,6 +220,9 @@ class Workflow(_message.Message):
     APP_VERSION_FIELD_NUMBER: _builtins.int
     SCHEDULE_NAME_FIELD_NUMBER: _builtins.int
     SCHEDULED_TIME_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    DEBOUNCE_KEY_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's ID."""
     name: _builtins.str
@@ -249,6 +252,10 @@ class Workflow(_message.Message):
     """
     schedule_name: _builtins.str
     """The schedule that started it, if any (see ScheduleService)."""
+    partition_key: _builtins.str
+    """The partition of its queue it was enqueued on, if any."""
+    debounce_key: _builtins.str
+    """The debounce key it was started with, if any."""
     @_builtins.property
     def input(self) -> Global___Payload:
         """The input recorded by the first start."""
@@ -279,6 +286,12 @@ class Workflow(_message.Message):
         cron expression named, not when it actually started).
         """
 
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp:
+        """For a delayed or debounced start: when it is due. An ENQUEUED workflow is
+        not handed to a worker before this time.
+        """
+
     def __init__(
         self,
         *,
@@ -301,10 +314,13 @@ class Workflow(_message.Message):
         app_version: _builtins.str = ...,
         schedule_name: _builtins.str = ...,
         scheduled_time: _timestamp_pb2.Timestamp | None = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        partition_key: _builtins.str = ...,
+        debounce_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "error", b"error", "input", b"input", "output", b"output", "scheduled_time", b"scheduled_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "due_time", b"due_time", "error", b"error", "input", b"input", "output", b"output", "scheduled_time", b"scheduled_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "create_time", b"create_time", "deadline", b"deadline", "deduplication_id", b"deduplication_id", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "schedule_name", b"schedule_name", "scheduled_time", b"scheduled_time", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "create_time", b"create_time", "deadline", b"deadline", "debounce_key", b"debounce_key", "deduplication_id", b"deduplication_id", "due_time", b"due_time", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "partition_key", b"partition_key", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "schedule_name", b"schedule_name", "scheduled_time", b"scheduled_time", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -485,6 +501,11 @@ class StartWorkflowRequest(_message.Message):
     DEDUPLICATION_ID_FIELD_NUMBER: _builtins.int
     PARENT_FIELD_NUMBER: _builtins.int
     APP_VERSION_FIELD_NUMBER: _builtins.int
+    PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    START_AT_FIELD_NUMBER: _builtins.int
+    DEBOUNCE_KEY_FIELD_NUMBER: _builtins.int
+    DEBOUNCE_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow ID. Empty: the coordinator generates a UUID. Otherwise 1-256
     characters from [A-Za-z0-9._:@/+=-].
@@ -522,6 +543,22 @@ class StartWorkflowRequest(_message.Message):
     workflow without one (e.g. enqueued by a client) takes the version of
     the worker that claims it.
     """
+    partition_key: _builtins.str
+    """With `queue_name`: the partition of the queue to enqueue on (1-256
+    characters, e.g. a tenant). Workers take work from a queue's partitions
+    in turn, so a busy partition does not starve the others; a queue whose
+    limits are per partition (QueueConfig.limits_per_partition) applies them
+    to each partition. Accepted on any queue.
+    """
+    debounce_key: _builtins.str
+    """Debounce: of a burst of starts with the same workflow name and
+    `debounce_key` (1-256 characters), only the newest runs, once no start
+    has come for `debounce`. A start while such a workflow waits (ENQUEUED,
+    not yet due) replaces that workflow's input and moves its due time to
+    now + `debounce`, and the response returns that workflow (`created`
+    false; its ID is the first start's). Requires `debounce`; not with
+    `executor_id`, `delay` or `start_at`.
+    """
     @_builtins.property
     def input(self) -> Global___Payload:
         """The workflow's input. Optional; an existing workflow keeps its first one."""
@@ -540,6 +577,22 @@ class StartWorkflowRequest(_message.Message):
         child"). The child records its parent (Workflow.parent_workflow_id).
         """
 
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """Start the workflow this long from now instead of at once: it is created
+        ENQUEUED (on `queue_name`, if any) with Workflow.due_time set, and no
+        worker claims it before then. 0 to 365 days; not with `executor_id` or
+        `start_at`.
+        """
+
+    @_builtins.property
+    def start_at(self) -> _timestamp_pb2.Timestamp:
+        """As `delay`, at this time (at most 365 days ahead; a past time means now)."""
+
+    @_builtins.property
+    def debounce(self) -> _duration_pb2.Duration:
+        """The quiet time of a debounce: 1 ms to 1 day."""
+
     def __init__(
         self,
         *,
@@ -553,10 +606,15 @@ class StartWorkflowRequest(_message.Message):
         deduplication_id: _builtins.str = ...,
         parent: Global___StepRef | None = ...,
         app_version: _builtins.str = ...,
+        partition_key: _builtins.str = ...,
+        delay: _duration_pb2.Duration | None = ...,
+        start_at: _timestamp_pb2.Timestamp | None = ...,
+        debounce_key: _builtins.str = ...,
+        debounce: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "parent", b"parent", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["debounce", b"debounce", "delay", b"delay", "input", b"input", "parent", b"parent", "start_at", b"start_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "deduplication_id", b"deduplication_id", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "priority", b"priority", "queue_name", b"queue_name", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "debounce", b"debounce", "debounce_key", b"debounce_key", "deduplication_id", b"deduplication_id", "delay", b"delay", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "partition_key", b"partition_key", "priority", b"priority", "queue_name", b"queue_name", "start_at", b"start_at", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2052,6 +2110,7 @@ class QueueConfig(_message.Message):
     WORKER_CONCURRENCY_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     RATE_PERIOD_FIELD_NUMBER: _builtins.int
+    LIMITS_PER_PARTITION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The queue's name, 1-256 characters."""
     concurrency: _builtins.int
@@ -2060,6 +2119,11 @@ class QueueConfig(_message.Message):
     """The most workflows of the queue PENDING at once on one worker session."""
     rate_limit: _builtins.int
     """The most workflows of the queue started (claimed) per `rate_period`."""
+    limits_per_partition: _builtins.bool
+    """Apply `concurrency` and `rate_limit` to each partition of the queue
+    separately (see StartWorkflowRequest.partition_key) instead of to the
+    whole queue. `worker_concurrency` always applies per worker.
+    """
     @_builtins.property
     def rate_period(self) -> _duration_pb2.Duration:
         """The rate limit's window: required with `rate_limit`, up to a day."""
@@ -2072,10 +2136,11 @@ class QueueConfig(_message.Message):
         worker_concurrency: _builtins.int = ...,
         rate_limit: _builtins.int = ...,
         rate_period: _duration_pb2.Duration | None = ...,
+        limits_per_partition: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_period", b"rate_period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "name", b"name", "rate_limit", b"rate_limit", "rate_period", b"rate_period", "worker_concurrency", b"worker_concurrency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "limits_per_partition", b"limits_per_partition", "name", b"name", "rate_limit", b"rate_limit", "rate_period", b"rate_period", "worker_concurrency", b"worker_concurrency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2128,6 +2193,108 @@ class ConfigureQueueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfigureQueueResponse: _TypeAlias = ConfigureQueueResponse  # noqa: Y015
+
+@_typing.final
+class GetQueueRequest(_message.Message):
+    """Request for GetQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_PARTITIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The queue's name."""
+    max_partitions: _builtins.int
+    """The most partitions to return: 0-1000; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        max_partitions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_partitions", b"max_partitions", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueRequest: _TypeAlias = GetQueueRequest  # noqa: Y015
+
+@_typing.final
+class QueueLoad(_message.Message):
+    """What waits and runs on a queue, or on one of its partitions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    ENQUEUED_FIELD_NUMBER: _builtins.int
+    DELAYED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    partition_key: _builtins.str
+    """The partition key; empty for the queue as a whole (or for workflows
+    enqueued without a partition key).
+    """
+    enqueued: _builtins.int
+    """ENQUEUED workflows (due or not)."""
+    delayed: _builtins.int
+    """ENQUEUED workflows whose due time has not come yet."""
+    running: _builtins.int
+    """PENDING (running) workflows."""
+    def __init__(
+        self,
+        *,
+        partition_key: _builtins.str = ...,
+        enqueued: _builtins.int = ...,
+        delayed: _builtins.int = ...,
+        running: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delayed", b"delayed", "enqueued", b"enqueued", "partition_key", b"partition_key", "running", b"running"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueLoad: _TypeAlias = QueueLoad  # noqa: Y015
+
+@_typing.final
+class GetQueueResponse(_message.Message):
+    """Response for GetQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    PARTITIONS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    partitions_truncated: _builtins.bool
+    """True when more partitions exist than were returned."""
+    @_builtins.property
+    def queue(self) -> Global___QueueConfig:
+        """The queue's limits (all zero for a queue never configured)."""
+
+    @_builtins.property
+    def total(self) -> Global___QueueLoad:
+        """The whole queue."""
+
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueLoad]:
+        """Per partition, most enqueued first."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___QueueConfig | None = ...,
+        total: Global___QueueLoad | None = ...,
+        partitions: _abc.Iterable[Global___QueueLoad] | None = ...,
+        partitions_truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions", "partitions_truncated", b"partitions_truncated", "queue", b"queue", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueResponse: _TypeAlias = GetQueueResponse  # noqa: Y015
 
 @_typing.final
 class SessionRequest(_message.Message):

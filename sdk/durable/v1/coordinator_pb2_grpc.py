@@ -148,6 +148,11 @@ class CoordinatorServiceStub:
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.SerializeToString,
                 response_deserializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.FromString,
                 _registered_method=True)
+        self.GetQueue = channel.unary_unary(
+                '/durable.v1.CoordinatorService/GetQueue',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.GetQueueRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.GetQueueResponse.FromString,
+                _registered_method=True)
         self.Session = channel.stream_stream(
                 '/durable.v1.CoordinatorService/Session',
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.SessionRequest.SerializeToString,
@@ -354,6 +359,14 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueue(self, request, context):
+        """Returns a queue's limits and what waits and runs on it, in total and per
+        partition (the busiest partitions first, at most `max_partitions`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Session(self, request_iterator, context):
         """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
         SetEvent, FinishWorkflow, RecordStepAttempt) over one long-lived stream,
@@ -487,6 +500,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ConfigureQueue,
                     request_deserializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.FromString,
                     response_serializer=durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.SerializeToString,
+            ),
+            'GetQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueue,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.GetQueueRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.GetQueueResponse.SerializeToString,
             ),
             'Session': grpc.stream_stream_rpc_method_handler(
                     servicer.Session,
@@ -1053,6 +1071,33 @@ class CoordinatorService:
             '/durable.v1.CoordinatorService/ConfigureQueue',
             durable_dot_v1_dot_coordinator__pb2.ConfigureQueueRequest.SerializeToString,
             durable_dot_v1_dot_coordinator__pb2.ConfigureQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/GetQueue',
+            durable_dot_v1_dot_coordinator__pb2.GetQueueRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.GetQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -138,6 +138,10 @@ class CoordinatorServiceStub:
     `queue_name` wait ENQUEUED until a worker serving that queue claims them
     with PollWork, within these limits. A queue never configured has none.
     """
+    GetQueue: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetQueueRequest, _coordinator_pb2.GetQueueResponse]
+    """Returns a queue's limits and what waits and runs on it, in total and per
+    partition (the busiest partitions first, at most `max_partitions`).
+    """
     Session: _grpc.StreamStreamMultiCallable[_coordinator_pb2.SessionRequest, _coordinator_pb2.SessionResponse]
     """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
     SetEvent, FinishWorkflow, RecordStepAttempt) over one long-lived stream,
@@ -271,6 +275,10 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Creates or updates a queue's limits. Workflows started with a
     `queue_name` wait ENQUEUED until a worker serving that queue claims them
     with PollWork, within these limits. A queue never configured has none.
+    """
+    GetQueue: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetQueueRequest, _coordinator_pb2.GetQueueResponse]  # type: ignore[assignment]
+    """Returns a queue's limits and what waits and runs on it, in total and per
+    partition (the busiest partitions first, at most `max_partitions`).
     """
     Session: _aio.StreamStreamMultiCallable[_coordinator_pb2.SessionRequest, _coordinator_pb2.SessionResponse]  # type: ignore[assignment]
     """Carries many calls of a workflow's hot path (StartWorkflow, RunStep,
@@ -522,6 +530,16 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates or updates a queue's limits. Workflows started with a
         `queue_name` wait ENQUEUED until a worker serving that queue claims them
         with PollWork, within these limits. A queue never configured has none.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueue(
+        self,
+        request: _coordinator_pb2.GetQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.GetQueueResponse, _abc.Awaitable[_coordinator_pb2.GetQueueResponse]]:
+        """Returns a queue's limits and what waits and runs on it, in total and per
+        partition (the busiest partitions first, at most `max_partitions`).
         """
 
     @_abc_1.abstractmethod
