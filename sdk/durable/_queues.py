@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from durable._client import Client, default_client
 from durable._core.ops import duration
-from durable._core.specs import EnqueueOptions, QueueStart, next_enqueue_options, spec_of
+from durable._core.specs import EnqueueOptions, QueueStart, next_enqueue_options, spec_for
 from durable._workflow import WorkflowHandle, begin
 from durable.v1 import coordinator_pb2 as pb
 
@@ -98,8 +98,16 @@ class Queue:
         serving the queue does this when it starts."""
         (client or default_client()).configure_queue(self._config)
 
-    def enqueue(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
+    @overload
+    def enqueue(self, fn: str, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    @overload
+    def enqueue(
+        self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+    def enqueue(self, fn: Any, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
         """Enqueue workflow `fn` with these arguments and return its handle at once.
+        `fn` may be the workflow's name (a str): a worker serving the queue that registers
+        the name runs it, and the arguments must be JSON values.
 
         The workflow ID comes from an enclosing `set_workflow_id` block (enqueuing an ID
         that exists returns that workflow) or is generated; priority and deduplication ID
@@ -107,7 +115,7 @@ class Queue:
         step (the enqueued workflow is its child): a replay gets the same workflow back.
         Raises QueueDeduplicatedError when the deduplication ID is taken.
         """
-        client, started = begin(spec_of(fn), args, kwargs, QueueStart.on(self.name))
+        client, started = begin(spec_for(fn), args, kwargs, QueueStart.on(self.name))
         return WorkflowHandle(started.workflow.workflow_id, client)
 
 

@@ -176,11 +176,11 @@ def _run_body(client: Client, spec: WorkflowSpec, started: Started) -> Any:
     return recorded_result(reply.workflow)
 
 
-def start_workflow(
-    fn: Callable[P, R],
-    *args: P.args,
-    **kwargs: P.kwargs,
-) -> WorkflowHandle[R]:
+@overload
+def start_workflow(fn: str, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+@overload
+def start_workflow(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+def start_workflow(fn: Any, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
     """Start workflow `fn` in a background thread of this process and return its handle.
 
     The workflow ID comes from an enclosing `set_workflow_id` block, or is generated; the
@@ -189,7 +189,16 @@ def start_workflow(
     in this process (on the same client), the workflow runs under its session: if this
     process dies, another worker finishes it. An `async def` workflow is started with
     `durable.aio.start_workflow`.
+
+    By name (`fn` a str, such as "orders.process"): the workflow is not run here, even if
+    this process has its function. It is created ENQUEUED, for any worker that registers
+    the name (`durable.Worker`, or one in another language) to claim; the arguments must be
+    JSON values, and the handle's result is the decoded JSON output. Inside a workflow the
+    start is checkpointed as a step, as any child's.
     """
+    if isinstance(fn, str):
+        client, started = begin(specs.named_spec(fn), args, kwargs)
+        return WorkflowHandle(started.workflow.workflow_id, client)
     spec = spec_of(fn)
     if spec.is_async:
         raise DurableError(

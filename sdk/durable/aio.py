@@ -272,10 +272,11 @@ async def _plain(in_pool: Callable[[], Awaitable[R]]) -> R:
 
 
 def enqueue(
-    queue: Queue, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    queue: Queue, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any
 ) -> Awaitable[AsyncWorkflowHandle[Any]]:
     """Enqueue workflow `fn` on `queue`, as `Queue.enqueue`: a worker serving the queue
-    runs it. Options from `durable.set_enqueue_options`."""
+    runs it. Options from `durable.set_enqueue_options`. `fn` may be the workflow's name
+    (a str), for a worker that registers it."""
     if not isinstance(queue, Queue):
         raise TypeError(f"queue must be a durable.Queue, not {queue!r}")
     return _enqueue(queue.name, fn, *args, **kwargs)

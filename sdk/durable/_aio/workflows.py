@@ -165,12 +165,17 @@ async def _run_task(client: AsyncClient, spec: WorkflowSpec, started: Started) -
 
 
 def start_workflow(
-    fn: Callable[..., Any], *args: Any, **kwargs: Any
+    fn: Callable[..., Any] | str, *args: Any, **kwargs: Any
 ) -> Coroutine[Any, Any, AsyncWorkflowHandle[Any]]:
     """Start `async def` workflow `fn` as a task of this event loop and return its
     AsyncWorkflowHandle, as `durable.start_workflow` does with a thread: the same ID
     (`set_workflow_id`), timeout (`set_workflow_timeout`), idempotency and worker session
-    rules. Inside an async workflow the start is checkpointed as its step (a child)."""
+    rules. Inside an async workflow the start is checkpointed as its step (a child).
+
+    By name (`fn` a str): as `durable.start_workflow` by name, never run here but created
+    ENQUEUED for a worker (sync or async, any language) that registers the name."""
+    if isinstance(fn, str):
+        return _enqueued(begin(specs.named_spec(fn), args, kwargs))
     spec = _spec(fn)
     child = starting_context("start_workflow", is_async=True) is not None
     return _start(spec, begin(spec, args, kwargs), child)
@@ -201,11 +206,11 @@ def _forget(task: asyncio.Task[Any]) -> None:
 
 
 def enqueue(
-    queue_name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    queue_name: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any
 ) -> Coroutine[Any, Any, AsyncWorkflowHandle[Any]]:
-    """`durable.aio.enqueue`: see there."""
+    """`durable.aio.enqueue`: see there (`fn` may be a workflow's name)."""
     specs.not_a_call(fn, "durable.aio.enqueue")
-    return _enqueued(begin(specs.spec_of(fn), args, kwargs, QueueStart.on(queue_name)))
+    return _enqueued(begin(specs.spec_for(fn), args, kwargs, QueueStart.on(queue_name)))
 
 
 async def _enqueued(

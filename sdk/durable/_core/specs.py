@@ -56,6 +56,8 @@ class WorkflowSpec:
     timeout: float | None = None
     # An `async def` workflow, run by the async face (durable.aio).
     is_async: bool = False
+    # Started by name, with no function here: a worker that registers the name runs it.
+    by_name: bool = False
 
 
 def spec_of(fn: Callable[..., Any]) -> WorkflowSpec:
@@ -63,6 +65,26 @@ def spec_of(fn: Callable[..., Any]) -> WorkflowSpec:
     if not isinstance(spec, WorkflowSpec):
         raise DurableError(f"{fn!r} is not a workflow: decorate it with @durable.workflow")
     return spec
+
+
+MAX_NAME_CHARS = 256
+
+
+def named_spec(name: str) -> WorkflowSpec:
+    """The spec of a workflow started by its name: never run by the starter, but created
+    ENQUEUED for a worker that registers the name (on a queue: one serving the queue)."""
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise ValueError(f"a workflow name must be 1-{MAX_NAME_CHARS} characters, not {name!r}")
+
+    def run_by_a_worker(*args: Any, **kwargs: Any) -> Any:
+        raise DurableError(f"workflow {name!r} was started by name: a worker runs it")
+
+    return WorkflowSpec(name, run_by_a_worker, by_name=True)
+
+
+def spec_for(fn_or_name: Callable[..., Any] | str) -> WorkflowSpec:
+    """The spec of a workflow function, or of a workflow named by a str (`named_spec`)."""
+    return named_spec(fn_or_name) if isinstance(fn_or_name, str) else spec_of(fn_or_name)
 
 
 def not_a_call(fn: object, what: str) -> None:
@@ -217,8 +239,12 @@ def _start(
     A workflow run here records the code's version; an enqueued one takes the version of
     the worker that claims it."""
     options: dict[str, Any] = {"executor_id": executor_id, "timeout": timeout, "parent": parent}
-    if queue is None and app_version:
+    if queue is None and app_version and not spec.by_name:
         options["app_version"] = app_version
+    if queue is None and spec.by_name:
+        # Created ENQUEUED with no queue, due at once: any worker registering the name may
+        # claim it (PollWork), and no process runs it as its starter.
+        options["delay"] = 0.0
     if queue is not None:
         options.update(
             queue_name=queue.name,
@@ -267,8 +293,9 @@ def begin(
         # The ID is chosen here, not by the coordinator, so a retried start is idempotent.
         workflow_id = next_workflow_id.get() or str(uuid.uuid4())
         # Under a worker started in this process, the workflow is that worker's: if the
-        # process dies, another worker recovers it. A queued one is its queue's to run.
-        executor_id = "" if queue else session_executor
+        # process dies, another worker recovers it. A queued one is its queue's to run, one
+        # started by name a worker's that registers the name.
+        executor_id = "" if queue or spec.by_name else session_executor
         call = _start(workflow_id, spec, input, executor_id, timeout, queue, None, session_version)
         return Started((yield call), executor_id)
     step_id, recorded = context.next_step(pb.STEP_KIND_START_WORKFLOW, spec.name)
@@ -286,7 +313,7 @@ def begin(
         workflow_id = chosen_id or child_workflow_id(context.workflow_id, step_id)
     # The child runs under the parent's session, so a worker recovering the parent's work
     # after a crash recovers the child's too.
-    executor_id = "" if queue else context.executor_id
+    executor_id = "" if queue or spec.by_name else context.executor_id
     call = _start(
         workflow_id,
         spec,

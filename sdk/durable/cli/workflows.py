@@ -1,22 +1,36 @@
-"""`durable workflows list/show/cancel/resume/fork`."""
+"""`durable workflows start/list/show/cancel/resume/fork`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import time
+from datetime import datetime, timezone
+from typing import Any
 
-from durable import _management
+from durable import _drive, _management
 from durable._client import Client
-from durable._core.specs import WorkflowStatus
+from durable._core import specs
+from durable._core.specs import QueueStart, WorkflowStatus
 from durable._management import WorkflowInfo
-from durable.cli.args import Parser, parse_since, parse_status, whole_number
-from durable.cli.console import EXIT_OK, note, print_json, print_line
+from durable._workflow import set_workflow_id
+from durable.cli.args import (
+    Parser,
+    non_negative,
+    parse_json,
+    parse_since,
+    parse_status,
+    whole_number,
+)
+from durable.cli.console import EXIT_NOT_FOUND, EXIT_OK, note, print_json, print_line
 from durable.cli.formatting import (
     local_time,
     plain,
     show_lines,
     step_json,
     table,
+    to_json,
     workflow_json,
 )
 
@@ -25,8 +39,49 @@ DEFAULT_LIMIT = 100
 
 def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
     """Add `workflows` and its commands to `durable`'s subcommands."""
-    workflows = groups.add_parser("workflows", help="list, show, cancel, resume, fork")
+    workflows = groups.add_parser("workflows", help="start, list, show, cancel, resume, fork")
     commands = workflows.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    start = commands.add_parser(
+        "start",
+        help="start a workflow by name, for a worker that registers the name",
+        description="Start workflow NAME with JSON arguments. It is created ENQUEUED (on "
+        "--queue, if given) and run by a worker that registers NAME, in any language; it "
+        "waits until one does. Prints the workflow's ID and status, or with --wait its "
+        "output as JSON. Starting an ID that exists returns that workflow.",
+    )
+    start.add_argument("name", metavar="NAME", help="the workflow's registered name")
+    given = start.add_mutually_exclusive_group()
+    given.add_argument(
+        "--input",
+        type=parse_json,
+        metavar="JSON",
+        help="the workflow's one argument, as JSON (the same as --args '[JSON]')",
+    )
+    given.add_argument(
+        "--args",
+        type=_json_array,
+        metavar="JSON",
+        help="the workflow's positional arguments, a JSON array",
+    )
+    start.add_argument(
+        "--kwargs",
+        type=_json_object,
+        metavar="JSON",
+        help="the workflow's keyword arguments, a JSON object",
+    )
+    start.add_argument("--id", metavar="ID", help="the workflow's ID (default: a UUID)")
+    start.add_argument("--queue", metavar="QUEUE", help="enqueue it on this queue")
+    start.add_argument(
+        "--wait",
+        type=non_negative(float),
+        nargs="?",
+        const=-1.0,
+        metavar="SECONDS",
+        help="wait for its outcome (for at most SECONDS; none: no limit) and print its "
+        "output as JSON; exit 1 if it failed, was cancelled or did not finish in time",
+    )
+    start.set_defaults(run=_start)
 
     listing = commands.add_parser(
         "list",
@@ -97,8 +152,84 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
     )
     fork.set_defaults(run=_fork)
 
-    for command in (listing, show, cancel, resume, fork):
+    for command in (start, listing, show, cancel, resume, fork):
         command.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _json_array(text: str) -> list[Any]:
+    value = parse_json(text)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"not a JSON array: {text!r}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = parse_json(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
+def _start(args: argparse.Namespace, client: Client) -> int:
+    positional = [args.input] if args.input is not None else (args.args or [])
+    queue = QueueStart(args.queue) if args.queue else None
+    with set_workflow_id(args.id) if args.id else contextlib.nullcontext():
+        op = specs.begin(
+            None, specs.named_spec(args.name), positional, args.kwargs or {}, queue=queue
+        )
+        started = _drive.run(op, client)
+    info = _management.workflow_info(started.workflow)
+    if args.wait is None:
+        if args.json:
+            print_json(workflow_json(info))
+        else:
+            print_line(f"{info.workflow_id}  {info.status.value}")
+        return EXIT_OK
+    note(f"started {info.workflow_id} ({info.status.value}); waiting for its outcome")
+    finished = _await(client, info.workflow_id, None if args.wait < 0 else args.wait)
+    if finished is None:
+        note(f"workflow {info.workflow_id!r} did not finish in {args.wait:g}s")
+        return EXIT_NOT_FOUND
+    if args.json:
+        print_json(workflow_json(finished))
+    elif finished.status is WorkflowStatus.SUCCESS:
+        print_line(to_json(finished.output))
+    if finished.status is WorkflowStatus.SUCCESS:
+        return EXIT_OK
+    why = f": {finished.error.type}: {finished.error.message}" if finished.error else ""
+    note(f"workflow {finished.workflow_id!r} ended {finished.status.value}{why}")
+    return EXIT_NOT_FOUND
+
+
+def _await(client: Client, workflow_id: str, timeout: float | None) -> WorkflowInfo | None:
+    """The workflow once it has finished; None if `timeout` seconds pass first."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = specs.AWAIT_CHUNK_SECONDS if end is None else max(0.0, end - time.monotonic())
+        reply = client.await_workflow(workflow_id, left)
+        if not reply.timed_out:
+            return _management.workflow_info(reply.workflow)
+        if end is not None and time.monotonic() >= end:
+            return None
+
+
+def waiting_hint(message: Any, now: datetime | None = None) -> str | None:
+    """What an ENQUEUED workflow waits for (a pb.Workflow): its due time, then a worker
+    that registers its name (and serves its queue). The coordinator has no call that lists
+    live workers, so this says what is needed, not whether one is there."""
+    info = _management.workflow_info(message)
+    if info.status is not WorkflowStatus.ENQUEUED:
+        return None
+    worker = f"a worker that registers {info.name!r}"
+    if info.queue_name:
+        worker += f" and serves queue {info.queue_name!r}"
+    if info.app_version:
+        worker += f" at version {info.app_version!r}"
+    if message.HasField("due_time"):
+        due = message.due_time.ToDatetime(tzinfo=timezone.utc)
+        if due > (now or datetime.now(timezone.utc)):
+            return f"ENQUEUED: due at {local_time(due)}, then waiting for {worker}"
+    return f"ENQUEUED: waiting for {worker}"
 
 
 def _list(args: argparse.Namespace, client: Client) -> int:
@@ -145,7 +276,8 @@ def _list(args: argparse.Namespace, client: Client) -> int:
 
 
 def _show(args: argparse.Namespace, client: Client) -> int:
-    info = _management.get_workflow(args.workflow_id, client=client)
+    message = client.get_workflow(args.workflow_id)
+    info = _management.workflow_info(message)
     steps = _management.list_steps(args.workflow_id, client=client)
     events = _management.list_events(args.workflow_id, client=client)
     if args.json:
@@ -159,6 +291,9 @@ def _show(args: argparse.Namespace, client: Client) -> int:
     else:
         for line in show_lines(info, steps, events):
             print_line(line)
+        hint = waiting_hint(message)
+        if hint is not None:
+            note(hint)
     return EXIT_OK
 
 
