@@ -1,7 +1,8 @@
 """Postgres primary failover under load: a primary and a streaming standby (replication.py),
 two coordinators on one multi-host URL (primary first, target_session_attrs=read-write),
 SDK clients running workflows with side effects and a follower on every workflow's
-"progress" event, and raw writers recording steps as fast as they are acknowledged.
+"progress" event, a worker serving a queue whose workflows wait for messages sent across
+the fault (mailbox.py), and raw writers recording steps as fast as they are acknowledged.
 
 Mid-run the primary's postmaster is SIGKILLed and, PROMOTE_AFTER seconds later (an HA
 manager's detection time), the standby is promoted. Once both coordinators serve again,
@@ -17,9 +18,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,14 +41,15 @@ from tests.reliability.checks import (
     verify,
     wait_for_progress,
 )
-from tests.reliability.processes import FlowProcess, all_running
+from tests.reliability.processes import FlowProcess, Outcomes, all_running
 from tests.reliability.replication import ReplicatedPostgres
 from tests.reliability.report import Report
-from tests.reliability.scale import SCALE, SEED, TEST_TIMEOUT, rng
+from tests.reliability.scale import MODE, SCALE, SEED, TEST_TIMEOUT, rng
 from tests.reliability.writer import AckedWriter
-from tests.support import Coordinator, create_database, eventually
+from tests.support import Coordinator, LineProcess, create_database, eventually
 
 PREFIX = "promote"
+MAILBOX = "relay"  # not "promote-...": verify() reads PREFIX-%
 STEPS = 4
 PAUSE = 0.1
 # Seconds between the kill and the promotion: what Patroni or a managed service takes to
@@ -51,7 +57,7 @@ PAUSE = 0.1
 PROMOTE_AFTER = 2.0
 REFUSED_OLD = "a diverged old primary"
 # With asynchronous replication: how long the clients get to finish after the failover.
-ASYNC_PATIENCE = 60.0
+ASYNC_PATIENCE = 60.0 if MODE == "full" else 20.0
 
 
 def serving(coordinator: Coordinator) -> bool:
@@ -84,6 +90,63 @@ def table_writes(url: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+class MailboxProcess(LineProcess):
+    """One `python -m tests.reliability.mailbox` process: a queue, messages, a worker."""
+
+    def __init__(self, target: str, database_url: str, prefix: str, count: int) -> None:
+        self.outcomes = Outcomes()
+        log = Path(tempfile.gettempdir()) / f"reliability-mailbox-{uuid.uuid4().hex[:8]}.log"
+        argv = ["tests.reliability.mailbox", target, database_url, prefix, str(count)]
+        super().__init__("mailbox", argv, log, stdin=subprocess.DEVNULL)
+
+    def on_line(self, line: str) -> None:
+        if line.startswith("{"):
+            self.outcomes.add(json.loads(line))
+
+    def wait_done(self, timeout: float) -> Outcomes:
+        self._line("done", timeout, interval=0.05)
+        self.process.wait(timeout=30)
+        return self.outcomes
+
+
+def check_mailbox(url: str, prefix: str, count: int) -> tuple[int, int, list[str]]:
+    """(lost, doubled, problems) for the mailbox workflows PREFIX-n: each finished with its
+    message doubled, its one message delivered and consumed once, its step run once."""
+    lost, doubled, problems = 0, 0, []
+    with psycopg.connect(url) as conn:
+        results: dict[str, bytes] = dict(
+            conn.execute(
+                "SELECT workflow_id, output_data FROM durable.workflows"
+                " WHERE workflow_id LIKE %s AND status = 'SUCCESS'",
+                (f"{prefix}-%",),
+            ).fetchall()
+        )
+        messages = Counter(
+            wid
+            for (wid,) in conn.execute(
+                "SELECT destination_id FROM durable.messages"
+                " WHERE destination_id LIKE %s AND consumed_step_id IS NOT NULL",
+                (f"{prefix}-%",),
+            )
+        )
+        runs = Counter(
+            wid
+            for (wid,) in conn.execute(
+                "SELECT workflow_id FROM side_effects WHERE workflow_id LIKE %s", (f"{prefix}-%",)
+            )
+        )
+    for n in range(count):
+        wid = f"{prefix}-{n}"
+        if wid not in results or json.loads(bytes(results[wid])) != 2 * n:
+            lost += 1
+            problems.append(f"{wid}: result {results.get(wid)!r}")
+        for seen, what in ((messages[wid], "consumed message"), (runs[wid], "step run")):
+            if seen != 1:
+                lost, doubled = lost + (seen == 0), doubled + max(0, seen - 1)
+                problems.append(f"{wid}: {seen} x {what}")
+    return lost, doubled, problems
 
 
 def lost_acked(url: str, writers: list[AckedWriter]) -> int:
@@ -131,7 +194,7 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
     print(f"\nseed {SEED}: {mode} replication, kill the primary at recorded step {point}")
     coordinators = [Coordinator(coordinator_url), Coordinator(coordinator_url)]
     writers: list[AckedWriter] = []
-    driver = None
+    driver = mailbox = None
     try:
         for coordinator in coordinators:
             coordinator.wait_serving()
@@ -150,13 +213,15 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
             *("--watch-every", "1"),
             name="driver",
         )
+        # Sends, recvs and a queue across the failover, from a worker of its own.
+        mailbox = MailboxProcess(target, side_url, MAILBOX, count)
         started = time.monotonic()
         wait_for_progress(on_primary, PREFIX, point, all_running([driver]))
         with psycopg.connect(on_primary, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM durable.workflows WHERE workflow_id LIKE %s"
-                " AND status = 'PENDING'",
-                (f"{PREFIX}-%",),
+                "SELECT count(*) FROM durable.workflows WHERE (workflow_id LIKE %s"
+                " OR workflow_id LIKE %s) AND status IN ('PENDING', 'ENQUEUED')",
+                (f"{PREFIX}-%", f"{MAILBOX}-%"),
             ).fetchone()
             in_flight = row[0] if row else 0
             steps_before = recorded_steps(conn, PREFIX)
@@ -184,6 +249,7 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
         eventually(lambda: all(w.acked_since(resumed) for w in writers), timeout=60)
         if rig.synchronous:
             outcomes = driver.wait_done(timeout=300)
+            mail = mailbox.wait_done(timeout=300)
         else:
             # What asynchronous replication lost may leave a follower waiting for a value
             # that will never come (its workflow's last commits are gone): bounded here.
@@ -191,18 +257,24 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
                 outcomes = driver.wait_done(timeout=ASYNC_PATIENCE)
             except AssertionError:
                 outcomes = driver.outcomes
+            try:
+                mail = mailbox.wait_done(timeout=ASYNC_PATIENCE)
+            except AssertionError:
+                mail = mailbox.outcomes
         elapsed = time.monotonic() - started
     finally:
         for writer in writers:
             writer.stop()
-        if driver is not None:
-            driver.close()
+        for process in (driver, mailbox):
+            if process is not None:
+                process.close()
         for coordinator in coordinators:
             coordinator.stop()
 
     refusals = sum(len(re.findall(REFUSED_OLD, c.log())) for c in coordinators)
     writes_on_old = table_writes(old_primary)
     verdict = verify(new_primary, PREFIX, range(count), STEPS)
+    mail_lost, mail_doubled, mail_problems = check_mailbox(new_primary, MAILBOX, count)
     lost_writes = lost_acked(new_primary, writers)
     watches: dict[str, Any] = outcomes.watches
     codes = sum((w.codes for w in writers), Counter[str]())
@@ -225,10 +297,12 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
         workflows_unfinished_by_client=count - len(outcomes.results) - len(outcomes.errors),
         followers_not_done=count - len(watches),
         records_checked=verdict.records_checked,
-        lost=verdict.lost + lost_writes,
+        messages=count,
+        mailbox_errors=len(mail.errors),
+        lost=verdict.lost + lost_writes + mail_lost,
         lost_acknowledged_writes=lost_writes,
-        doubled=verdict.doubled,
-        wrong_results=len(verdict.wrong),
+        doubled=verdict.doubled + mail_doubled,
+        wrong_results=len(verdict.wrong) + len(mail_problems),
         seconds=elapsed,
     )
     if not rig.synchronous:
@@ -245,6 +319,8 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
     assert not outcomes.errors, dict(list(outcomes.errors.items())[:5])
     assert lost_writes == 0
     verdict.assert_clean()
+    assert not mail.errors, dict(list(mail.errors.items())[:5])
+    assert not mail_problems, mail_problems[:10]
     assert not any(w.unexpected for w in writers), [w.unexpected[:5] for w in writers]
     assert writes_on_old == 0, "a coordinator wrote to the diverged old primary"
     assert refusals >= len(coordinators), "the old primary was never refused"
