@@ -37,6 +37,9 @@ from coordinator.store.records import (
     WorkflowRecord,
 )
 
+# Wake this long after a due time, so the claim's clock (the database's) has passed it.
+_DUE_MARGIN = 0.001
+
 
 def deadline_after(timeout: float) -> float:
     """The event loop's time `timeout` seconds from now: a call's deadline, computed once."""
@@ -271,7 +274,8 @@ async def claim_work(
     with hub.subscribe(work_topic(ns)) as waiter:
         while True:
             waiter.arm()
-            claimed, dead = await workers.claim(pool, ns, executor, wanted, max_recovery_attempts)
+            took = await workers.claim(pool, ns, executor, wanted, max_recovery_attempts)
+            claimed, dead = took.claimed, took.dead
             if len(claimed) < wanted:
                 claimed += await queues.claim(pool, ns, executor, wanted - len(claimed))
             if dead:
@@ -282,4 +286,10 @@ async def claim_work(
             if claimed or remaining <= 0:
                 return claimed
             # ENQUEUED work wakes us at once; a lapsed lease is noticed at the next look.
-            await waiter.wait(min(remaining, sweep_seconds))
+            # A delayed workflow falling due sends no NOTIFY: every poller of every
+            # coordinator wakes when it is due (read before this claim, so none slips
+            # by) and claims again; SKIP LOCKED hands it to one of them.
+            wait = min(remaining, sweep_seconds)
+            if took.next_due is not None:
+                wait = min(wait, took.next_due + _DUE_MARGIN)
+            await waiter.wait(wait)

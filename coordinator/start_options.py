@@ -1,6 +1,12 @@
 """How a StartWorkflow request asks for its workflow to be started: on a queue (and its
 partition), later (a delay or a time), debounced. Validated here, at the edge, into the
-fields of store.workflows.StartOptions; the timeout and executor are the servicer's."""
+fields of store.workflows.StartOptions; the timeout and executor are the servicer's.
+
+A delay or debounce goes with a queue (the workflow is due on its queue, then waits for
+the queue's limits) and with a delay a deduplication ID (the delayed workflow holds it
+while it waits); a debounce refuses a deduplication ID (both would keep one live workflow
+per key, with opposite rules for the second start) and a parent (see below). Nothing here
+runs in the starter's session: a delayed start refuses an executor_id."""
 
 from __future__ import annotations
 
@@ -58,6 +64,14 @@ def timing_options(request: pb.StartWorkflowRequest) -> dict[str, Any]:
     if debounced:
         if delayed or at:
             raise InvalidArgument("debounce_key", "not allowed with delay or start_at")
+        if request.deduplication_id:
+            # A debounce already keeps one waiting workflow per key; with a deduplication
+            # ID, which of the two a later start of the burst would meet is not defined.
+            raise InvalidArgument("deduplication_id", "not allowed with debounce_key")
+        if request.HasField("parent"):
+            # A child's start is its parent's step, recorded with the child's own ID: a
+            # start that may return another workflow could not be replayed.
+            raise InvalidArgument("debounce_key", "not allowed for a child workflow (parent)")
         if not request.debounce_key:
             raise InvalidArgument("debounce_key", "required with debounce")
         if not request.HasField("debounce"):

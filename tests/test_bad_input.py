@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -307,6 +308,7 @@ def cases() -> list[Case]:
     add("after_step_id-negative", list_req(after_step_id=-1), "after_step_id")
     _add_message_and_sleep_cases(add)
     _add_child_and_queue_cases(add)
+    _add_delay_and_debounce_cases(add)
     return found
 
 
@@ -411,6 +413,55 @@ def _add_child_and_queue_cases(add: Callable[[str, Message, str], None]) -> None
         add(label, pb.ConfigureQueueRequest(queue=config), "queue.rate_period")
     many = pb.HeartbeatRequest(executor_id="exec-1", queues=[f"q{i}" for i in range(1001)])
     add("queues-over-1000", many, "queues")
+
+
+def _add_delay_and_debounce_cases(add: Callable[[str, Message, str], None]) -> None:
+    """StartWorkflow with `delay`, `start_at`, `debounce_key` and `debounce`."""
+    year = 365 * 24 * 3600
+    for label, value in {
+        "negative": Duration(seconds=-1),
+        "negative-nanos": Duration(nanos=-1),
+        "over-365-days": Duration(seconds=year + 1),
+    }.items():
+        add(f"delay-{label}", start_req(delay=value), "delay")
+    for label, value in {
+        "zero": Duration(),
+        "negative": Duration(seconds=-1),
+        "over-a-day": Duration(seconds=86_401),
+    }.items():
+        add(f"debounce-{label}", start_req(debounce_key="k", debounce=value), "debounce")
+    far = Timestamp(seconds=int(time.time()) + year + 3600)
+    add("start_at-over-365-days", start_req(start_at=far), "start_at")
+    add("start_at-out-of-range", start_req(start_at=Timestamp(seconds=-(2**40))), "start_at")
+    one = Duration(seconds=1)
+    add("start_at-with-delay", start_req(delay=one, start_at=Timestamp(seconds=1)), "start_at")
+    add("delay-with-executor_id", start_req(delay=one, executor_id="e"), "delay")
+    add("start_at-with-executor_id", start_req(start_at=far, executor_id="e"), "start_at")
+    add("debounce-without-key", start_req(debounce=one), "debounce_key")
+    add("debounce_key-without-debounce", start_req(debounce_key="k"), "debounce")
+    add(
+        "debounce_key-with-delay",
+        start_req(debounce_key="k", debounce=one, delay=one),
+        "debounce_key",
+    )
+    add(
+        "debounce_key-with-executor_id",
+        start_req(debounce_key="k", debounce=one, executor_id="e"),
+        "debounce_key",
+    )
+    add(
+        "debounce_key-with-deduplication_id",
+        start_req(debounce_key="k", debounce=one, queue_name="q", deduplication_id="d"),
+        "deduplication_id",
+    )
+    add(
+        "debounce_key-of-a-child",
+        start_req(debounce_key="k", debounce=one, parent=caller("a-parent")),
+        "debounce_key",
+    )
+    for label, key in BAD_NAMES.items():
+        if key:  # an empty key is no debounce
+            add(f"debounce_key-{label}", start_req(debounce_key=key, debounce=one), "debounce_key")
 
 
 CASES = cases()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
@@ -85,8 +86,19 @@ UPDATE durable.workflows w
  WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND {_RUNNABLE_BY_OTHERS}
 RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}"""
 
+# The lease check before a claim also reads, in the same round trip, how long until the
+# namespace's next delayed workflow falls due (one probe of workflows_due_idx): a poller
+# that claims nothing sleeps no longer than that, since no NOTIFY marks a due time. Read
+# before the claim, so a workflow falling due in between is either claimed or counted here.
+# Namespace-wide, as the NOTIFY of an enqueue is: a due workflow this worker cannot run
+# costs it one empty claim.
 _HAS_LEASE = """
-SELECT coalesce(app_version, '') FROM durable.workers
+SELECT coalesce(app_version, ''),
+       (SELECT extract(epoch FROM min(w.due_at) - clock_timestamp())::float8
+          FROM durable.workflows w
+         WHERE w.namespace = %(ns)s AND w.status = 'ENQUEUED'
+           AND w.due_at > clock_timestamp())
+  FROM durable.workers
  WHERE executor_id = %(exec)s AND namespace = %(ns)s AND lease_expires_at > clock_timestamp()"""
 
 # Sessions whose lease lapsed long ago and that run nothing are only clutter.
@@ -131,13 +143,21 @@ async def heartbeat(
     return expires, ended
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim took: workflows to run and workflows dead-lettered on the way, and in
+    how many seconds the next delayed workflow of the namespace falls due (None: none)."""
+
+    claimed: list[WorkflowRecord]
+    dead: list[WorkflowRecord]
+    next_due: float | None
+
+
 async def claim(
     pool: AsyncConnectionPool, namespace: str, executor_id: str, limit: int, max_recoveries: int
-) -> tuple[list[WorkflowRecord], list[WorkflowRecord]]:
-    """Claim up to `limit` workflows for this executor.
-
-    Returns (claimed, dead_lettered). Raises LeaseExpired without a live lease.
-    """
+) -> Claimed:
+    """Claim up to `limit` workflows for this executor. Raises LeaseExpired without a live
+    lease."""
     params = {
         "ns": namespace,
         "exec": executor_id,
@@ -153,7 +173,7 @@ async def claim(
         found = [rows.workflow(row) for row in await cur.fetchall()]
     claimed = [w for w in found if w.status is Status.PENDING]
     dead = [w for w in found if w.status is Status.DEAD_LETTER]
-    return claimed, dead
+    return Claimed(claimed, dead, live[1])
 
 
 async def prune(pool: AsyncConnectionPool) -> None:

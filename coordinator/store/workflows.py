@@ -24,22 +24,31 @@ WORKFLOW_CHANNEL = "durable_workflow"
 
 # A workflow with a queue_name is created ENQUEUED: a worker serving the queue claims it
 # (coordinator/store/queues.py), and the NOTIFY (sent at commit) wakes the pollers of every
-# coordinator. Without one it is PENDING at once, run by its starter. One statement, so a
-# start outside a transaction is one round trip.
+# coordinator. So is a delayed or debounced one, due at `due_at` (a past start_at means
+# now): no worker claims it before (store/workers.py, queues.py), and pollers bound their
+# wait by the earliest due time (`next_due`), so nothing needs to wake them then. Its
+# timeout counts from when it is due. Without either it is PENDING at once, run by its
+# starter. One statement, so a start outside a transaction is one round trip.
 _INSERT = f"""
-WITH created AS (
+WITH due AS (
+    SELECT CASE WHEN %(delay)s::interval IS NOT NULL
+                THEN clock_timestamp() + %(delay)s::interval
+                WHEN %(start_at)s::timestamptz IS NOT NULL
+                THEN greatest(%(start_at)s::timestamptz, clock_timestamp())
+           END AS at
+), created AS (
     INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding,
                                    input_data, executor_id, deadline_at, queue_name, priority,
                                    deduplication_id, parent_workflow_id, app_version,
                                    partition_key, due_at, debounce_key)
-    VALUES (%(wf)s, %(ns)s, %(name)s,
-            CASE WHEN %(queue)s::text IS NULL AND %(delay)s::interval IS NULL
-                      AND %(start_at)s::timestamptz IS NULL
-                 THEN 'PENDING' ELSE 'ENQUEUED' END,
-            %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''), clock_timestamp() + %(timeout)s,
-            %(queue)s, %(priority)s, %(dedup)s, %(parent)s, NULLIF(%(version)s, ''),
-            %(partition)s, coalesce(clock_timestamp() + %(delay)s, %(start_at)s),
-            %(debounce_key)s)
+    SELECT %(wf)s, %(ns)s, %(name)s,
+           CASE WHEN %(queue)s::text IS NULL AND due.at IS NULL
+                THEN 'PENDING' ELSE 'ENQUEUED' END,
+           %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''),
+           coalesce(due.at, clock_timestamp()) + %(timeout)s::interval,
+           %(queue)s, %(priority)s, %(dedup)s, %(parent)s, NULLIF(%(version)s, ''),
+           %(partition)s, due.at, %(debounce_key)s
+      FROM due
     ON CONFLICT (workflow_id, namespace) DO NOTHING
     RETURNING {rows.WORKFLOW_COLUMNS}
 )
@@ -48,14 +57,49 @@ SELECT created.*,
             THEN pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text) END
   FROM created"""
 
+# A debounced start while a workflow of its (name, debounce key) waits ENQUEUED (due or not,
+# but not claimed yet: a claim makes it PENDING under the same row lock): that workflow
+# takes the new input and is due `debounce` from now; its deadline moves with it. The row
+# lock orders it against claims and other starts of the burst. Pollers sleep until the
+# earliest due time they read, so when the due time moves earlier (a shorter debounce
+# than the previous start's) they are woken to read it again; later needs no wake-up.
+_DEBOUNCE = f"""
+WITH waiting AS (
+    SELECT workflow_id, due_at FROM durable.workflows
+     WHERE namespace = %(ns)s AND name = %(name)s AND debounce_key = %(debounce_key)s
+       AND status = 'ENQUEUED'
+       FOR UPDATE
+), merged AS (
+    UPDATE durable.workflows w
+       SET input_encoding = %(in_enc)s, input_data = %(in_data)s,
+           due_at = clock_timestamp() + %(debounce)s::interval,
+           deadline_at = w.deadline_at
+                         + (clock_timestamp() + %(debounce)s::interval - waiting.due_at),
+           updated_at = clock_timestamp()
+      FROM waiting
+     WHERE w.workflow_id = waiting.workflow_id AND w.namespace = %(ns)s
+       AND w.status = 'ENQUEUED'
+ RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))},
+           waiting.due_at AS was_due
+)
+SELECT {rows.WORKFLOW_COLUMNS},
+       CASE WHEN due_at < was_due
+            THEN pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text) END
+  FROM merged"""
+
+DEBOUNCE_INDEX = "workflows_debounce_idx"
+
 # A worker starting a workflow that exists and is not finished takes it over: it resumes
 # it, and any other executor still running it gets NOT_OWNER at its next write. A queued
-# workflow still ENQUEUED is left to its queue: taking it would bypass the queue's limits.
+# workflow still ENQUEUED is left to its queue: taking it would bypass the queue's limits;
+# so is a delayed one not due yet: it starts when due, through a worker's claim.
 _TAKE_OVER = f"""
 UPDATE durable.workflows
    SET executor_id = %(exec)s, status = 'PENDING', updated_at = clock_timestamp()
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND name = %(name)s
-   AND (status = 'PENDING' OR (status = 'ENQUEUED' AND queue_name IS NULL))
+   AND (status = 'PENDING'
+        OR (status = 'ENQUEUED' AND queue_name IS NULL
+            AND (due_at IS NULL OR due_at <= clock_timestamp())))
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
 # A parent replaying its start of a child takes the child over only when no live session
@@ -65,7 +109,9 @@ _TAKE_OVER_UNOWNED = f"""
 UPDATE durable.workflows w
    SET executor_id = %(exec)s, status = 'PENDING', updated_at = clock_timestamp()
  WHERE w.workflow_id = %(wf)s AND w.namespace = %(ns)s AND w.name = %(name)s
-   AND (w.status = 'PENDING' OR (w.status = 'ENQUEUED' AND w.queue_name IS NULL))
+   AND (w.status = 'PENDING'
+        OR (w.status = 'ENQUEUED' AND w.queue_name IS NULL
+            AND (w.due_at IS NULL OR w.due_at <= clock_timestamp())))
    AND (w.executor_id IS NULL OR w.executor_id = %(exec)s
         OR NOT EXISTS (SELECT 1 FROM durable.workers k
                         WHERE k.executor_id = w.executor_id AND k.namespace = w.namespace
@@ -153,6 +199,9 @@ async def start(
     """Create the workflow, or return the existing one; the bool says whether it was created.
 
     With an `executor_id`, an existing unfinished workflow is taken over by that executor.
+    A debounced start (`debounce_key`) whose workflow ID is new, while a workflow of the
+    same name and key waits ENQUEUED, returns that one (not created) with the new input,
+    due `debounce` from now; once that one has been claimed, the next start creates anew.
     Raises QueueDeduplicated when its queue holds a live workflow with its deduplication ID.
     """
     async with pool.connection() as conn:
@@ -190,19 +239,23 @@ async def start_on(
         "delay": options.delay,
         "start_at": options.start_at,
         "debounce_key": options.debounce_key,
+        "debounce": options.debounce,
     }
     # The holder of a deduplication ID may finish between the failed insert and the look
     # for it; then the insert is tried again (a holder finishing every time is not real).
+    # So may the waiting workflow of a debounce key be claimed between the failed insert
+    # and the merge into it: then the insert is tried again, and this start begins a new
+    # burst.
     for _ in range(_DEDUP_ROUNDS):
         try:
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                cur = await conn.execute(_INSERT, params)  # autocommit: its own transaction
-            else:
-                # A savepoint inside a caller's transaction: a refused insert rolls back alone.
-                async with conn.transaction():
-                    cur = await conn.execute(_INSERT, params)
-            row = await cur.fetchone()
+            row = await _alone(conn, _INSERT, params)
         except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == DEBOUNCE_INDEX:
+                assert options.debounce_key is not None and options.debounce is not None
+                merged = await _alone(conn, _DEBOUNCE, params)
+                if merged is None:
+                    continue  # claimed meanwhile: a new burst
+                return rows.workflow(merged), False
             if exc.diag.constraint_name != DEDUP_INDEX:
                 raise
             assert options.queue_name is not None and options.deduplication_id is not None
@@ -233,6 +286,18 @@ async def start_on(
     if existing.name != name:
         raise WorkflowNameMismatch(workflow_id, existing.name, name)
     return existing, False
+
+
+async def _alone(conn: AsyncConnection[Any], query: str, params: dict[str, Any]) -> rows.Row | None:
+    """The first row of one statement in its own transaction: autocommitted on an idle
+    connection, else in a savepoint of the caller's, so that a refused write rolls back
+    alone."""
+    if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        cur = await conn.execute(query, params)
+        return await cur.fetchone()
+    async with conn.transaction():
+        cur = await conn.execute(query, params)
+        return await cur.fetchone()
 
 
 async def get(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> WorkflowRecord:
