@@ -38,7 +38,8 @@ from durable._management import (
 )
 from durable._messages import recv, send
 from durable._patches import deprecate_patch, patched
-from durable._payloads import RawPayload
+from durable._payloads import PayloadCodec, RawPayload
+from durable._payloads import set_codecs as set_payload_codecs
 from durable._queues import Queue, set_enqueue_options
 from durable._retry import RetryPolicy
 from durable._schedules import (
@@ -71,6 +72,7 @@ from durable.errors import (
     InvalidRequestError,
     NonDeterminismError,
     NotInWorkflowError,
+    PayloadCodecError,
     PayloadError,
     QueueDeduplicatedError,
     RecordedError,
@@ -93,6 +95,8 @@ __all__ = [
     "InvalidRequestError",
     "NonDeterminismError",
     "NotInWorkflowError",
+    "PayloadCodec",
+    "PayloadCodecError",
     "PayloadError",
     "Queue",
     "QueueDeduplicatedError",
@@ -138,6 +142,7 @@ __all__ = [
     "send",
     "set_enqueue_options",
     "set_event",
+    "set_payload_codecs",
     "set_schedule",
     "set_workflow_id",
     "set_workflow_timeout",

@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from durable import _drive
+from durable import _drive, _payloads
 from durable._connection import TLS, open_channel
 from durable._core import calls, schedules, specs
 from durable._core.calls import (
@@ -26,6 +26,7 @@ from durable._core.calls import (
 )
 from durable._core.ops import duration
 from durable._failures import CallFailed
+from durable._payloads import PayloadCodec
 from durable._retry import Backoff, RetryPolicy
 from durable._stream import SessionStream
 from durable.errors import CoordinatorError
@@ -430,9 +431,13 @@ def configure(
     tls: TLS | None = None,
     retry: RetryPolicy | None = None,
     session: bool | None = None,
+    codecs: Iterable[PayloadCodec] | None = None,
 ) -> Client:
-    """Point the SDK at a coordinator; arguments as for `Client`."""
+    """Point the SDK at a coordinator; arguments as for `Client`. `codecs`: the payload
+    codecs of this process (see `durable.set_payload_codecs`; None leaves them as they are)."""
     global _default
+    if codecs is not None:
+        _payloads.set_codecs(codecs)
     with _default_lock:
         if _default is not None:
             _default.close()

@@ -37,7 +37,9 @@ class WorkflowInfo:
     """A workflow as the coordinator recorded it.
 
     `input` and `output` are decoded JSON (a workflow started by this SDK has the input
-    `{"args": [...], "kwargs": {...}}`); `output` is set once the status is SUCCESS and
+    `{"args": [...], "kwargs": {...}}`), or a RawPayload for a payload this process cannot
+    decode (another language's encoding, or a codec it lacks: see
+    docs/payload-codecs.md); `output` is set once the status is SUCCESS and
     `error` once it is ERROR. Times are timezone-aware (UTC). `executor_id` names the
     worker session running it, `recovery_attempts` counts how often it was recovered after
     its worker died, `deadline` is when it is cancelled if still unfinished, and
@@ -122,8 +124,8 @@ def workflow_info(message: pb.Workflow) -> WorkflowInfo:
         workflow_id=message.workflow_id,
         name=message.name,
         status=workflow_status(message.status),
-        input=_payloads.decode(message.input) if message.HasField("input") else None,
-        output=_payloads.decode(message.output) if message.HasField("output") else None,
+        input=_payloads.decode_or_raw(message.input) if message.HasField("input") else None,
+        output=_payloads.decode_or_raw(message.output) if message.HasField("output") else None,
         error=_failure(message.error) if message.HasField("error") else None,
         created_at=_time(message.create_time),
         updated_at=_time(message.update_time),
@@ -148,7 +150,7 @@ def step_info(message: pb.Step) -> StepInfo:
         step_id=message.step_id,
         name=message.name,
         kind=STEP_KINDS.get(message.kind, "step"),
-        output=_payloads.decode(message.output) if message.HasField("output") else None,
+        output=_payloads.decode_or_raw(message.output) if message.HasField("output") else None,
         error=_failure(message.error) if message.HasField("error") else None,
         started_at=_time(message.start_time) if message.HasField("start_time") else None,
         recorded_at=_time(message.record_time),
@@ -293,7 +295,7 @@ def list_steps(workflow_id: str, *, client: Client | None = None) -> list[StepIn
 def list_events(workflow_id: str, *, client: Client | None = None) -> dict[str, Any]:
     """The latest value of each event a workflow has set, by key."""
     events = (client or default_client()).list_events(workflow_id)
-    return {event.key: _payloads.decode(event.value.value) for event in events}
+    return {event.key: _payloads.decode_or_raw(event.value.value) for event in events}
 
 
 def cancel_workflow(workflow_id: str, *, client: Client | None = None) -> WorkflowInfo:

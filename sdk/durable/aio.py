@@ -350,7 +350,7 @@ async def list_steps(workflow_id: str, *, client: AsyncClient | None = None) -> 
 async def list_events(workflow_id: str, *, client: AsyncClient | None = None) -> dict[str, Any]:
     """The latest value of each event a workflow has set, by key."""
     events = await (client or default_client()).list_events(workflow_id)
-    return {event.key: _payloads.decode(event.value.value) for event in events}
+    return {event.key: _payloads.decode_or_raw(event.value.value) for event in events}
 
 
 async def cancel_workflow(workflow_id: str, *, client: AsyncClient | None = None) -> WorkflowInfo:

@@ -6,9 +6,12 @@ class here, registered by its `reason` attribute.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import grpc
+
+if TYPE_CHECKING:
+    from durable._payloads import RawPayload
 
 
 class DurableError(Exception):
@@ -111,6 +114,18 @@ class NotInWorkflowError(DurableError):
 
 class PayloadError(DurableError):
     """A value cannot be encoded as JSON, or a payload cannot be decoded."""
+
+
+class PayloadCodecError(PayloadError):
+    """A payload codec failed, or a payload's encoding names a codec chain this process
+    cannot undo: a codec it has not configured, or one that refused the bytes (a wrong
+    key). `raw` is the payload as stored, a `durable.RawPayload` (its encoding and bytes;
+    None when encoding failed). A workflow run that meets it stops without recording it
+    as the workflow's outcome: the workflow waits for a process with the right codecs."""
+
+    def __init__(self, message: str, raw: RawPayload | None) -> None:
+        super().__init__(message)
+        self.raw = raw
 
 
 class RecordedError(DurableError):

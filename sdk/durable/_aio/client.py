@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from durable import _payloads
 from durable._aio.stream import AsyncSessionStream
 from durable._connection import TLS, open_aio_channel
 from durable._core import calls, schedules, specs
@@ -28,6 +29,7 @@ from durable._core.calls import (
 )
 from durable._core.ops import duration
 from durable._failures import CallFailed
+from durable._payloads import PayloadCodec
 from durable._retry import Backoff, RetryPolicy
 from durable.errors import CoordinatorError, DurableError
 from durable.v1 import coordinator_pb2 as pb
@@ -478,10 +480,15 @@ def configure(
     tls: TLS | None = None,
     retry: RetryPolicy | None = None,
     session: bool | None = None,
+    codecs: Iterable[PayloadCodec] | None = None,
 ) -> None:
     """Point the async face at a coordinator; arguments as for `AsyncClient`. Each event
     loop gets its own default client with these settings, made when it is first used (a
-    grpc.aio channel belongs to one loop). Can be called before any loop runs."""
+    grpc.aio channel belongs to one loop). Can be called before any loop runs. `codecs`:
+    the payload codecs of this process, both faces (see `durable.set_payload_codecs`;
+    None leaves them as they are)."""
+    if codecs is not None:
+        _payloads.set_codecs(codecs)
     _settings.clear()
     _settings.update(target=target, token=token, tls=tls, retry=retry, session=session)
     # Each loop's next call makes a client with the new settings. The running loop's old

@@ -329,6 +329,8 @@ def finish(context: WorkflowContext, outcome: Outcome) -> Op[pb.FinishWorkflowRe
         try:
             request.output.CopyFrom(_payloads.encode(outcome.value))
         except PayloadError as exc:
+            if _payloads.unreadable(exc):
+                raise  # this process's codec failed: not the workflow's outcome
             raised = exc
     if raised is not None:
         request.error.CopyFrom(_payloads.failure(raised))
@@ -341,6 +343,7 @@ def finish(context: WorkflowContext, outcome: Outcome) -> Op[pb.FinishWorkflowRe
 def body_outcome_error(error: Exception) -> Exception | None:
     """The error a workflow body raised, as its recorded outcome; None for one that is not
     the workflow's own (the coordinator is unreachable, the code no longer replays, the
-    workflow was cancelled, or another worker runs it now): that one is raised as it is,
-    leaving the workflow for whoever runs it next to settle."""
-    return None if isinstance(error, CoordinatorError) else error
+    workflow was cancelled, or another worker runs it now; or a payload this process has
+    no codec for): that one is raised as it is, leaving the workflow for whoever runs it
+    next to settle."""
+    return None if isinstance(error, CoordinatorError) or _payloads.unreadable(error) else error

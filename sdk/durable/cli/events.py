@@ -51,7 +51,7 @@ def _get(args: argparse.Namespace, client: Client) -> int:
     for message in client.get_event(args.workflow_id, args.key, args.timeout, follow=False):
         outcome = message.WhichOneof("outcome")
         if outcome == "event":
-            value = _payloads.decode(message.event.value)
+            value = _payloads.decode_or_raw(message.event.value)
             if args.json:
                 print_json(
                     {
@@ -82,7 +82,7 @@ def _watch(args: argparse.Namespace, client: Client) -> int:
         for message in client.get_event(args.workflow_id, args.key, args.timeout, follow=True):
             outcome = message.WhichOneof("outcome")
             if outcome == "event":
-                printer.show(_payloads.decode(message.event.value))
+                printer.show(_payloads.decode_or_raw(message.event.value))
             elif outcome == "workflow_finished":
                 status = _management.workflow_status(message.workflow_finished.status)
                 printer.end_line()

@@ -144,7 +144,7 @@ def create_app(client: AsyncClient, *, allowed_hosts: list[str] | None = None) -
         values = [
             (
                 event.key,
-                _payloads.decode(event.value.value),
+                _payloads.decode_or_raw(event.value.value),
                 event.value.version,
                 live.set_time(event.value),
             )

@@ -135,7 +135,7 @@ class _Feed:
 
 
 def _value(key: str, event: pb.EventValue) -> str:
-    value = _payloads.decode(event.value)
+    value = _payloads.decode_or_raw(event.value)
     set_at = set_time(event)
     return json.dumps(
         {
