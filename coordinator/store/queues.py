@@ -6,6 +6,13 @@ claimers of one queue take turns, so the counts a claim is sized by (running wor
 recent claims) cannot change under it, and no limit is overshot however many workers poll
 at once. The lock needs no row, so it also covers queues that were never configured.
 Claimers of different queues do not wait on each other.
+
+A queue's workflows may carry a partition key (e.g. a tenant; workflows without one form
+one partition of their own). A claim is fair across partitions: it takes every partition's
+first waiting workflow before any partition's second (see _CLAIM), so a partition with a
+long backlog cannot starve the others. With `limits_per_partition`, `concurrency` and
+`rate_limit` are measured per partition, and a claim takes from each partition only within
+that partition's own room; `worker_concurrency` always applies per worker session.
 """
 
 from __future__ import annotations
@@ -67,41 +74,141 @@ SELECT q.name, k.workflow_names, coalesce(k.app_version, '')
 
 _LOCK = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s))"
 
-# Under the lock: the queue's limits and what they are measured against.
+# Under the lock: the queue's limits and what the whole-queue ones are measured against
+# (a count is only made for a limit that applies to the whole queue).
 _USAGE = """
-SELECT q.concurrency, q.worker_concurrency, q.rate_limit,
-       (SELECT count(*) FROM durable.workflows w
-         WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING'),
-       (SELECT count(*) FROM durable.workflows w
-         WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING'
-           AND w.executor_id = %(exec)s),
-       (SELECT count(*) FROM durable.workflows w
-         WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
-           AND q.rate_period IS NOT NULL
-           AND w.dequeued_at > clock_timestamp() - q.rate_period)
+SELECT q.concurrency, q.worker_concurrency, q.rate_limit, q.rate_period,
+       coalesce(q.limits_per_partition, false),
+       CASE WHEN q.concurrency IS NOT NULL AND NOT q.limits_per_partition THEN
+           (SELECT count(*) FROM durable.workflows w
+             WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING')
+       END,
+       CASE WHEN q.worker_concurrency IS NOT NULL THEN
+           (SELECT count(*) FROM durable.workflows w
+             WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING'
+               AND w.executor_id = %(exec)s)
+       END,
+       CASE WHEN q.rate_period IS NOT NULL AND NOT q.limits_per_partition THEN
+           (SELECT count(*) FROM durable.workflows w
+             WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
+               AND w.dequeued_at > clock_timestamp() - q.rate_period)
+       END
   FROM (SELECT 1) AS one
   LEFT JOIN durable.queues q ON q.namespace = %(ns)s AND q.name = %(queue)s"""
 
-# Lowest priority value first, then oldest. SKIP LOCKED passes over a row a cancel holds.
+# What a worker may run of a queue's ENQUEUED workflows (w), the condition shared by every
+# part of a claim.
+_ELIGIBLE = """
+       w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
+   AND w.name = ANY (%(names)s::text[])
+   AND (w.app_version IS NULL OR w.app_version = %(version)s)
+   AND (w.due_at IS NULL OR w.due_at <= clock_timestamp())"""
+
+# Fair across partitions (workflows without a partition key are partition ''): a round
+# robin. Every partition's first workflow (lowest priority value, then oldest) comes before
+# any partition's second, and so on; within one turn, the partition served longest ago
+# (its latest claim, dequeued_at) comes first, a partition never served before all, then
+# lowest priority value, then oldest. So over successive claims (even of one workflow
+# each) every partition with work gets one turn per round, however long another's backlog
+# is; priority orders the workflows of a partition, not one partition before another.
+#
+# parts walks the distinct partitions with ENQUEUED work, one index descent each (a loose
+# index scan): a claim costs in partitions, not in waiting workflows. rooms holds what
+# each may take: the claim's size, within the partition's own concurrency and rate limit
+# when they apply per partition (%(concurrency)s and %(rate_limit)s are NULL otherwise;
+# each count stops at its limit). heads holds each partition's first workflow it may
+# take now, and when the partition was last served. A partition's k-th turn can only be
+# reached when fewer than %(take)s workflows come before it, and every other head does,
+# so each partition is read at most take - heads + 1 deep, and not past its head once
+# there are as many heads as the claim takes. SKIP LOCKED passes over a row a cancel
+# holds (the claim is one short for it). The claimed workflows come back in claim order.
 _CLAIM = f"""
-WITH candidates AS (
-    SELECT w.workflow_id
-      FROM durable.workflows w
-     WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
-       AND w.name = ANY (%(names)s::text[])
-       AND (w.app_version IS NULL OR w.app_version = %(version)s)
-       AND (w.due_at IS NULL OR w.due_at <= clock_timestamp())
-     ORDER BY w.priority, w.created_at, w.workflow_id
-     LIMIT %(limit)s
+WITH RECURSIVE parts(key) AS (
+    (SELECT coalesce(w.partition_key, '') FROM durable.workflows w
+      WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
+      ORDER BY coalesce(w.partition_key, '') LIMIT 1)
+    UNION ALL
+    SELECT (SELECT coalesce(w.partition_key, '') FROM durable.workflows w
+             WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
+               AND coalesce(w.partition_key, '') > p.key
+             ORDER BY coalesce(w.partition_key, '') LIMIT 1)
+      FROM parts p WHERE p.key IS NOT NULL
+),
+rooms AS (
+    SELECT p.key,
+           least(%(take)s,
+                 %(concurrency)s::int - (
+                     SELECT count(*) FROM (
+                         SELECT 1 FROM durable.workflows w
+                          WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
+                            AND w.status = 'PENDING' AND coalesce(w.partition_key, '') = p.key
+                          LIMIT coalesce(%(concurrency)s::int, 0)) AS running),
+                 %(rate_limit)s::int - (
+                     SELECT count(*) FROM (
+                         SELECT 1 FROM durable.workflows w
+                          WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
+                            AND coalesce(w.partition_key, '') = p.key
+                            AND w.dequeued_at > clock_timestamp() - %(rate_period)s::interval
+                          LIMIT coalesce(%(rate_limit)s::int, 0)) AS recent)) AS room
+      FROM parts p
+     WHERE p.key IS NOT NULL
+),
+heads AS (
+    SELECT r.key, r.room, c.workflow_id, c.priority, c.created_at,
+           (SELECT w.dequeued_at FROM durable.workflows w
+             WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
+               AND coalesce(w.partition_key, '') = r.key AND w.dequeued_at IS NOT NULL
+             ORDER BY w.dequeued_at DESC LIMIT 1) AS served
+      FROM rooms r
+     CROSS JOIN LATERAL (
+           SELECT w.workflow_id, w.priority, w.created_at FROM durable.workflows w
+            WHERE {_ELIGIBLE} AND coalesce(w.partition_key, '') = r.key
+            ORDER BY w.priority, w.created_at, w.workflow_id
+            LIMIT 1) c
+     WHERE r.room > 0
+),
+deeper AS (
+    SELECT c.workflow_id, c.priority, c.created_at, h.served,
+           1 + row_number() OVER (PARTITION BY h.key
+                                  ORDER BY c.priority, c.created_at, c.workflow_id) AS turn
+      FROM heads h
+     CROSS JOIN (SELECT %(take)s - count(*) + 1 AS deepest FROM heads) n
+     CROSS JOIN LATERAL (
+           SELECT w.workflow_id, w.priority, w.created_at FROM durable.workflows w
+            WHERE {_ELIGIBLE} AND coalesce(w.partition_key, '') = h.key
+              AND (w.priority, w.created_at, w.workflow_id)
+                  > (h.priority, h.created_at, h.workflow_id)
+            ORDER BY w.priority, w.created_at, w.workflow_id
+            LIMIT least(h.room, n.deepest) - 1) c
+     WHERE least(h.room, n.deepest) > 1
+),
+chosen AS (
+    SELECT workflow_id,
+           row_number() OVER (ORDER BY turn, served NULLS FIRST, priority, created_at,
+                                       workflow_id) AS place
+      FROM (SELECT workflow_id, 1 AS turn, served, priority, created_at FROM heads
+            UNION ALL
+            SELECT workflow_id, turn, served, priority, created_at FROM deeper) ranked
+     ORDER BY turn, served NULLS FIRST, priority, created_at, workflow_id
+     LIMIT %(take)s
+),
+candidates AS (
+    SELECT w.workflow_id, c.place
+      FROM chosen c
+      JOIN durable.workflows w ON w.workflow_id = c.workflow_id AND w.namespace = %(ns)s
+     WHERE w.status = 'ENQUEUED'
        FOR UPDATE OF w SKIP LOCKED
+),
+claimed AS (
+    UPDATE durable.workflows w
+       SET status = 'PENDING', executor_id = %(exec)s, dequeued_at = clock_timestamp(),
+           app_version = coalesce(w.app_version, NULLIF(%(version)s, '')),
+           updated_at = clock_timestamp()
+      FROM candidates c
+     WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND w.status = 'ENQUEUED'
+    RETURNING c.place, {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}
 )
-UPDATE durable.workflows w
-   SET status = 'PENDING', executor_id = %(exec)s, dequeued_at = clock_timestamp(),
-       app_version = coalesce(w.app_version, NULLIF(%(version)s, '')),
-       updated_at = clock_timestamp()
-  FROM candidates c
- WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND w.status = 'ENQUEUED'
-RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}"""
+SELECT {rows.WORKFLOW_COLUMNS} FROM claimed ORDER BY place"""
 
 
 def _config(row: rows.Row) -> QueueConfig:
@@ -155,17 +262,33 @@ async def _claim_from(
         cur = await conn.execute(_USAGE, params)
         row = await cur.fetchone()
         assert row is not None
-        concurrency, worker_concurrency, rate_limit, running, running_here, recent = row
-        room = [
-            limit,
-            _room(concurrency, running),
-            _room(worker_concurrency, running_here),
-            _room(rate_limit, recent),
-        ]
+        (
+            concurrency,
+            worker_concurrency,
+            rate_limit,
+            rate_period,
+            per_partition,
+            running,
+            running_here,
+            recent,
+        ) = row
+        room = [limit, _room(worker_concurrency, running_here)]
+        if not per_partition:
+            room += [_room(concurrency, running), _room(rate_limit, recent)]
         take = min(r for r in room if r is not None)
         if take <= 0:
             return []
-        cur = await conn.execute(_CLAIM, {**params, "limit": take})
+        # Limits per partition are applied by the claim itself, partition by partition.
+        cur = await conn.execute(
+            _CLAIM,
+            {
+                **params,
+                "take": take,
+                "concurrency": concurrency if per_partition else None,
+                "rate_limit": rate_limit if per_partition else None,
+                "rate_period": rate_period if per_partition else None,
+            },
+        )
         return [rows.workflow(found) for found in await cur.fetchall()]
 
 
