@@ -64,6 +64,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "(env DURABLE_DATABASE_WAIT; default %(default)s)",
     )
     parser.add_argument(
+        "--database-call-timeout",
+        type=float,
+        default=float(
+            _env("DURABLE_DATABASE_CALL_TIMEOUT", _DEFAULTS.database_call_timeout_seconds)
+        ),
+        help="seconds a call's database work may run when the call has no deadline of its "
+        "own (Session stream calls, background loops) before it is cancelled; 0: no bound "
+        "(env DURABLE_DATABASE_CALL_TIMEOUT; default %(default)s)",
+    )
+    parser.add_argument(
         "--group-commit",
         action=argparse.BooleanOptionalAction,
         default=_env("DURABLE_GROUP_COMMIT", "true").lower() in ("1", "true", "yes"),
@@ -160,6 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     args = parser.parse_args(argv)
     if args.pool_size < 1:
         parser.error("--pool-size must be at least 1")
+    if args.database_call_timeout < 0:
+        parser.error("--database-call-timeout must not be negative")
     if args.database_wait < 0:
         parser.error("--database-wait must not be negative")
     if args.group_commit_max_batch < 1:
@@ -193,6 +205,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         pool_min_size=min(_DEFAULTS.pool_min_size, args.pool_size),
         pool_max_size=args.pool_size,
         database_wait_seconds=args.database_wait,
+        database_call_timeout_seconds=args.database_call_timeout,
         group_commit=args.group_commit,
         group_commit_max_batch=args.group_commit_max_batch,
         max_payload_bytes=args.max_payload_bytes,

@@ -24,6 +24,9 @@ class Config:
     # At start-up, how long to wait for a read-write database (all hosts down, only a
     # standby reachable...) before exiting with an error; meanwhile health is NOT_SERVING.
     database_wait_seconds: float = 300.0
+    # Longest a call's database work may run when the call carries no deadline of its own
+    # (calls in a Session stream, background loops): then it is cancelled, its locks freed.
+    database_call_timeout_seconds: float = 60.0
     # Group commit: RunStep and SetEvent requests arriving while earlier ones are being
     # committed share the next transaction, at most this many in one.
     group_commit: bool = True

@@ -63,6 +63,7 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         max_lifetime=config.pool_max_lifetime_seconds,
     )
     pool.not_ready = "waiting for a read-write database"
+    pool.call_timeout = config.database_call_timeout_seconds or None
     await pool.open(wait=False)
     hub = Hub()
     listener = Listener(database_url, hub)

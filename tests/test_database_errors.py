@@ -279,3 +279,33 @@ def test_a_commit_the_synchronous_standby_never_confirmed_is_not_reported_as_don
         asyncio.run(scenario())
     finally:
         pair.close()
+
+
+def test_work_without_a_deadline_is_cancelled_after_the_pools_call_timeout(
+    database_url: str,
+) -> None:
+    """A Session stream's calls carry no deadline of their own: the pool's call_timeout
+    bounds their database work instead."""
+
+    async def scenario() -> float:
+        async with (
+            open_pool(database_url) as pool,
+            await psycopg.AsyncConnection.connect(database_url) as locker,
+        ):
+            pool.call_timeout = 0.5
+            await locker.execute("CREATE TABLE IF NOT EXISTS bound_probe (id int PRIMARY KEY)")
+            await locker.execute("INSERT INTO bound_probe VALUES (1) ON CONFLICT DO NOTHING")
+            await locker.commit()
+            await locker.execute("SELECT * FROM bound_probe WHERE id = 1 FOR UPDATE")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                async with pool.connection() as conn:
+                    await conn.execute("UPDATE bound_probe SET id = 1 WHERE id = 1")
+            took = loop.time() - started
+            assert conn.closed
+            await locker.rollback()
+            return took
+
+    took = asyncio.run(scenario())
+    assert 0.4 < took < 3.0, took

@@ -249,6 +249,10 @@ class Pool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
     """
 
     not_ready: str | None = None
+    # The bound on one checkout's database work when the request has no deadline of its own
+    # (a Session stream's calls, background loops): past it the statement is cancelled as
+    # at a deadline. None: unbounded.
+    call_timeout: float | None = None
 
     @contextlib.asynccontextmanager
     async def connection(
@@ -258,6 +262,8 @@ class Pool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
             raise ServerRefused(self.not_ready)
         loop = asyncio.get_running_loop()
         deadline = DEADLINE.get()
+        if deadline is None and self.call_timeout is not None:
+            deadline = loop.time() + self.call_timeout
         if deadline is not None:
             left = max(0.0, deadline - loop.time())
             timeout = left if timeout is None else min(timeout, left)
