@@ -905,3 +905,99 @@ def test_fork_with_version_moves_the_fork_to_that_version(
     assert "app_version" in fails(
         coordinator, "workflows", "fork", source, "--from-step", "1", "--version", "bad version!"
     )
+
+
+# --- workflows start (by name) -------------------------------------------------------------
+
+
+@durable.workflow(name="cli.greet")
+def greet(name: str, *, punctuation: str = "!") -> str:
+    """Run by this module's worker; the CLI processes that start it never import it."""
+    if not name:
+        raise ValueError("no name")
+    return f"hello {name}{punctuation}"
+
+
+@pytest.fixture(scope="module")
+def greeter(client: durable.Client) -> Iterator[None]:
+    queue = durable.Queue("cli-named")
+    with durable.Worker([greet], lease_seconds=2, queues=[queue], client=client):
+        yield
+
+
+def test_workflows_start_by_name_waits_enqueued_and_show_says_for_what(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    workflow_id = new_id("cli-start")
+    out = ok(
+        coordinator, "workflows", "start", "cli.nobody", "--input", '{"a": 1}', "--id", workflow_id
+    )
+    assert out == f"{workflow_id}  ENQUEUED\n"
+    info = durable.get_workflow(workflow_id, client=client)
+    assert (info.name, info.input) == ("cli.nobody", {"args": [{"a": 1}], "kwargs": {}})
+    shown = run(coordinator, "workflows", "show", workflow_id)
+    assert shown.returncode == 0
+    assert shown.stdout.splitlines()[2].split() == ["status", "ENQUEUED"]
+    assert "durable: ENQUEUED: waiting for a worker that registers 'cli.nobody'" in shown.stderr
+    # The same ID again is the same workflow.
+    again = ok(coordinator, "workflows", "start", "cli.nobody", "--id", workflow_id, "--json")
+    assert json.loads(again)["input"] == {"args": [{"a": 1}], "kwargs": {}}
+
+    queued = json.loads(
+        ok(coordinator, "workflows", "start", "cli.nobody", "--queue", "cli-empty", "--json")
+    )
+    assert (queued["status"], queued["queue_name"]) == ("ENQUEUED", "cli-empty")
+    shown = run(coordinator, "workflows", "show", queued["workflow_id"])
+    assert "registers 'cli.nobody' and serves queue 'cli-empty'" in shown.stderr
+
+
+def test_workflows_start_wait_prints_the_output_a_worker_recorded(
+    coordinator: Coordinator, greeter: None
+) -> None:
+    out = ok(
+        coordinator,
+        *("workflows", "start", "cli.greet", "--args", '["ada"]'),
+        *("--kwargs", '{"punctuation": "?"}', "--wait", "30"),
+    )
+    assert out == '"hello ada?"\n'
+    finished = json.loads(
+        ok(
+            coordinator,
+            *("workflows", "start", "cli.greet", "--input", '"grace"'),
+            *("--queue", "cli-named", "--wait", "--json"),
+        )
+    )
+    assert (finished["status"], finished["output"]) == ("SUCCESS", "hello grace!")
+    assert finished["queue_name"] == "cli-named"
+
+
+def test_workflows_start_wait_exits_1_for_a_failure_or_a_timeout(
+    coordinator: Coordinator, greeter: None
+) -> None:
+    failed = fails(
+        coordinator, "workflows", "start", "cli.greet", "--input", '""', "--wait", code=1
+    )
+    assert failed.endswith("ended ERROR: builtins.ValueError: no name")
+    late = fails(coordinator, "workflows", "start", "cli.nobody", "--wait", "0.2", code=1)
+    assert late.endswith("did not finish in 0.2s")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--args", '{"a": 1}'], "not a JSON array"),
+        (["--kwargs", "[1]"], "not a JSON object"),
+        (["--input", "{"], "not JSON"),
+        (["--input", "1", "--args", "[1]"], "not allowed with argument"),
+        (["--wait", "-1"], "must not be negative"),
+        (["--id", "bad id!"], "workflow_id"),
+    ],
+)
+def test_workflows_start_bad_input_is_one_line_and_exit_2(
+    coordinator: Coordinator, args: list[str], message: str
+) -> None:
+    assert message in fails(coordinator, "workflows", "start", "cli.nobody", *args)
+
+
+def test_workflows_start_needs_a_name(coordinator: Coordinator) -> None:
+    assert "NAME" in fails(coordinator, "workflows", "start")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -185,7 +186,8 @@ def _start(args: argparse.Namespace, client: Client) -> int:
         else:
             print_line(f"{info.workflow_id}  {info.status.value}")
         return EXIT_OK
-    note(f"started {info.workflow_id} ({info.status.value}); waiting for its outcome")
+    if sys.stderr.isatty():
+        note(f"started {info.workflow_id} ({info.status.value}); waiting for its outcome")
     finished = _await(client, info.workflow_id, None if args.wait < 0 else args.wait)
     if finished is None:
         note(f"workflow {info.workflow_id!r} did not finish in {args.wait:g}s")
