@@ -41,6 +41,7 @@ REFERENCE = {"workers", "queues", "schema_migrations", "schedules"}
 # document describes for it. Nothing may be added here without that paragraph.
 NOT_DISTRIBUTABLE = {
     "workflows_queue_dedup_idx": "queue deduplication",
+    "workflows_debounce_idx": "debounce",
 }
 # Sequences, which CockroachDB implements slowly and Citus only per node: each is named in
 # the document with its replacement.
