@@ -54,6 +54,7 @@ def test_the_async_face_exports_exactly_its_names() -> None:
         "enqueue",
         "fork_workflow",
         "get_event",
+        "get_queue",
         "get_schedule",
         "get_workflow",
         "list_events",

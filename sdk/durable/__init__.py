@@ -40,7 +40,7 @@ from durable._messages import recv, send
 from durable._patches import deprecate_patch, patched
 from durable._payloads import PayloadCodec, RawPayload
 from durable._payloads import set_codecs as set_payload_codecs
-from durable._queues import Queue, set_enqueue_options
+from durable._queues import Queue, QueueInfo, QueueLoad, get_queue, set_enqueue_options
 from durable._retry import RetryPolicy
 from durable._schedules import (
     delete_schedule,
@@ -100,6 +100,8 @@ __all__ = [
     "PayloadError",
     "Queue",
     "QueueDeduplicatedError",
+    "QueueInfo",
+    "QueueLoad",
     "RawPayload",
     "RecordedError",
     "RetryPolicy",
@@ -125,6 +127,7 @@ __all__ = [
     "deprecate_patch",
     "fork_workflow",
     "get_event",
+    "get_queue",
     "get_schedule",
     "get_workflow",
     "list_events",

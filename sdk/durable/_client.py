@@ -292,6 +292,11 @@ class Client:
         request = pb.ConfigureQueueRequest(queue=queue)
         return self._unary(self._stub.ConfigureQueue, request).queue
 
+    def get_queue(self, name: str, max_partitions: int = 0) -> pb.GetQueueResponse:
+        request = pb.GetQueueRequest(name=name, max_partitions=max_partitions)
+        reply: pb.GetQueueResponse = self._unary(self._stub.GetQueue, request, read=True)
+        return reply
+
     def poll_work(
         self,
         executor_id: str,

@@ -68,7 +68,7 @@ from durable._management import (
 )
 from durable._messages import DEFAULT_RECV_TIMEOUT_SECONDS, recv_outside
 from durable._patches import deprecate_patch, outside
-from durable._queues import Queue
+from durable._queues import Queue, QueueInfo, check_max_partitions, queue_info, queue_name_of
 from durable._schedules import scheduled_time
 from durable._steps import step_idempotency_key
 from durable._workflow import current_workflow_id, set_workflow_id, set_workflow_timeout
@@ -86,6 +86,7 @@ __all__ = [
     "enqueue",
     "fork_workflow",
     "get_event",
+    "get_queue",
     "get_schedule",
     "get_workflow",
     "list_events",
@@ -280,6 +281,15 @@ def enqueue(
     if not isinstance(queue, Queue):
         raise TypeError(f"queue must be a durable.Queue, not {queue!r}")
     return _enqueue(queue.name, fn, *args, **kwargs)
+
+
+async def get_queue(
+    queue: Queue | str, *, max_partitions: int | None = None, client: AsyncClient | None = None
+) -> QueueInfo:
+    """Queue `queue`'s limits and load, in total and per partition, as `durable.get_queue`."""
+    limit = check_max_partitions(max_partitions)
+    reply = await (client or default_client()).get_queue(queue_name_of(queue), limit)
+    return queue_info(reply)
 
 
 async def retrieve_workflow(

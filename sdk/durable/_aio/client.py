@@ -395,6 +395,11 @@ class AsyncClient:
         config: pb.QueueConfig = reply.queue
         return config
 
+    async def get_queue(self, name: str, max_partitions: int = 0) -> pb.GetQueueResponse:
+        request = pb.GetQueueRequest(name=name, max_partitions=max_partitions)
+        reply: pb.GetQueueResponse = await self._unary("GetQueue", request, read=True)
+        return reply
+
     async def poll_work(
         self, executor_id: str, max_workflows: int, wait: float
     ) -> list[pb.Workflow]:
