@@ -907,6 +907,109 @@ def test_fork_with_version_moves_the_fork_to_that_version(
     )
 
 
+# --- queues show ---------------------------------------------------------------------------
+
+
+def test_queues_show_prints_limits_totals_and_each_partition(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    queue = new_id("cli-queue")
+    client.configure_queue(
+        pb.QueueConfig(name=queue, concurrency=2, worker_concurrency=5, limits_per_partition=True)
+    )
+    for partition, count in (("tenant-a", 3), ("tenant-b", 1), ("", 2)):
+        for _ in range(count):
+            client.start_workflow(
+                new_id("cli-q"),
+                "cli.queued",
+                payload({"args": [], "kwargs": {}}),
+                queue_name=queue,
+                partition_key=partition,
+            )
+    client.start_workflow(
+        new_id("cli-q"),
+        "cli.queued",
+        payload({"args": [], "kwargs": {}}),
+        queue_name=queue,
+        partition_key="tenant-b",
+        delay=3600.0,
+    )
+
+    lines = ok(coordinator, "queues", "show", queue).splitlines()
+    fields = dict(line.split(None, 1) for line in lines[: lines.index("")] if "  " in line)
+    assert lines[0].split() == ["queue", queue]
+    assert lines[1].split() == ["concurrency", "2", "per", "partition"]
+    assert lines[2].split() == ["worker", "concurrency", "5"]
+    assert lines[3].split() == ["rate", "limit", "none"]
+    assert "7 enqueued (1 delayed), 0 running" in fields["total"]
+    header, *rows = lines[lines.index("") + 1 :]
+    assert header.split() == ["PARTITION", "ENQUEUED", "DELAYED", "RUNNING"]
+    assert [row.split() for row in rows] == [
+        ["tenant-a", "3", "0", "0"],
+        ["(none)", "2", "0", "0"],
+        ["tenant-b", "2", "1", "0"],
+    ]
+
+    shown = json.loads(ok(coordinator, "queues", "show", queue, "--json"))
+    assert shown == {
+        "name": queue,
+        "concurrency": 2,
+        "worker_concurrency": 5,
+        "rate_limit": None,
+        "limits_per_partition": True,
+        "total": {"enqueued": 7, "delayed": 1, "running": 0},
+        "partitions": [
+            {"partition_key": "tenant-a", "enqueued": 3, "delayed": 0, "running": 0},
+            {"partition_key": "", "enqueued": 2, "delayed": 0, "running": 0},
+            {"partition_key": "tenant-b", "enqueued": 2, "delayed": 1, "running": 0},
+        ],
+        "partitions_truncated": False,
+    }
+
+    result = run(coordinator, "queues", "show", queue, "--max-partitions", "1")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1].split() == ["tenant-a", "3", "0", "0"]
+    assert result.stderr == "durable: only the 1 busiest partitions are shown (--max-partitions)\n"
+    truncated = json.loads(
+        ok(coordinator, "queues", "show", queue, "--max-partitions", "1", "--json")
+    )
+    assert truncated["partitions_truncated"] and len(truncated["partitions"]) == 1
+
+
+def test_queues_show_of_an_unknown_queue_is_zeros(coordinator: Coordinator) -> None:
+    queue = new_id("cli-never")
+    lines = ok(coordinator, "queues", "show", queue).splitlines()
+    assert lines[-1].split() == ["total", "0", "enqueued", "(0", "delayed),", "0", "running"]
+    assert json.loads(ok(coordinator, "queues", "show", queue, "--json"))["rate_limit"] is None
+
+
+def test_queues_show_with_a_rate_limit(coordinator: Coordinator, client: durable.Client) -> None:
+    queue = new_id("cli-rate")
+    config = pb.QueueConfig(name=queue, rate_limit=10)
+    config.rate_period.FromSeconds(60)
+    client.configure_queue(config)
+    lines = ok(coordinator, "queues", "show", queue).splitlines()
+    assert lines[1].split() == ["concurrency", "none"]
+    assert lines[3].split() == ["rate", "limit", "10", "per", "60s"]
+    shown = json.loads(ok(coordinator, "queues", "show", queue, "--json"))
+    assert shown["rate_limit"] == {"limit": 10, "period_seconds": 60.0}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["queues", "show", "q", "--max-partitions", "0"], "must be 1 or more"),
+        (["queues", "show", "q", "--max-partitions", "1001"], "must be 1000 or less"),
+        (["queues", "show", "bad\x01name"], "name"),
+        (["queues", "show"], "NAME"),
+    ],
+)
+def test_queues_show_bad_input_is_one_line_and_exit_2(
+    coordinator: Coordinator, args: list[str], message: str
+) -> None:
+    assert message in fails(coordinator, *args)
+
+
 # --- workflows start (by name) -------------------------------------------------------------
 
 

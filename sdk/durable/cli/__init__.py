@@ -14,6 +14,7 @@
     durable events get ID KEY [--timeout SECONDS]
     durable events watch ID KEY [--timeout SECONDS]
     durable messages send ID JSON [--topic TOPIC] [--idempotency-key KEY]
+    durable queues show NAME [--max-partitions N]
 
 Every command takes `--json` for machine-readable output. Exit status: 0 on success, 1 when
 a wait ended without what it waited for (a timeout, or a workflow that finished without
@@ -37,7 +38,7 @@ from collections.abc import Sequence
 from durable._client import Client
 from durable._connection import TLS
 from durable._retry import RetryPolicy
-from durable.cli import events, messages, schedules, workflows
+from durable.cli import events, messages, queues, schedules, workflows
 from durable.cli.args import Parser, non_negative, parse_since
 from durable.cli.console import (
     EXIT_ERROR,
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_parser(groups)
     events.add_parser(groups)
     messages.add_parser(groups)
+    queues.add_parser(groups)
     add_ui_parser(groups)  # `durable ui` (the `ui` extra's web stack loads only when run)
     return parser
 
