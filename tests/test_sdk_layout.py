@@ -72,6 +72,7 @@ def test_the_async_face_exports_exactly_its_names() -> None:
         "send",
         "set_event",
         "set_schedule",
+        "set_start_options",
         "set_workflow_id",
         "set_workflow_timeout",
         "sleep",

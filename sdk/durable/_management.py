@@ -47,7 +47,9 @@ class WorkflowInfo:
     `priority` and `deduplication_id`; a child workflow its `parent_workflow_id`.
     `app_version` is the application version it runs on (None until a versioned worker
     or a start names one); a workflow a schedule started has its `schedule_name` and
-    `scheduled_time` (the tick it was started for).
+    `scheduled_time` (the tick it was started for). A delayed or debounced start has its
+    `due_time` (an ENQUEUED workflow is not claimed before it; a debounced one's moves on
+    with each start of its burst) and `debounce_key`.
     """
 
     workflow_id: str
@@ -69,6 +71,8 @@ class WorkflowInfo:
     app_version: str | None = None
     schedule_name: str | None = None
     scheduled_time: datetime | None = None
+    due_time: datetime | None = None
+    debounce_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ def workflow_info(message: pb.Workflow) -> WorkflowInfo:
         scheduled_time=_time(message.scheduled_time)
         if message.HasField("scheduled_time")
         else None,
+        due_time=_time(message.due_time) if message.HasField("due_time") else None,
+        debounce_key=message.debounce_key or None,
     )
 
 

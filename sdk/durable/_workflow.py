@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from durable import _drive, _running, _session
@@ -64,6 +65,40 @@ def set_workflow_timeout(seconds: Seconds | None) -> Iterator[None]:
         yield
     finally:
         specs.next_timeout.reset(token)
+
+
+@contextlib.contextmanager
+def set_start_options(
+    *,
+    delay: Seconds | None = None,
+    at: datetime | None = None,
+    debounce_key: str | None = None,
+    debounce: Seconds | None = None,
+) -> Iterator[None]:
+    """Start the workflows started or enqueued inside this block later: `delay` seconds
+    from now (0 to 365 days), or `at` an aware datetime (a past one means now), or
+    debounced: of a burst of starts of the same workflow with the same `debounce_key`,
+    only one workflow runs, once no start has come for `debounce` seconds (1 ms to a day),
+    with the newest start's arguments; every start of the burst returns its handle (the
+    first start's ID).
+
+    The start returns at once: the workflow is stored ENQUEUED with its due time
+    (`WorkflowInfo.due_time`), and a worker registering it (for a queue: serving the
+    queue) claims it when due, exactly once; it never runs in the starting process as its
+    starter, even when a worker runs there. Its timeout counts from when it is due.
+    ValueError names an option out of range or not allowed with another; a debounce is
+    not allowed for a child workflow (DurableError). Applies to `start_workflow`,
+    `Queue.enqueue` and their durable.aio twins, and to calling a workflow (which then
+    waits for its result).
+    """
+    timing = specs.start_timing(
+        optional_seconds(delay), at, debounce_key, optional_seconds(debounce)
+    )
+    token = specs.next_start_timing.set(timing)
+    try:
+        yield
+    finally:
+        specs.next_start_timing.reset(token)
 
 
 def current_workflow_id() -> str | None:

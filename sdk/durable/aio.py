@@ -71,7 +71,12 @@ from durable._patches import deprecate_patch, outside
 from durable._queues import Queue, QueueInfo, check_max_partitions, queue_info, queue_name_of
 from durable._schedules import scheduled_time
 from durable._steps import step_idempotency_key
-from durable._workflow import current_workflow_id, set_workflow_id, set_workflow_timeout
+from durable._workflow import (
+    current_workflow_id,
+    set_start_options,
+    set_workflow_id,
+    set_workflow_timeout,
+)
 
 __all__ = [
     "AsyncClient",
@@ -104,6 +109,7 @@ __all__ = [
     "send",
     "set_event",
     "set_schedule",
+    "set_start_options",
     "set_workflow_id",
     "set_workflow_timeout",
     "sleep",

@@ -146,6 +146,87 @@ class QueueStart:
         return cls(queue_name, options.priority, options.deduplication_id, options.partition_key)
 
 
+# The furthest ahead a start may be delayed (a year) and the longest debounce (a day), as
+# the coordinator accepts them.
+MAX_DELAY_SECONDS = 365 * 24 * 3600.0
+MAX_DEBOUNCE_SECONDS = 24 * 3600.0
+MAX_KEY_CHARS = 256
+
+
+@dataclass(frozen=True)
+class StartTiming:
+    """When the workflows started in a `set_start_options` block start: after `delay`
+    seconds, at `start_at`, or debounced (`debounce_key`, quiet for `debounce` seconds).
+    Each is due later, so it is created ENQUEUED and a worker claims it then."""
+
+    delay: float | None = None
+    start_at: datetime | None = None
+    debounce_key: str = ""
+    debounce: float | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The `start_request` arguments it sets."""
+        if self.debounce_key:
+            return {"debounce_key": self.debounce_key, "debounce": self.debounce}
+        if self.start_at is not None:
+            return {"start_at": self.start_at}
+        return {"delay": self.delay}
+
+
+def start_timing(
+    delay: float | None,
+    at: datetime | None,
+    debounce_key: str | None,
+    debounce: float | None,
+) -> StartTiming | None:
+    """The checked options of `set_start_options` (None: start at once); ValueError naming
+    the option that is out of range or not allowed with another."""
+    if delay is not None and at is not None:
+        raise ValueError("set_start_options: pass delay or at, not both")
+    if debounce_key is not None or debounce is not None:
+        if delay is not None or at is not None:
+            raise ValueError("set_start_options: debounce_key is not allowed with delay or at")
+        if debounce is None:
+            raise ValueError("set_start_options: debounce_key needs debounce (the quiet time)")
+        if debounce_key is None:
+            raise ValueError("set_start_options: debounce needs a debounce_key")
+        if not isinstance(debounce_key, str) or not 1 <= len(debounce_key) <= MAX_KEY_CHARS:
+            raise ValueError(
+                f"set_start_options: debounce_key must be 1-{MAX_KEY_CHARS} characters,"
+                f" not {debounce_key!r}"
+            )
+        if not 0.001 <= debounce <= MAX_DEBOUNCE_SECONDS:
+            raise ValueError(
+                f"set_start_options: debounce must be 0.001 <= seconds <="
+                f" {MAX_DEBOUNCE_SECONDS:.0f} (a day), not {debounce}"
+            )
+        return StartTiming(debounce_key=debounce_key, debounce=debounce)
+    if delay is not None:
+        if not 0 <= delay <= MAX_DELAY_SECONDS:
+            raise ValueError(
+                f"set_start_options: delay must be 0 <= seconds <= {MAX_DELAY_SECONDS:.0f}"
+                f" (365 days), not {delay}"
+            )
+        return StartTiming(delay=delay)
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise TypeError(f"set_start_options: at must be a datetime, not {at!r}")
+        if at.tzinfo is None:
+            raise ValueError(
+                f"set_start_options: at {at!r} has no time zone: pass an aware datetime"
+            )
+        ahead = (at - datetime.now(timezone.utc)).total_seconds()
+        if ahead > MAX_DELAY_SECONDS:
+            raise ValueError(f"set_start_options: at {at.isoformat()} is more than 365 days ahead")
+        return StartTiming(start_at=at)  # a past time means now
+    return None
+
+
+next_start_timing: contextvars.ContextVar[StartTiming | None] = contextvars.ContextVar(
+    "durable_next_start_timing", default=None
+)
+
+
 @contextlib.contextmanager
 def running(context: WorkflowContext) -> Iterator[None]:
     """Run a workflow body in this block: its context entered, and the start options of an
@@ -156,10 +237,12 @@ def running(context: WorkflowContext) -> Iterator[None]:
         next_workflow_id.set(None),
         next_timeout.set(UNSET),
         next_enqueue_options.set(None),
+        next_start_timing.set(None),
     )
     try:
         yield
     finally:
+        next_start_timing.reset(reset[3])
         next_enqueue_options.reset(reset[2])
         next_timeout.reset(reset[1])
         next_workflow_id.reset(reset[0])
@@ -234,6 +317,7 @@ def _start(
     queue: QueueStart | None,
     parent: pb.StepRef | None = None,
     app_version: str = "",
+    timing: StartTiming | None = None,
 ) -> ops.Call:
     """The client call that starts the workflow (see `start_request` for its arguments).
     A workflow run here records the code's version; an enqueued one takes the version of
@@ -252,6 +336,12 @@ def _start(
             deduplication_id=queue.deduplication_id,
             partition_key=queue.partition_key,
         )
+    if timing is not None:
+        # Due later: created ENQUEUED, so, as an enqueued one, it takes the version of the
+        # worker that claims it.
+        options.pop("app_version", None)
+        options.pop("delay", None)
+        options.update(timing.options())
     return ops.Call("start_workflow", (workflow_id, spec.name, input), options)
 
 
@@ -289,6 +379,9 @@ def begin(
     chosen = next_timeout.get()
     timeout = spec.timeout if chosen is UNSET else chosen
     assert timeout is None or isinstance(timeout, float | int)
+    # A start due later (set_start_options) is never run by its starter, even in a process
+    # with a worker: it is created ENQUEUED, and a worker claims it (PollWork) when due.
+    timing = next_start_timing.get()
     if context is None:
         # The ID is chosen here, not by the coordinator, so a retried start is idempotent.
         workflow_id = next_workflow_id.get() or str(uuid.uuid4())
@@ -296,8 +389,16 @@ def begin(
         # process dies, another worker recovers it. A queued one is its queue's to run, one
         # started by name a worker's that registers the name.
         executor_id = "" if queue or spec.by_name else session_executor
-        call = _start(workflow_id, spec, input, executor_id, timeout, queue, None, session_version)
+        if timing is not None:
+            executor_id = ""
+        call = _start(
+            workflow_id, spec, input, executor_id, timeout, queue, None, session_version, timing
+        )
         return Started((yield call), executor_id)
+    if timing is not None and timing.debounce_key:
+        # A debounced start may return another workflow than the one it names, which a
+        # parent's replay could not find again (the coordinator refuses it too).
+        raise DurableError("set_start_options: debounce is not allowed for a child workflow")
     step_id, recorded = context.next_step(pb.STEP_KIND_START_WORKFLOW, spec.name)
     chosen_id = next_workflow_id.get()
     if recorded is not None:
@@ -314,6 +415,8 @@ def begin(
     # The child runs under the parent's session, so a worker recovering the parent's work
     # after a crash recovers the child's too.
     executor_id = "" if queue or spec.by_name else context.executor_id
+    if timing is not None:
+        executor_id = ""
     call = _start(
         workflow_id,
         spec,
@@ -323,6 +426,7 @@ def begin(
         queue,
         context.caller(step_id),
         context.app_version,
+        timing,
     )
     return Started((yield call), executor_id)
 

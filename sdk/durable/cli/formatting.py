@@ -86,6 +86,8 @@ def workflow_json(info: WorkflowInfo) -> dict[str, Any]:
         "app_version": info.app_version,
         "schedule_name": info.schedule_name,
         "scheduled_time": json_time(info.scheduled_time),
+        "due_time": json_time(info.due_time),
+        "debounce_key": info.debounce_key,
     }
 
 
@@ -213,6 +215,10 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
         fields.append(("schedule", info.schedule_name))
     if info.scheduled_time is not None:
         fields.append(("scheduled for", local_time(info.scheduled_time)))
+    if info.due_time is not None:
+        fields.append(("due", due_text(info)))
+    if info.debounce_key:
+        fields.append(("debounce key", info.debounce_key))
     lines = _fields(fields)
 
     lines += ["", f"steps ({len(steps)})"]
@@ -246,6 +252,18 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
         rows = [[key, _short(to_json(value))] for key, value in events.items()]
         lines += [f"  {line}" for line in table(["KEY", "VALUE"], rows)]
     return lines
+
+
+def due_text(info: WorkflowInfo, now: datetime | None = None) -> str:
+    """When a delayed or debounced workflow is due: the time, and while it waits for it
+    (ENQUEUED), how long from now."""
+    if info.due_time is None:
+        return "-"
+    text = local_time(info.due_time)
+    if info.status is WorkflowStatus.ENQUEUED:
+        left = (info.due_time - (now or datetime.now(timezone.utc))).total_seconds()
+        text += f" (in {left:.1f}s)" if left > 0 else " (due)"
+    return text
 
 
 def _fields(fields: Sequence[tuple[str, str]]) -> list[str]:
