@@ -13,6 +13,8 @@ a due time is tests/reliability/test_delayed_exactly_once.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import statistics
 import threading
 import time
@@ -504,3 +506,17 @@ def test_sdk_start_options_end_with_their_block(worker: durable.Worker) -> None:
     handle = durable.start_workflow(record, "now")
     assert handle.result(timeout=10) == "now"
     assert durable.get_workflow(handle.workflow_id).due_time is None
+
+
+def test_cli_show_and_list_print_the_due_time(coordinator: Coordinator, stub: Stub) -> None:
+    from tests.test_cli import ok
+
+    name = f"cli.{tag()}"
+    workflow = start(stub, name, 1, delay=duration(600)).workflow
+    shown = ok(coordinator, "workflows", "show", workflow.workflow_id)
+    assert re.search(r"^due\s+\S+ \(in \d+\.\ds\)$", shown, re.MULTILINE), shown
+    listed = ok(coordinator, "workflows", "list", "--name", name)
+    header, row = listed.splitlines()[:2]
+    assert header.split()[-1] == "DUE" and "(in " in row
+    as_json = json.loads(ok(coordinator, "workflows", "list", "--name", name, "--json"))
+    assert as_json[0]["due_time"] is not None and as_json[0]["debounce_key"] is None

@@ -26,6 +26,7 @@ from durable.cli.args import (
 )
 from durable.cli.console import EXIT_NOT_FOUND, EXIT_OK, note, print_json, print_line
 from durable.cli.formatting import (
+    due_text,
     local_time,
     plain,
     show_lines,
@@ -268,6 +269,10 @@ def _list(args: argparse.Namespace, client: Client) -> int:
             headers.append("VERSION")
             for row, info in zip(rows, shown, strict=True):
                 row.append(info.app_version or "-")
+        if any(info.due_time for info in shown):
+            headers.append("DUE")
+            for row, info in zip(rows, shown, strict=True):
+                row.append(due_text(info))
         for line in table(headers, rows):
             print_line(line)
     else:
