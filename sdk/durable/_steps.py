@@ -3,15 +3,17 @@ its record, or running it with retries and recording its outcome) is `_core.ops.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar, overload
 
 from durable import _drive
 from durable._aio import drive as _aio_drive
 from durable._core import ops
-from durable._core.context import current, in_step, step_scope
+from durable._core.context import current, in_step, next_step_timeout, step_scope, step_timeout
+from durable._core.durations import Seconds
 from durable._step_retry import StepRetry
 from durable.errors import DurableError, NotInWorkflowError
 
@@ -23,7 +25,7 @@ R = TypeVar("R")
 def step(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def step(
-    *, name: str | None = None, retry: StepRetry | None = None
+    *, name: str | None = None, retry: StepRetry | None = None, timeout: Seconds | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def step(
     fn: Callable[P, R] | None = None,
@@ -31,6 +33,7 @@ def step(
     *,
     name: str | None = None,
     retry: StepRetry | None = None,
+    timeout: Seconds | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Mark a function as a step: inside a workflow its outcome is recorded once, and a
     resumed workflow gets the recorded output (or error) back without running it again.
@@ -38,7 +41,11 @@ def step(
     Outputs must be JSON-serializable; the workflow sees them as JSON reads them back
     (a tuple comes back as a list), on the first run as on replays. `retry` (a
     `StepRetry`) retries the function when it raises, recording each failed attempt.
-    Outside a workflow, or inside another step, the function simply runs (once).
+    `timeout` (seconds or a timedelta, more than 0 and at most a year) limits each
+    attempt: one still running then is abandoned and fails with durable.StepTimeoutError,
+    retried as `retry` says (docs/step-timeouts.md; `set_step_timeout` overrides it per
+    call). Outside a workflow, or inside another step, the function simply runs (once,
+    with no timeout).
 
     An `async def` step is awaited in an `async def` workflow; it takes its step position
     when it is called, so `asyncio.gather(a(), b())` replays deterministically. A plain
@@ -46,13 +53,14 @@ def step(
     """
     if retry is not None and not isinstance(retry, StepRetry):
         raise TypeError(f"retry must be a durable.StepRetry, not {type(retry).__name__}")
+    limit = ops.check_step_timeout(timeout)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if not callable(fn):
             raise TypeError(f"@durable.step decorates a function, not {fn!r}")
         step_name = name or fn.__qualname__
         if inspect.iscoroutinefunction(fn):
-            wrapped: Callable[P, R] = _aio_drive.async_step(fn, step_name, retry)
+            wrapped: Callable[P, R] = _aio_drive.async_step(fn, step_name, retry, limit)
             return wrapped
 
         @functools.wraps(fn)
@@ -67,14 +75,36 @@ def step(
                     f" `await durable.aio.run_step({fn.__name__}, ...)` (it runs in a"
                     " thread pool), or make the step `async def`"
                 )
-            op = ops.step(context, step_name, retry)
+            op = ops.step(context, step_name, retry, step_timeout(limit))
             result: R = _drive.run(op, context.client, lambda: fn(*args, **kwargs))
             return result
 
-        run.__durable_step__ = (step_name, retry)  # type: ignore[attr-defined]
+        run.__durable_step__ = (step_name, retry, limit)  # type: ignore[attr-defined]
         return run
 
     return decorate(fn) if fn is not None else decorate
+
+
+@contextlib.contextmanager
+def set_step_timeout(seconds: Seconds | None) -> Iterator[None]:
+    """Run the steps *called* inside this block with this timeout per attempt (None: no
+    timeout) instead of their decorator's `timeout`; on both faces, e.g.
+
+        with durable.set_step_timeout(5):
+            charge(order)                                  # a sync workflow
+            await durable.aio.run_step(charge, order)      # an async one
+            await fetch(url)                               # an `async def` step
+
+    An `async def` step takes its timeout when it is called (as its step position), so
+    the coroutine must be made inside the block. Validated as the decorator's `timeout`
+    (ValueError unless more than 0 and at most a year). A workflow body run inline from
+    the block (a child workflow) does not inherit it.
+    """
+    token = next_step_timeout.set((ops.check_step_timeout(seconds),))
+    try:
+        yield
+    finally:
+        next_step_timeout.reset(token)
 
 
 def step_idempotency_key() -> str:

@@ -151,3 +151,17 @@ class QueueDeduplicatedError(CoordinatorError):
     @property
     def existing_workflow_id(self) -> str:
         return self.metadata.get("existing_workflow_id", "")
+
+
+class StepTimeoutError(DurableError, TimeoutError):
+    """A step's attempt ran longer than the step's `timeout` and was abandoned.
+
+    Recorded as the attempt's error (and, once the retries run out, as the step's) under
+    the stable type name `durable.StepTimeoutError`, whatever module defines the class: a
+    replay raises it again, and a client in another language matches that name. Both a
+    DurableError and a TimeoutError, so `except TimeoutError` catches it as well as
+    `except durable.DurableError`, and `StepRetry(retry_on=(TimeoutError,))` retries it.
+    """
+
+    # The name recorded in Failure.type: `durable.StepTimeoutError` (see the wire contract).
+    __module__ = "durable"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from durable._core import ops
-from durable._core.context import StepScope, current, in_step, stepping
+from durable._core.context import StepScope, current, in_step, step_timeout, stepping
 from durable._core.ops import Call, Effect, Invoke, Op, Outcome, Pause
 from durable._step_retry import StepRetry
 from durable.errors import DurableError
@@ -62,7 +62,7 @@ async def _drive(op: Op[T], effect: Effect, client: Any, invoke: Invoker | None)
                 await asyncio.sleep(effect.seconds)
             else:
                 assert isinstance(effect, Invoke) and invoke is not None
-                reply = await attempt(invoke, effect.scope)
+                reply = await attempt(invoke, effect.scope, effect.timeout)
             try:
                 effect = op.send(reply)
             except StopIteration as done:
@@ -72,17 +72,59 @@ async def _drive(op: Op[T], effect: Effect, client: Any, invoke: Invoker | None)
         op.close()
 
 
-async def attempt(invoke: Invoker, scope: StepScope | None = None) -> Outcome:
+async def attempt(
+    invoke: Invoker, scope: StepScope | None = None, timeout: float | None = None
+) -> Outcome:
     """Run a step's function once, inside step `scope`: what it returned or raised. A
-    cancellation is not an outcome: it goes through, and nothing is recorded."""
+    cancellation is not an outcome: it goes through, and nothing is recorded.
+
+    With a `timeout`, the attempt runs as a task of its own, cancelled once `timeout`
+    seconds have passed; when it has ended (its CancelledError handled), the outcome is
+    `timed_out`, whatever it returned or raised. A cancellation of the workflow's own task
+    (a worker stopping) is still no outcome: it cancels the attempt too and goes through.
+    """
     with stepping(scope):
-        try:
-            return Outcome(value=await invoke())
-        except Exception as exc:
-            return Outcome(error=exc)
+        if timeout is None:
+            return await _outcome(invoke)
+        # The task runs in a copy of this context: it sees its workflow and its step.
+        task = asyncio.get_running_loop().create_task(_outcome(invoke), name=task_name(scope))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        await _ended(task)
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    await _ended(task)
+    return Outcome(timed_out=True)
 
 
-def async_step(fn: Callable[..., Any], name: str, retry: StepRetry | None) -> Any:
+async def _outcome(invoke: Invoker) -> Outcome:
+    try:
+        return Outcome(value=await invoke())
+    except Exception as exc:
+        return Outcome(error=exc)
+
+
+async def _ended(task: asyncio.Task[Outcome]) -> None:
+    """Wait for a cancelled attempt's task to end (its `finally` blocks run before the
+    next attempt starts); what it returned or raised is dropped."""
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # read, so asyncio does not log it as never retrieved
+
+
+def task_name(scope: StepScope | None) -> str:
+    if scope is None or not scope.workflow_id:
+        return "durable-step"
+    return f"durable-step-{scope.workflow_id}-{scope.step_id}-attempt-{scope.attempt}"
+
+
+def async_step(
+    fn: Callable[..., Any], name: str, retry: StepRetry | None, timeout: float | None = None
+) -> Any:
     """The `@durable.step` wrapper of an `async def` function."""
 
     @functools.wraps(fn)
@@ -96,21 +138,21 @@ def async_step(fn: Callable[..., Any], name: str, retry: StepRetry | None) -> An
                 f"step {name!r} is async def, called in a sync workflow: make the workflow"
                 " `async def` (and await the step), or make the step a plain function"
             )
-        op = ops.step(context, name, retry)
+        op = ops.step(context, name, retry, step_timeout(timeout))
         return start(op, context.client, lambda: fn(*args, **kwargs))
 
     mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
     if mark is not None:
         mark(call)
-    call.__durable_step__ = (name, retry)  # type: ignore[attr-defined]
+    call.__durable_step__ = (name, retry, timeout)  # type: ignore[attr-defined]
     return call
 
 
-def step_of(fn: Callable[..., Any]) -> tuple[str, StepRetry | None]:
-    """The name and retry policy `@durable.step` gave `fn`; raises DurableError for a
-    function that is not a step."""
+def step_of(fn: Callable[..., Any]) -> tuple[str, StepRetry | None, float | None]:
+    """The name, retry policy and timeout `@durable.step` gave `fn`; raises DurableError
+    for a function that is not a step."""
     marked = getattr(fn, "__durable_step__", None)
     if marked is None:
         raise DurableError(f"{fn!r} is not a step: decorate it with @durable.step")
-    name, retry = marked
-    return name, retry
+    name, retry, timeout = marked
+    return name, retry, timeout

@@ -130,12 +130,38 @@ def current() -> WorkflowContext | None:
     return _current.get()
 
 
-def enter(context: WorkflowContext) -> contextvars.Token[WorkflowContext | None]:
-    return _current.set(context)
+# The timeout of the steps called in a `set_step_timeout` block, instead of their
+# decorator's: unset (None), or a 1-tuple of seconds, where (None,) means no timeout.
+next_step_timeout: contextvars.ContextVar[tuple[float | None] | None] = contextvars.ContextVar(
+    "durable_next_step_timeout", default=None
+)
 
 
-def leave(token: contextvars.Token[WorkflowContext | None]) -> None:
-    _current.reset(token)
+def step_timeout(decorated: float | None) -> float | None:
+    """The timeout of a step's attempts called here: an enclosing `set_step_timeout`
+    block's, else its decorator's (`decorated`); None for no timeout."""
+    chosen = next_step_timeout.get()
+    return decorated if chosen is None else chosen[0]
+
+
+@dataclass(frozen=True)
+class Entered:
+    """What `leave` undoes."""
+
+    current: contextvars.Token[WorkflowContext | None]
+    step_timeout: contextvars.Token[tuple[float | None] | None]
+
+
+def enter(context: WorkflowContext) -> Entered:
+    """Make `context` the running workflow here. A `set_step_timeout` block around the
+    call that runs a workflow body (a child running inline) is cleared: it is for the
+    caller's own steps."""
+    return Entered(_current.set(context), next_step_timeout.set(None))
+
+
+def leave(entered: Entered) -> None:
+    next_step_timeout.reset(entered.step_timeout)
+    _current.reset(entered.current)
 
 
 def in_step() -> bool:

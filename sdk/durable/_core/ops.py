@@ -6,8 +6,9 @@ drives it: it yields an effect and receives the effect's result.
 
     Call(method, ...)   call the run's client: `client.<method>(...)`, its reply sent back
     Pause(seconds)      wait this long (time.sleep or asyncio.sleep)
-    Invoke(scope)       run the step's own function once, as attempt `scope`; an `Outcome`
-                        is sent back
+    Invoke(scope, timeout)
+                        run the step's own function once, as attempt `scope`, for at most
+                        `timeout` seconds (None: no limit); an `Outcome` is sent back
 
 The sync face drives operations with blocking calls (`durable._drive`), the async face
 with awaits (`durable._aio.drive`). An operation claims its step position before its first
@@ -28,8 +29,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from durable import _payloads
 from durable._core.context import StepScope, WorkflowContext
+from durable._core.durations import Seconds, seconds
 from durable._step_retry import StepRetry
-from durable.errors import CoordinatorError, NotInWorkflowError, PayloadError
+from durable.errors import CoordinatorError, NotInWorkflowError, PayloadError, StepTimeoutError
 from durable.v1 import coordinator_pb2 as pb
 
 T = TypeVar("T")
@@ -57,9 +59,15 @@ class Pause:
 @dataclass(frozen=True, slots=True)
 class Invoke:
     """Run the step's function once, marked as inside step `scope` (its idempotency key
-    comes from there); send back its Outcome."""
+    comes from there); send back its Outcome.
+
+    With a `timeout`, stop waiting for the function after that many seconds and send back
+    `Outcome(timed_out=True)`: the async face cancels the attempt's task; the sync face
+    leaves the attempt's thread to run on, and never sends back what it returns later.
+    """
 
     scope: StepScope
+    timeout: float | None = None
 
 
 Effect = Call | Pause | Invoke
@@ -68,10 +76,12 @@ Op = Generator[Effect, Any, T]
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a step's function or a workflow's body did: returned `value`, or raised `error`."""
+    """What a step's function or a workflow's body did: returned `value`, or raised `error`;
+    or, for a step attempt, did not finish within its timeout (`timed_out`)."""
 
     value: Any = None
     error: Exception | None = None
+    timed_out: bool = False
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -88,32 +98,71 @@ def now() -> timestamp_pb2.Timestamp:
 
 # --- steps --------------------------------------------------------------------------------
 
+# The longest step timeout (a year), as for sleeps.
+MAX_STEP_TIMEOUT_SECONDS = MAX_SLEEP_SECONDS
 
-def step(context: WorkflowContext, name: str, retry: StepRetry | None) -> Op[Any]:
-    """The step's output (or its error raised), from its record or from running it now."""
+
+def check_step_timeout(timeout: Seconds | None) -> float | None:
+    """A step's `timeout` (seconds or a timedelta; None: no timeout) in seconds.
+
+    Raises ValueError naming `timeout` unless it is more than 0 and at most a year, and
+    TypeError for what is not a duration.
+    """
+    if timeout is None:
+        return None
+    value = seconds(timeout)
+    if not (math.isfinite(value) and 0 < value <= MAX_STEP_TIMEOUT_SECONDS):
+        raise ValueError(
+            f"timeout must be more than 0 and at most {MAX_STEP_TIMEOUT_SECONDS:.0f} seconds"
+            f" (a year), not {timeout!r}"
+        )
+    return value
+
+
+def timed_out(name: str, attempt: int, timeout: float | None) -> StepTimeoutError:
+    """The error recorded for attempt `attempt` of step `name` that ran past `timeout`."""
+    return StepTimeoutError(
+        f"step {name!r} attempt {attempt} did not finish within its timeout of {timeout:g}s"
+    )
+
+
+def step(
+    context: WorkflowContext, name: str, retry: StepRetry | None, timeout: float | None = None
+) -> Op[Any]:
+    """The step's output (or its error raised), from its record or from running it now,
+    each attempt for at most `timeout` seconds (None: no limit)."""
     step_id, recorded = context.next_step(pb.STEP_KIND_STEP, name)
     if recorded is None:
-        recorded = yield from _run_new_step(context, step_id, name, retry)
+        recorded = yield from _run_new_step(context, step_id, name, retry, timeout)
     if recorded.HasField("error"):
         raise _payloads.exception(recorded.error)
     return _payloads.decode(recorded.output)
 
 
 def _run_new_step(
-    context: WorkflowContext, step_id: int, name: str, retry: StepRetry | None
+    context: WorkflowContext,
+    step_id: int,
+    name: str,
+    retry: StepRetry | None,
+    timeout: float | None,
 ) -> Op[pb.Step]:
     """Run a step that has no record yet (retrying as `retry` says) and record its outcome.
 
     Returns the step as recorded, which is another run's outcome if one recorded first; a
     fresh exception of this run is raised as itself.
+
+    An attempt that did not finish within `timeout` failed with a StepTimeoutError, made
+    here: it is recorded and retried as any error (when `retry.retry_on` covers it), and
+    when it is the last attempt's, it is the step's error. Only the Outcome the face sends
+    back is ever recorded, so a timed-out attempt's late result has no way in.
     """
     # Attempts continue after those a run before a recovery recorded, so the retry policy
     # counts every attempt and an attempt number is never recorded twice.
     attempt = context.failed_attempts.pop(step_id, 0) + 1
     while True:
         started = now()
-        outcome: Outcome = yield Invoke(StepScope(context.workflow_id, step_id, attempt))
-        raised = outcome.error
+        outcome: Outcome = yield Invoke(StepScope(context.workflow_id, step_id, attempt), timeout)
+        raised = timed_out(name, attempt, timeout) if outcome.timed_out else outcome.error
         if raised is None or retry is None or not retry.retries(raised, attempt):
             break
         failed = pb.RecordStepAttemptRequest(
