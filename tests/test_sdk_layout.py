@@ -73,6 +73,7 @@ def test_the_async_face_exports_exactly_its_names() -> None:
         "set_event",
         "set_schedule",
         "set_start_options",
+        "set_step_timeout",
         "set_workflow_id",
         "set_workflow_timeout",
         "sleep",

@@ -54,7 +54,7 @@ from durable._schedules import (
 )
 from durable._sleep import sleep
 from durable._step_retry import StepRetry
-from durable._steps import step, step_idempotency_key
+from durable._steps import set_step_timeout, step, step_idempotency_key
 from durable._worker import Worker
 from durable._workflow import (
     WorkflowHandle,
@@ -77,6 +77,7 @@ from durable.errors import (
     PayloadError,
     QueueDeduplicatedError,
     RecordedError,
+    StepTimeoutError,
     UnauthenticatedError,
     WorkflowCancelledError,
     WorkflowConflictError,
@@ -110,6 +111,7 @@ __all__ = [
     "StepAttemptInfo",
     "StepInfo",
     "StepRetry",
+    "StepTimeoutError",
     "UnauthenticatedError",
     "Worker",
     "WorkflowCancelledError",
@@ -149,6 +151,7 @@ __all__ = [
     "set_payload_codecs",
     "set_schedule",
     "set_start_options",
+    "set_step_timeout",
     "set_workflow_id",
     "set_workflow_timeout",
     "sleep",

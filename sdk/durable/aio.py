@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from durable import _payloads
+from durable import _drive, _payloads
 from durable._aio import drive
 from durable._aio.client import AsyncClient, close, configure, default_client
 from durable._aio.schedules import (
@@ -53,7 +53,14 @@ from durable._aio.worker import Worker
 from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
 from durable._core import ops, specs
-from durable._core.context import checkpointing, current, face_mismatch, in_step
+from durable._core.context import (
+    checkpointing,
+    current,
+    face_mismatch,
+    in_step,
+    step_scope,
+    step_timeout,
+)
 from durable._core.durations import Seconds, seconds
 from durable._core.durations import seconds as as_seconds
 from durable._core.specs import WorkflowStatus
@@ -70,7 +77,7 @@ from durable._messages import DEFAULT_RECV_TIMEOUT_SECONDS, recv_outside
 from durable._patches import deprecate_patch, outside
 from durable._queues import Queue, QueueInfo, check_max_partitions, queue_info, queue_name_of
 from durable._schedules import scheduled_time
-from durable._steps import step_idempotency_key
+from durable._steps import set_step_timeout, step_idempotency_key
 from durable._workflow import (
     current_workflow_id,
     set_start_options,
@@ -110,6 +117,7 @@ __all__ = [
     "set_event",
     "set_schedule",
     "set_start_options",
+    "set_step_timeout",
     "set_workflow_id",
     "set_workflow_timeout",
     "sleep",
@@ -251,24 +259,35 @@ def run_step(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Awaitable
     """Run the plain `@durable.step` function `fn` as a step of the running async
     workflow: in a thread of a bounded pool (`DURABLE_STEP_THREADS`, default 32), so the
     event loop goes on while it blocks; checkpointed and retried like any step. Outside a
-    workflow (or inside a step) it just runs in the pool."""
+    workflow (or inside a step) it just runs in the pool.
+
+    A step with a timeout (its decorator's, or `durable.set_step_timeout` around this
+    call) runs each attempt in a daemon thread of its own instead of the pool: at the
+    timeout the workflow stops waiting, and the thread, which Python cannot stop, runs on
+    until the function returns, its result dropped (docs/step-timeouts.md)."""
     specs.not_a_call(fn, "durable.aio.run_step")
-    name, retry = drive.step_of(fn)
+    name, retry, decorated = drive.step_of(fn)
     if getattr(fn, "__wrapped__", None) is None:
         raise TypeError(f"{fn!r} is not a @durable.step function")
     plain: Callable[..., R] = fn.__wrapped__  # type: ignore[attr-defined]
     if asyncio.iscoroutinefunction(plain):
         raise TypeError(f"step {name!r} is async def: await it directly, not through run_step")
     context = checkpointing("run_step", is_async=True)
+    timeout = step_timeout(decorated) if context is not None else None
 
     def in_pool() -> Awaitable[Any]:
         # Copied now, inside the step: the thread sees that it runs in a step.
         call = functools.partial(contextvars.copy_context().run, plain, *args, **kwargs)
+        if timeout is not None:
+            # Not a pool thread: one abandoned at its timeout would hold a pool slot (and
+            # the process's exit) for as long as it runs on.
+            thread = _drive.in_daemon_thread(call, _drive.thread_name(step_scope()))
+            return asyncio.wrap_future(thread)
         return asyncio.get_running_loop().run_in_executor(_step_pool, call)
 
     if context is None:
         return _plain(in_pool)
-    return drive.start(ops.step(context, name, retry), context.client, in_pool)
+    return drive.start(ops.step(context, name, retry, timeout), context.client, in_pool)
 
 
 async def _plain(in_pool: Callable[[], Awaitable[R]]) -> R:
