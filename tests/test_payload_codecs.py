@@ -7,9 +7,11 @@ bytes, so a raw gRPC reader sees the encoding name and the bytes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -405,3 +407,39 @@ def test_configure_sets_the_codecs_of_both_faces(coordinator: Coordinator) -> No
         assert _payloads.codecs() == ()
     finally:
         client.close()
+
+
+def test_a_node_reader_gets_the_encoding_and_raw_bytes(
+    coordinator: Coordinator, encrypted: str
+) -> None:
+    """examples/node/watch.js, written from the .proto alone, prints an event it cannot
+    decode as its encoding and bytes (base64), not an error."""
+    node = shutil.which("node")
+    if node is None or not (ROOT / "examples" / "node" / "node_modules").is_dir():
+        pytest.skip("needs node and examples/node/node_modules (make node-deps)")
+    watched = subprocess.run(
+        [
+            node,
+            "examples/node/watch.js",
+            "--coordinator",
+            coordinator.address,
+            "--workflow-id",
+            encrypted,
+            "--key",
+            "progress",
+            "--timeout",
+            "10",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert watched.returncode == 0, watched.stderr
+    [line] = watched.stdout.splitlines()
+    printed = json.loads(line)
+    assert printed["encoding"] == CHAIN
+    sealed = base64.b64decode(printed["data_base64"])
+    assert json.loads(zlib.decompress(Fernet(KEY).decrypt(sealed))) == {
+        "stage": f"{SECRET} input event"
+    }

@@ -167,12 +167,39 @@ function encode(value) {
   return { encoding: 'json', data: Buffer.from(text, 'utf8') };
 }
 
-/** The value of a JSON payload ("" means "json" too). */
+/**
+ * A payload in an encoding this client does not decode: a codec chain such as
+ * "json+zlib+fernet" (docs/payload-codecs.md) or another language's own encoding. Its
+ * encoding and raw bytes are handed over as they are, not an error.
+ */
+class RawPayload {
+  constructor(encoding, data) {
+    this.encoding = encoding;
+    this.data = Buffer.from(data);
+  }
+
+  toJSON() {
+    return { encoding: this.encoding, data_base64: this.data.toString('base64') };
+  }
+}
+
+/** The value of a JSON payload ("" means "json" too), for code that needs the value. */
 function decode(payload) {
   if (payload.encoding !== '' && payload.encoding !== 'json') {
-    throw new ExampleError(`payload encoding ${JSON.stringify(payload.encoding)} is not json`);
+    throw new ExampleError(
+      `payload encoding ${JSON.stringify(payload.encoding)} is not json (a codec this client` +
+        ' does not have: see docs/payload-codecs.md)',
+    );
   }
   return JSON.parse(payload.data.toString('utf8'));
+}
+
+/** As decode, but a RawPayload for any other encoding: for showing values. */
+function decodeOrRaw(payload) {
+  if (payload.encoding !== '' && payload.encoding !== 'json') {
+    return new RawPayload(payload.encoding, payload.data);
+  }
+  return decode(payload);
 }
 
 /** The one line printed for an error, and the exit code that goes with it. */
@@ -246,8 +273,10 @@ module.exports = {
   EXIT_TIMEOUT,
   Coordinator,
   ExampleError,
+  RawPayload,
   RpcError,
   decode,
+  decodeOrRaw,
   duration,
   encode,
   parseCli,

@@ -10,7 +10,14 @@
 // yet. To resume after a disconnect without missing or repeating a value, pass the last
 // version seen (printed on stderr with --versions) as --after-version.
 
-const { EXIT_TIMEOUT, ExampleError, decode, parseCli, runMain, seconds } = require('./client');
+const {
+  EXIT_TIMEOUT,
+  ExampleError,
+  decodeOrRaw,
+  parseCli,
+  runMain,
+  seconds,
+} = require('./client');
 
 const USAGE = `usage: node watch.js --workflow-id ID --key KEY [--coordinator HOST:PORT]
                      [--timeout 60] [--after-version N] [--versions]
@@ -44,7 +51,7 @@ async function main(coordinator, args) {
   for await (const message of messages) {
     switch (message.outcome) {
       case 'event':
-        console.log(JSON.stringify(decode(message.event.value)));
+        console.log(JSON.stringify(decodeOrRaw(message.event.value)));
         if (args.versions) process.stderr.write(`version ${message.event.version}\n`);
         break;
       case 'workflow_finished':
