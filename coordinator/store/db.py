@@ -20,7 +20,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -143,34 +143,75 @@ class _Guard:
 GUARD = _Guard()
 
 
+def _hosts(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (host, port) pairs a URL names, when it names several (and no hostaddr)."""
+    hosts = str(params.get("host") or "").split(",")
+    if len(hosts) < 2 or "hostaddr" in params:
+        return []
+    ports = str(params.get("port") or "").split(",")
+    ports = ports if len(ports) == len(hosts) else [ports[0]] * len(hosts)
+    return list(zip(hosts, ports, strict=True))
+
+
 def conninfo(url: str) -> str:
     """`url` with CONNECTION_DEFAULTS for what it does not set, less the hosts fenced lately
     (unless that would leave none)."""
     params = conninfo_to_dict(url)
     extra = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in params}
-    hosts = str(params.get("host") or "").split(",")
-    if len(hosts) > 1 and "hostaddr" not in params:
-        ports = str(params.get("port") or "").split(",")
-        ports = ports if len(ports) == len(hosts) else [ports[0]] * len(hosts)
-        kept = [(h, p) for h, p in zip(hosts, ports, strict=True) if not GUARD.is_fenced(h, p)]
-        if kept and len(kept) < len(hosts):
-            extra["host"] = ",".join(h for h, _ in kept)
-            extra["port"] = ",".join(p for _, p in kept)
+    hosts = _hosts(params)
+    kept = [(h, p) for h, p in hosts if not GUARD.is_fenced(h, p)]
+    if kept and len(kept) < len(hosts):
+        extra["host"] = ",".join(h for h, _ in kept)
+        extra["port"] = ",".join(p for _, p in kept)
     return make_conninfo(url, **extra)
 
 
-async def guard(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Refuse (raise ServerRefused) a connection to a server this process must not write to."""
+async def _server_state(conn: psycopg.AsyncConnection[Any]) -> tuple[bool, str, int, int]:
+    """(in recovery, transaction_read_only, system identifier, timeline; 0 on a standby)."""
     cur = await conn.execute(_GUARD_SQL)
     row = await cur.fetchone()
     assert row is not None
-    in_recovery, read_only, system_id, timeline = row
+    return bool(row[0]), str(row[1]), int(row[2]), int(row[3])
+
+
+async def _newest_elsewhere(url: str, here: tuple[str, str], system_id: int) -> int:
+    """The newest timeline of a primary of the same cluster among the URL's other hosts.
+
+    Asked once per cluster, by the first connection of a process that has seen none: a
+    coordinator (re)started after a failover has no timeline to compare with, and would
+    otherwise take a diverged old primary listed first in the URL for the primary."""
+    newest = 0
+    for host, port in _hosts(conninfo_to_dict(url)):
+        if (host, port) == here:
+            continue
+        target = make_conninfo(
+            conninfo(url), host=host, port=port, target_session_attrs="any", connect_timeout="2"
+        )
+        try:
+            async with await psycopg.AsyncConnection.connect(target, autocommit=True) as other:
+                in_recovery, _, other_id, timeline = await _server_state(other)
+        except psycopg.Error:
+            continue  # down or unreachable: nothing to compare
+        if other_id == system_id and not in_recovery:
+            newest = max(newest, timeline)
+    return newest
+
+
+async def guard(conn: psycopg.AsyncConnection[Any], url: str | None = None) -> None:
+    """Refuse (raise ServerRefused) a connection to a server this process must not write to.
+    With the `url` it came from, the first connection to a cluster also compares timelines
+    with the URL's other hosts."""
+    in_recovery, read_only, system_id, timeline = await _server_state(conn)
     host, port = conn.info.host, str(conn.info.port)
     where = f"{host}:{port}"
     if in_recovery:
         _refuse(host, port, "standby", f"{where} is a standby (in recovery), not a primary")
     if read_only == "on":
         _refuse(host, port, "read_only", f"{where} opens read-only sessions")
+    if system_id not in GUARD.timelines and url is not None:
+        elsewhere = await _newest_elsewhere(url, (host, port), system_id)
+        if elsewhere:
+            GUARD.timelines[system_id] = max(GUARD.timelines.get(system_id, 0), elsewhere)
     newest = GUARD.timelines.get(system_id, 0)
     if timeline < newest:
         _refuse(
@@ -186,6 +227,15 @@ async def guard(conn: psycopg.AsyncConnection[Any]) -> None:
             log.warning("database %s: the cluster moved to timeline %d (failover)", where, timeline)
         GUARD.timelines[system_id] = timeline
     conn.add_notice_handler(_sync_wait_watcher(conn))
+
+
+def guard_for(url: str) -> Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]:
+    """`guard` for connections made from `url` (the pool's `configure`)."""
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await guard(conn, url)
+
+    return configure
 
 
 def _refuse(host: str, port: str, reason: str, message: str) -> None:
@@ -224,7 +274,7 @@ async def connect(url: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """An autocommit connection that passed the guard (for LISTEN and migrations)."""
     conn = await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True, **kwargs)
     try:
-        await guard(conn)
+        await guard(conn, url)
     except BaseException:
         await conn.close()
         raise
@@ -322,7 +372,7 @@ def new_pool(url: str, min_size: int, max_size: int, *, max_lifetime: float = 18
         max_size=max_size,
         kwargs={"autocommit": True},
         open=False,
-        configure=guard,
+        configure=guard_for(url),
         check=_check,
         reset=_returned,
         # Recycled: connections drift to whichever host a URL's DNS name points at now.

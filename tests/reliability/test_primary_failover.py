@@ -7,7 +7,8 @@ the fault (mailbox.py), and raw writers recording steps as fast as they are ackn
 Mid-run the primary's postmaster is SIGKILLed and, PROMOTE_AFTER seconds later (an HA
 manager's detection time), the standby is promoted. Once both coordinators serve again,
 the old primary is started again as it was (diverged, on the old timeline, first in the
-URL) and every coordinator connection is terminated, so each must reconnect past it.
+URL) and every coordinator connection is terminated, so each must reconnect past it; and
+a third coordinator starts, with no timeline seen yet, on the same URL.
 
 With synchronous replication nothing acknowledged may be lost or doubled, and the old
 primary must get no write. With asynchronous replication the same run measures what is
@@ -46,7 +47,7 @@ from tests.reliability.replication import ReplicatedPostgres
 from tests.reliability.report import Report
 from tests.reliability.scale import MODE, SCALE, SEED, TEST_TIMEOUT, rng
 from tests.reliability.writer import AckedWriter
-from tests.support import Coordinator, LineProcess, create_database, eventually
+from tests.support import Coordinator, LineProcess, create_database, eventually, start_pending
 
 PREFIX = "promote"
 MAILBOX = "relay"  # not "promote-...": verify() reads PREFIX-%
@@ -55,7 +56,7 @@ PAUSE = 0.1
 # Seconds between the kill and the promotion: what Patroni or a managed service takes to
 # decide the primary is gone (theirs is 10-30 s; the coordinator's part is what follows).
 PROMOTE_AFTER = 2.0
-REFUSED_OLD = "a diverged old primary"
+REFUSED_OLD = "refusing database connection: .*a diverged old primary"
 # With asynchronous replication: how long the clients get to finish after the failover.
 ASYNC_PATIENCE = 60.0 if MODE == "full" else 20.0
 
@@ -247,6 +248,12 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
             )
         resumed = time.monotonic()
         eventually(lambda: all(w.acked_since(resumed) for w in writers), timeout=60)
+        # A coordinator started now has seen no timeline of its own: it must still pass
+        # over the old primary, first in its URL, to the new one.
+        late = Coordinator(coordinator_url)
+        coordinators.append(late)
+        late.wait_serving(timeout=60)
+        late_workflow = start_pending(late.stub)
         if rig.synchronous:
             outcomes = driver.wait_done(timeout=300)
             mail = mailbox.wait_done(timeout=300)
@@ -272,6 +279,11 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
             coordinator.stop()
 
     refusals = sum(len(re.findall(REFUSED_OLD, c.log())) for c in coordinators)
+    late_refusals = len(re.findall(REFUSED_OLD, coordinators[-1].log()))
+    with psycopg.connect(new_primary) as conn:
+        late_landed = conn.execute(
+            "SELECT count(*) FROM durable.workflows WHERE workflow_id = %s", (late_workflow,)
+        ).fetchone() == (1,)
     writes_on_old = table_writes(old_primary)
     verdict = verify(new_primary, PREFIX, range(count), STEPS)
     mail_lost, mail_doubled, mail_problems = check_mailbox(new_primary, MAILBOX, count)
@@ -292,6 +304,7 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
         acknowledged_writes=sum(len(w.acked) for w in writers),
         writer_codes=dict(codes),
         old_primary_refusals=refusals,
+        late_coordinator_refusals=late_refusals,
         writes_on_old_primary=writes_on_old,
         workflow_errors=len(outcomes.errors),
         workflows_unfinished_by_client=count - len(outcomes.results) - len(outcomes.errors),
@@ -312,7 +325,7 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
             first_problems=verdict.wrong[:4],
             **figures,
         )
-        assert writes_on_old == 0
+        assert writes_on_old == 0 and late_landed
         return
     watched = check_watches(watches, STEPS)
     report.record("primary failover, synchronous replication", watched_values=watched, **figures)
@@ -324,4 +337,5 @@ def test_nothing_acknowledged_is_lost_when_the_primary_fails_over(
     assert not any(w.unexpected for w in writers), [w.unexpected[:5] for w in writers]
     assert writes_on_old == 0, "a coordinator wrote to the diverged old primary"
     assert refusals >= len(coordinators), "the old primary was never refused"
+    assert late_refusals >= 1 and late_landed, "a coordinator started late used the old primary"
     assert len(watches) == count
