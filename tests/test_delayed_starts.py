@@ -150,14 +150,16 @@ def test_a_delayed_workflow_is_not_claimed_before_due_and_promptly_after(
     # the due times by reading them.
     poller_stub = other_coordinator.stub
     executor = heartbeat(poller_stub, [name])
-    started = {
-        start(coordinator.stub, name, i, delay=duration(0.6 + 0.15 * i)).workflow.workflow_id
-        for i in range(12)
-    }
-    # A bounded window before the first is due: nothing is claimed.
-    window_end = time.monotonic() + 0.45
-    assert poll(poller_stub, executor, 0.4) == []
-    assert time.monotonic() <= window_end + 0.2
+    replies = [
+        start(coordinator.stub, name, i, delay=duration(1.0 + 0.1 * i)).workflow for i in range(12)
+    ]
+    started = {w.workflow_id for w in replies}
+    # A bounded window, ending before the first is due (with a margin for the poll to
+    # arrive), by the database's clock: nothing is claimed.
+    first_due = min(at(w.due_time) for w in replies)
+    window = (first_due - max(at(w.create_time) for w in replies)).total_seconds() - 0.3
+    assert window > 0.2
+    assert poll(poller_stub, executor, window) == []
 
     claimed: list[pb.Workflow] = []
     deadline = time.monotonic() + 20
@@ -188,11 +190,15 @@ def test_a_delayed_enqueue_waits_on_its_queue_until_due(stub: Stub) -> None:
     queue, name = f"q-{tag()}", f"queued.{tag()}"
     executor = heartbeat(stub, [name], [queue])
     claimed: list[pb.Workflow] = []
-    ids = {
-        start(stub, name, i, queue_name=queue, delay=duration(0.5 + 0.2 * i)).workflow.workflow_id
+    replies = [
+        start(stub, name, i, queue_name=queue, delay=duration(1.0 + 0.2 * i)).workflow
         for i in range(5)
-    }
-    assert poll(stub, executor, 0.3) == []
+    ]
+    ids = {w.workflow_id for w in replies}
+    first_due = min(at(w.due_time) for w in replies)
+    window = (first_due - max(at(w.create_time) for w in replies)).total_seconds() - 0.3
+    assert window > 0.2
+    assert poll(stub, executor, window) == []
     deadline = time.monotonic() + 20
     while len(claimed) < len(ids) and time.monotonic() < deadline:
         claimed += poll(stub, executor, 5.0)
@@ -215,7 +221,7 @@ def test_start_at_in_the_past_means_now_and_in_the_future_waits(stub: Stub) -> N
     assert [w.workflow_id for w in poll(stub, executor, 5.0)] == [stale.workflow_id]
 
     future = Timestamp()
-    future.FromDatetime(now + timedelta(seconds=1.2))
+    future.FromDatetime(now + timedelta(seconds=2))
     later = start(stub, name, "future", start_at=future).workflow
     assert later.due_time == future
     assert poll(stub, executor, 0.5) == []

@@ -160,6 +160,9 @@ def test_delayed_workflows_due_at_once_run_exactly_once_across_a_coordinator_sig
         "recovered": len(recovered),
         "side_effects_doubled": len(doubled),
         "side_effects_by_worker": dict(by_worker),
+        # The first claims show the wake-up; the later ones wait for the worker's free slots
+        # (max_concurrent 16, 0.2 s steps), or for a recovery.
+        "first_claim_after_due_ms_min": round(1000 * dispatch_lateness[0], 1),
         "first_claim_after_due_ms_median": round(
             1000 * dispatch_lateness[len(dispatch_lateness) // 2], 1
         ),
