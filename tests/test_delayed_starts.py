@@ -332,6 +332,27 @@ def test_a_debounce_moved_earlier_wakes_a_waiting_poller(stub: Stub) -> None:
     assert 0 <= lateness(claimed[0]) < MAX_LATENESS
 
 
+def test_a_resumed_debounced_workflow_leaves_its_burst(stub: Stub) -> None:
+    name, key = f"debounced.{tag()}", f"k-{tag()}"
+    executor = heartbeat(stub, [name])
+    first = start(stub, name, 1, debounce_key=key, debounce=duration(0.5)).workflow
+    stub.CancelWorkflow(
+        pb.CancelWorkflowRequest(workflow_id=first.workflow_id), timeout=RPC_TIMEOUT
+    )
+    second = start(stub, name, 2, debounce_key=key, debounce=duration(60))
+    assert second.created  # the cancelled one no longer waits: a new burst
+    resumed = stub.ResumeWorkflow(
+        pb.ResumeWorkflowRequest(workflow_id=first.workflow_id), timeout=RPC_TIMEOUT
+    ).workflow
+    assert resumed.status == pb.WORKFLOW_STATUS_ENQUEUED and not resumed.debounce_key
+    # Due when it was (it keeps its due time), outside the burst, which goes on waiting.
+    claimed = poll(stub, executor, 5.0)
+    assert [w.workflow_id for w in claimed] == [first.workflow_id]
+    assert claimed[0].due_time == first.due_time
+    third = start(stub, name, 3, debounce_key=key, debounce=duration(60)).workflow
+    assert third.workflow_id == second.workflow.workflow_id
+
+
 def test_debounce_on_a_queue_and_a_delay_with_a_deduplication_id(stub: Stub) -> None:
     queue, name, key = f"q-{tag()}", f"debounced.{tag()}", f"k-{tag()}"
     executor = heartbeat(stub, [name], [queue])

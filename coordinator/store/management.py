@@ -31,10 +31,13 @@ UPDATE durable.workflows SET status = 'CANCELLED', updated_at = clock_timestamp(
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('PENDING', 'ENQUEUED')
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
+# A resumed workflow keeps its due time (a delayed one not due yet still waits) and leaves
+# its debounce burst: later starts with its key neither merge into it nor collide with it
+# (workflows_debounce_idx holds one waiting workflow per key).
 _RESUME = f"""
 UPDATE durable.workflows
    SET status = 'ENQUEUED', executor_id = NULL, recovery_attempts = 0, deadline_at = NULL,
-       updated_at = clock_timestamp()
+       debounce_key = NULL, updated_at = clock_timestamp()
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('CANCELLED', 'DEAD_LETTER')
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
