@@ -553,11 +553,13 @@ class StartWorkflowRequest(_message.Message):
     debounce_key: _builtins.str
     """Debounce: of a burst of starts with the same workflow name and
     `debounce_key` (1-256 characters), only the newest runs, once no start
-    has come for `debounce`. A start while such a workflow waits (ENQUEUED,
-    not yet due) replaces that workflow's input and moves its due time to
-    now + `debounce`, and the response returns that workflow (`created`
-    false; its ID is the first start's). Requires `debounce`; not with
-    `executor_id`, `delay` or `start_at`.
+    has come for `debounce`. A start while such a workflow waits (ENQUEUED
+    and not yet claimed by a worker, due or not) replaces that workflow's
+    input and moves its due time to now + `debounce`, and the response
+    returns that workflow (`created` false; its ID is the first start's, so
+    use the returned ID). Once it has been claimed, the next start begins a
+    new burst. Requires `debounce`; not with `executor_id`, `delay`,
+    `start_at`, `parent` or `deduplication_id`. ResumeWorkflow clears it.
     """
     @_builtins.property
     def input(self) -> Global___Payload:
