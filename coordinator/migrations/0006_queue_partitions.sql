@@ -4,8 +4,9 @@
 -- partition key is never empty), so every query of a partition uses the same expression
 -- coalesce(partition_key, '').
 
--- A claim walks the distinct partitions holding ENQUEUED work (one index descent each),
--- then takes each partition's head in priority-then-age order.
+-- A claim walks the partitions holding ENQUEUED work, one index descent each to the
+-- partition's first workflow in priority-then-age order (its head), then reads on from
+-- the heads as deep as the claim's size needs.
 CREATE INDEX workflows_partition_ready_idx
     ON durable.workflows (namespace, queue_name, coalesce(partition_key, ''),
                           priority, created_at, workflow_id)

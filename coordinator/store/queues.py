@@ -72,7 +72,12 @@ SELECT q.name, k.workflow_names, coalesce(k.app_version, '')
                   AND (w.app_version IS NULL OR w.app_version = k.app_version)
                   AND (w.due_at IS NULL OR w.due_at <= clock_timestamp()))"""
 
-_LOCK = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s))"
+# Also, for the rest of the claim's transaction, plan with generic plans: _CLAIM is long
+# enough that planning it anew for each claim (a custom plan) costs about as much as
+# running it, and its plan does not depend on the values of its parameters.
+_LOCK = """
+SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s)),
+       set_config('plan_cache_mode', 'force_generic_plan', true)"""
 
 # Under the lock: the queue's limits and what the whole-queue ones are measured against
 # (a count is only made for a limit that applies to the whole queue).
@@ -112,67 +117,67 @@ _ELIGIBLE = """
 # each) every partition with work gets one turn per round, however long another's backlog
 # is; priority orders the workflows of a partition, not one partition before another.
 #
-# parts walks the distinct partitions with ENQUEUED work, one index descent each (a loose
-# index scan): a claim costs in partitions, not in waiting workflows. rooms holds what
-# each may take: the claim's size, within the partition's own concurrency and rate limit
-# when they apply per partition (%(concurrency)s and %(rate_limit)s are NULL otherwise;
-# each count stops at its limit). heads holds each partition's first workflow it may
-# take now, and when the partition was last served. A partition's k-th turn can only be
-# reached when fewer than %(take)s workflows come before it, and every other head does,
-# so each partition is read at most take - heads + 1 deep, and not past its head once
-# there are as many heads as the claim takes. SKIP LOCKED passes over a row a cancel
-# holds (the claim is one short for it). The claimed workflows come back in claim order.
+# heads walks the partitions (a loose index scan): each step is one index descent to the
+# first workflow a worker may take now of the next partition, so a claim costs in
+# partitions with work, not in waiting workflows. rooms adds what each partition may
+# take: the claim's size, within the partition's own concurrency and rate limit when they
+# apply per partition (%(concurrency)s and %(rate_limit)s are NULL otherwise; each count
+# stops at its limit), and when it was last served; ready_heads keeps those with room. A
+# partition's k-th turn can only be reached when fewer than %(take)s workflows come
+# before it, and every other ready head does, so each partition is read at most
+# take - heads + 1 deep, and not past its head once there are as many heads as the claim
+# takes. SKIP LOCKED passes over a row a cancel holds (the claim is one short for it).
+# The chosen workflows are then locked and updated by primary key (a join from the array
+# of their IDs, whatever the planner's statistics say), and come back in claim order.
 _CLAIM = f"""
-WITH RECURSIVE parts(key) AS (
-    (SELECT coalesce(w.partition_key, '') FROM durable.workflows w
-      WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
-      ORDER BY coalesce(w.partition_key, '') LIMIT 1)
+WITH RECURSIVE heads(key, workflow_id, priority, created_at) AS (
+    (SELECT coalesce(w.partition_key, ''), w.workflow_id, w.priority, w.created_at
+       FROM durable.workflows w
+      WHERE {_ELIGIBLE}
+      ORDER BY coalesce(w.partition_key, ''), w.priority, w.created_at, w.workflow_id
+      LIMIT 1)
     UNION ALL
-    SELECT (SELECT coalesce(w.partition_key, '') FROM durable.workflows w
-             WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'ENQUEUED'
-               AND coalesce(w.partition_key, '') > p.key
-             ORDER BY coalesce(w.partition_key, '') LIMIT 1)
-      FROM parts p WHERE p.key IS NOT NULL
+    SELECT n.key, n.workflow_id, n.priority, n.created_at
+      FROM heads h
+     CROSS JOIN LATERAL (
+           SELECT coalesce(w.partition_key, '') AS key, w.workflow_id, w.priority,
+                  w.created_at
+             FROM durable.workflows w
+            WHERE {_ELIGIBLE} AND coalesce(w.partition_key, '') > h.key
+            ORDER BY coalesce(w.partition_key, ''), w.priority, w.created_at, w.workflow_id
+            LIMIT 1) n
 ),
 rooms AS (
-    SELECT p.key,
+    SELECT h.key, h.workflow_id, h.priority, h.created_at,
            least(%(take)s,
                  %(concurrency)s::int - (
                      SELECT count(*) FROM (
                          SELECT 1 FROM durable.workflows w
                           WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
-                            AND w.status = 'PENDING' AND coalesce(w.partition_key, '') = p.key
+                            AND w.status = 'PENDING' AND coalesce(w.partition_key, '') = h.key
                           LIMIT coalesce(%(concurrency)s::int, 0)) AS running),
                  %(rate_limit)s::int - (
                      SELECT count(*) FROM (
                          SELECT 1 FROM durable.workflows w
                           WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
-                            AND coalesce(w.partition_key, '') = p.key
+                            AND coalesce(w.partition_key, '') = h.key
                             AND w.dequeued_at > clock_timestamp() - %(rate_period)s::interval
-                          LIMIT coalesce(%(rate_limit)s::int, 0)) AS recent)) AS room
-      FROM parts p
-     WHERE p.key IS NOT NULL
-),
-heads AS (
-    SELECT r.key, r.room, c.workflow_id, c.priority, c.created_at,
+                          LIMIT coalesce(%(rate_limit)s::int, 0)) AS recent)) AS room,
            (SELECT w.dequeued_at FROM durable.workflows w
              WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s
-               AND coalesce(w.partition_key, '') = r.key AND w.dequeued_at IS NOT NULL
+               AND coalesce(w.partition_key, '') = h.key AND w.dequeued_at IS NOT NULL
              ORDER BY w.dequeued_at DESC LIMIT 1) AS served
-      FROM rooms r
-     CROSS JOIN LATERAL (
-           SELECT w.workflow_id, w.priority, w.created_at FROM durable.workflows w
-            WHERE {_ELIGIBLE} AND coalesce(w.partition_key, '') = r.key
-            ORDER BY w.priority, w.created_at, w.workflow_id
-            LIMIT 1) c
-     WHERE r.room > 0
+      FROM heads h
+),
+ready_heads AS (
+    SELECT * FROM rooms WHERE room > 0
 ),
 deeper AS (
     SELECT c.workflow_id, c.priority, c.created_at, h.served,
            1 + row_number() OVER (PARTITION BY h.key
                                   ORDER BY c.priority, c.created_at, c.workflow_id) AS turn
-      FROM heads h
-     CROSS JOIN (SELECT %(take)s - count(*) + 1 AS deepest FROM heads) n
+      FROM ready_heads h
+     CROSS JOIN (SELECT %(take)s - count(*) + 1 AS deepest FROM ready_heads) n
      CROSS JOIN LATERAL (
            SELECT w.workflow_id, w.priority, w.created_at FROM durable.workflows w
             WHERE {_ELIGIBLE} AND coalesce(w.partition_key, '') = h.key
@@ -183,18 +188,18 @@ deeper AS (
      WHERE least(h.room, n.deepest) > 1
 ),
 chosen AS (
-    SELECT workflow_id,
-           row_number() OVER (ORDER BY turn, served NULLS FIRST, priority, created_at,
-                                       workflow_id) AS place
-      FROM (SELECT workflow_id, 1 AS turn, served, priority, created_at FROM heads
-            UNION ALL
-            SELECT workflow_id, turn, served, priority, created_at FROM deeper) ranked
-     ORDER BY turn, served NULLS FIRST, priority, created_at, workflow_id
-     LIMIT %(take)s
+    SELECT array_agg(workflow_id ORDER BY turn, served NULLS FIRST, priority, created_at,
+                                          workflow_id) AS ids
+      FROM (SELECT workflow_id, turn, served, priority, created_at
+              FROM (SELECT workflow_id, 1 AS turn, served, priority, created_at FROM ready_heads
+                    UNION ALL
+                    SELECT workflow_id, turn, served, priority, created_at FROM deeper) ranked
+             ORDER BY turn, served NULLS FIRST, priority, created_at, workflow_id
+             LIMIT %(take)s) taken
 ),
 candidates AS (
-    SELECT w.workflow_id, c.place
-      FROM chosen c
+    SELECT w.workflow_id
+      FROM unnest((SELECT ids FROM chosen)) AS c(workflow_id)
       JOIN durable.workflows w ON w.workflow_id = c.workflow_id AND w.namespace = %(ns)s
      WHERE w.status = 'ENQUEUED'
        FOR UPDATE OF w SKIP LOCKED
@@ -206,9 +211,10 @@ claimed AS (
            updated_at = clock_timestamp()
       FROM candidates c
      WHERE w.workflow_id = c.workflow_id AND w.namespace = %(ns)s AND w.status = 'ENQUEUED'
-    RETURNING c.place, {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}
+    RETURNING {", ".join("w." + c.strip() for c in rows.WORKFLOW_COLUMNS.split(","))}
 )
-SELECT {rows.WORKFLOW_COLUMNS} FROM claimed ORDER BY place"""
+SELECT {rows.WORKFLOW_COLUMNS} FROM claimed
+ ORDER BY array_position((SELECT ids FROM chosen), workflow_id)"""
 
 
 def _config(row: rows.Row) -> QueueConfig:
