@@ -162,3 +162,13 @@ class QueueDeduplicated(CoordinatorError):
             deduplication_id=deduplication_id,
             existing_workflow_id=existing_workflow_id,
         )
+
+
+class Unimplemented(CoordinatorError):
+    """An RPC of the contract this coordinator does not serve (yet)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+    def __init__(self, rpc: str) -> None:
+        super().__init__(f"{rpc} is not implemented by this coordinator")

@@ -15,12 +15,15 @@ from coordinator import background, metrics, session, sweeper, tls, tracing
 from coordinator.config import Config
 from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
+from coordinator.operations.service import OperationsService
 from coordinator.schedules import ticker
 from coordinator.schedules.service import ScheduleService
 from coordinator.service import CoordinatorService
 from coordinator.store import db
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from durable.v1 import operations_pb2 as opb
+from durable.v1 import operations_pb2_grpc as opb_grpc
 from durable.v1 import schedules_pb2 as spb
 from durable.v1 import schedules_pb2_grpc as spb_grpc
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 SCHEDULE_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["ScheduleService"].full_name
+OPERATIONS_SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OperationsService"].full_name
 # Room for the largest payload plus the rest of a message, and for a history page.
 _MESSAGE_SLACK = 64 * 1024
 # Calls that have arrived but that the event loop has not yet accepted. grpc.aio accepts one
@@ -86,6 +90,7 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
         ],
     )
     pb_grpc.add_CoordinatorServiceServicer_to_server(CoordinatorService(pool, hub, config), server)
+    opb_grpc.add_OperationsServiceServicer_to_server(OperationsService(pool, hub, config), server)
     schedule_changed = asyncio.Event()  # wakes this coordinator's tick loop at once
     spb_grpc.add_ScheduleServiceServicer_to_server(
         ScheduleService(pool, config, schedule_changed), server
@@ -93,7 +98,13 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, SCHEDULE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            SCHEDULE_SERVICE_NAME,
+            OPERATIONS_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     credentials = tls.server_credentials(config)

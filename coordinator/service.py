@@ -10,7 +10,16 @@ from datetime import timedelta
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from coordinator import long_poll, metrics, session, start_options, validation, wire
+from coordinator import (
+    attributes,
+    long_poll,
+    metrics,
+    session,
+    start_options,
+    validation,
+    watch,
+    wire,
+)
 from coordinator.auth import Authenticator
 from coordinator.config import Config
 from coordinator.edge import Context, streaming, unary
@@ -630,6 +639,22 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         return pb.ListWorkflowsResponse(
             workflows=[wire.workflow(w) for w in found], next_page_token=next_token
         )
+
+    @unary
+    async def SetAttributes(
+        self, request: pb.SetAttributesRequest, context: Context
+    ) -> pb.SetAttributesResponse:
+        return await attributes.set_attributes(self, self._namespace(context), request)
+
+    @streaming
+    async def WatchWorkflows(
+        self, request: pb.WatchWorkflowsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchWorkflowsResponse]:
+        changes = watch.watch_workflows(self, self._namespace(context), request)
+        # Closed with this stream, so that its subscription goes at once.
+        async with contextlib.aclosing(changes):  # type: ignore[type-var]
+            async for change in changes:
+                yield change
 
     @unary
     async def ListEvents(

@@ -93,6 +93,8 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     """A child workflow started with StartWorkflow from the workflow (`parent`
     set); `output` is the child's workflow ID as a JSON string.
     """
+    STEP_KIND_SET_ATTRIBUTES: _StepKind.ValueType  # 9
+    """Search attributes set with SetAttributes; `output` is JSON null."""
     STEP_KIND_PATCH: _StepKind.ValueType  # 8
     """A patch marker, recorded with RunStep by a workflow that took the new
     branch of a code change (the SDK's `durable.patched(name)`): `name` is
@@ -125,6 +127,8 @@ STEP_KIND_START_WORKFLOW: StepKind.ValueType  # 7
 """A child workflow started with StartWorkflow from the workflow (`parent`
 set); `output` is the child's workflow ID as a JSON string.
 """
+STEP_KIND_SET_ATTRIBUTES: StepKind.ValueType  # 9
+"""Search attributes set with SetAttributes; `output` is JSON null."""
 STEP_KIND_PATCH: StepKind.ValueType  # 8
 """A patch marker, recorded with RunStep by a workflow that took the new
 branch of a code change (the SDK's `durable.patched(name)`): `name` is
@@ -201,6 +205,26 @@ class Workflow(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -223,6 +247,7 @@ class Workflow(_message.Message):
     DUE_TIME_FIELD_NUMBER: _builtins.int
     PARTITION_KEY_FIELD_NUMBER: _builtins.int
     DEBOUNCE_KEY_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's ID."""
     name: _builtins.str
@@ -292,6 +317,10 @@ class Workflow(_message.Message):
         not handed to a worker before this time.
         """
 
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its search attributes (StartWorkflowRequest.attributes, SetAttributes)."""
+
     def __init__(
         self,
         *,
@@ -317,10 +346,11 @@ class Workflow(_message.Message):
         due_time: _timestamp_pb2.Timestamp | None = ...,
         partition_key: _builtins.str = ...,
         debounce_key: _builtins.str = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "due_time", b"due_time", "error", b"error", "input", b"input", "output", b"output", "scheduled_time", b"scheduled_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "create_time", b"create_time", "deadline", b"deadline", "debounce_key", b"debounce_key", "deduplication_id", b"deduplication_id", "due_time", b"due_time", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "partition_key", b"partition_key", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "schedule_name", b"schedule_name", "scheduled_time", b"scheduled_time", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "attributes", b"attributes", "create_time", b"create_time", "deadline", b"deadline", "debounce_key", b"debounce_key", "deduplication_id", b"deduplication_id", "due_time", b"due_time", "error", b"error", "executor_id", b"executor_id", "forked_from", b"forked_from", "input", b"input", "name", b"name", "output", b"output", "parent_workflow_id", b"parent_workflow_id", "partition_key", b"partition_key", "priority", b"priority", "queue_name", b"queue_name", "recovery_attempts", b"recovery_attempts", "schedule_name", b"schedule_name", "scheduled_time", b"scheduled_time", "status", b"status", "update_time", b"update_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -491,6 +521,26 @@ class StartWorkflowRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
@@ -506,6 +556,7 @@ class StartWorkflowRequest(_message.Message):
     START_AT_FIELD_NUMBER: _builtins.int
     DEBOUNCE_KEY_FIELD_NUMBER: _builtins.int
     DEBOUNCE_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow ID. Empty: the coordinator generates a UUID. Otherwise 1-256
     characters from [A-Za-z0-9._:@/+=-].
@@ -595,6 +646,15 @@ class StartWorkflowRequest(_message.Message):
     def debounce(self) -> _duration_pb2.Duration:
         """The quiet time of a debounce: 1 ms to 1 day."""
 
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Search attributes, recorded by the first start: business keys to find
+        the workflow by (ListWorkflowsRequest.attributes), e.g. {"order":
+        "4711", "tenant": "acme"}. At most 32 keys; a key is 1-64 characters
+        from [A-Za-z0-9._-], a value 1-256 characters; else INVALID_ARGUMENT
+        naming `attributes`.
+        """
+
     def __init__(
         self,
         *,
@@ -613,10 +673,11 @@ class StartWorkflowRequest(_message.Message):
         start_at: _timestamp_pb2.Timestamp | None = ...,
         debounce_key: _builtins.str = ...,
         debounce: _duration_pb2.Duration | None = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["debounce", b"debounce", "delay", b"delay", "input", b"input", "parent", b"parent", "start_at", b"start_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "debounce", b"debounce", "debounce_key", b"debounce_key", "deduplication_id", b"deduplication_id", "delay", b"delay", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "partition_key", b"partition_key", "priority", b"priority", "queue_name", b"queue_name", "start_at", b"start_at", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "attributes", b"attributes", "debounce", b"debounce", "debounce_key", b"debounce_key", "deduplication_id", b"deduplication_id", "delay", b"delay", "executor_id", b"executor_id", "input", b"input", "name", b"name", "parent", b"parent", "partition_key", b"partition_key", "priority", b"priority", "queue_name", b"queue_name", "start_at", b"start_at", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1696,6 +1757,26 @@ class ListWorkflowsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     STATUSES_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CREATED_AFTER_FIELD_NUMBER: _builtins.int
@@ -1706,6 +1787,7 @@ class ListWorkflowsRequest(_message.Message):
     QUEUE_NAME_FIELD_NUMBER: _builtins.int
     APP_VERSION_FIELD_NUMBER: _builtins.int
     SCHEDULE_NAME_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Only workflows with this name; empty: all."""
     page_size: _builtins.int
@@ -1732,6 +1814,12 @@ class ListWorkflowsRequest(_message.Message):
     def created_before(self) -> _timestamp_pb2.Timestamp:
         """Only workflows created before this time."""
 
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only workflows whose search attributes include every key = value given
+        (same limits as StartWorkflowRequest.attributes); empty: all.
+        """
+
     def __init__(
         self,
         *,
@@ -1745,14 +1833,239 @@ class ListWorkflowsRequest(_message.Message):
         queue_name: _builtins.str = ...,
         app_version: _builtins.str = ...,
         schedule_name: _builtins.str = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "schedule_name", b"schedule_name", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_version", b"app_version", "attributes", b"attributes", "created_after", b"created_after", "created_before", b"created_before", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "parent_workflow_id", b"parent_workflow_id", "queue_name", b"queue_name", "schedule_name", b"schedule_name", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWorkflowsRequest: _TypeAlias = ListWorkflowsRequest  # noqa: Y015
+
+@_typing.final
+class SetAttributesRequest(_message.Message):
+    """Request for SetAttributes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The running workflow (PENDING)."""
+    step_id: _builtins.int
+    """The step position this call is checkpointed as."""
+    executor_id: _builtins.str
+    """The caller's worker session, fenced as RunStepRequest.executor_id."""
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The attributes to merge in (same limits as
+        StartWorkflowRequest.attributes, counted after the merge); an empty
+        value removes its key.
+        """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        step_id: _builtins.int = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        executor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "executor_id", b"executor_id", "step_id", b"step_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAttributesRequest: _TypeAlias = SetAttributesRequest  # noqa: Y015
+
+@_typing.final
+class SetAttributesResponse(_message.Message):
+    """Response for SetAttributes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STEP_FIELD_NUMBER: _builtins.int
+    ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    already_recorded: _builtins.bool
+    """True when the step was recorded before (a replay): nothing was set."""
+    @_builtins.property
+    def step(self) -> Global___Step:
+        """The step as recorded."""
+
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The workflow's attributes after the call."""
+
+    def __init__(
+        self,
+        *,
+        step: Global___Step | None = ...,
+        already_recorded: _builtins.bool = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_recorded", b"already_recorded", "attributes", b"attributes", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAttributesResponse: _TypeAlias = SetAttributesResponse  # noqa: Y015
+
+@_typing.final
+class WatchWorkflowsRequest(_message.Message):
+    """Request for WatchWorkflows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    after_cursor: _builtins.str
+    """Resume after this cursor (from a WorkflowChange); empty: from now. A
+    cursor older than the change history kept: FAILED_PRECONDITION
+    (CURSOR_EXPIRED): restart from now.
+    """
+    @_builtins.property
+    def filter(self) -> Global___ListWorkflowsRequest:
+        """Which workflows: the same filter as ListWorkflows (statuses, name,
+        queue_name, parent_workflow_id, app_version, schedule_name, attributes;
+        the created_* bounds, page_size and page_token are ignored). A status
+        filter matches the status after the change.
+        """
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long the stream stays open. Absent: the server's maximum wait
+        (default 24 hours); then it ends with `timed_out`.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: Global___ListWorkflowsRequest | None = ...,
+        after_cursor: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "filter", b"filter", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchWorkflowsRequest: _TypeAlias = WatchWorkflowsRequest  # noqa: Y015
+
+@_typing.final
+class WorkflowChange(_message.Message):
+    """One status change of a workflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Pass as after_cursor to resume after this change."""
+    @_builtins.property
+    def workflow(self) -> Global___Workflow:
+        """The workflow after the change, without its input and output (read them
+        with GetWorkflow).
+        """
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was recorded."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        workflow: Global___Workflow | None = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "cursor", b"cursor", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowChange: _TypeAlias = WorkflowChange  # noqa: Y015
+
+@_typing.final
+class WatchWorkflowsResponse(_message.Message):
+    """One message of a WatchWorkflows stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___WorkflowChange:
+        """A status change."""
+
+    @_builtins.property
+    def timed_out(self) -> Global___TimedOut:
+        """The timeout passed. Last message."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___WorkflowChange | None = ...,
+        timed_out: Global___TimedOut | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "timed_out", b"timed_out"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "timed_out", b"timed_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["change", "timed_out"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchWorkflowsResponse: _TypeAlias = WatchWorkflowsResponse  # noqa: Y015
 
 @_typing.final
 class ListWorkflowsResponse(_message.Message):
@@ -2113,6 +2426,7 @@ class QueueConfig(_message.Message):
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     RATE_PERIOD_FIELD_NUMBER: _builtins.int
     LIMITS_PER_PARTITION_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The queue's name, 1-256 characters."""
     concurrency: _builtins.int
@@ -2125,6 +2439,11 @@ class QueueConfig(_message.Message):
     """Apply `concurrency` and `rate_limit` to each partition of the queue
     separately (see StartWorkflowRequest.partition_key) instead of to the
     whole queue. `worker_concurrency` always applies per worker.
+    """
+    paused: _builtins.bool
+    """Set by PauseQueue, cleared by ResumeQueue (ignored by ConfigureQueue,
+    which keeps it): a paused queue hands out nothing new; its running
+    workflows go on.
     """
     @_builtins.property
     def rate_period(self) -> _duration_pb2.Duration:
@@ -2139,10 +2458,11 @@ class QueueConfig(_message.Message):
         rate_limit: _builtins.int = ...,
         rate_period: _duration_pb2.Duration | None = ...,
         limits_per_partition: _builtins.bool = ...,
+        paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_period", b"rate_period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "limits_per_partition", b"limits_per_partition", "name", b"name", "rate_limit", b"rate_limit", "rate_period", b"rate_period", "worker_concurrency", b"worker_concurrency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "limits_per_partition", b"limits_per_partition", "name", b"name", "paused", b"paused", "rate_limit", b"rate_limit", "rate_period", b"rate_period", "worker_concurrency", b"worker_concurrency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -128,6 +128,16 @@ class CoordinatorServiceStub:
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.SetAttributes = channel.unary_unary(
+                '/durable.v1.CoordinatorService/SetAttributes',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.SetAttributesRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.SetAttributesResponse.FromString,
+                _registered_method=True)
+        self.WatchWorkflows = channel.unary_stream(
+                '/durable.v1.CoordinatorService/WatchWorkflows',
+                request_serializer=durable_dot_v1_dot_coordinator__pb2.WatchWorkflowsRequest.SerializeToString,
+                response_deserializer=durable_dot_v1_dot_coordinator__pb2.WatchWorkflowsResponse.FromString,
+                _registered_method=True)
         self.Send = channel.unary_unary(
                 '/durable.v1.CoordinatorService/Send',
                 request_serializer=durable_dot_v1_dot_coordinator__pb2.SendRequest.SerializeToString,
@@ -318,6 +328,26 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAttributes(self, request, context):
+        """Sets search attributes of a running workflow, checkpointed as step
+        `step_id` (kind SET_ATTRIBUTES): a replay sets nothing again. Merged into
+        the workflow's attributes; an empty value removes its key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchWorkflows(self, request, context):
+        """Streams the status changes (created, claimed, succeeded, failed,
+        cancelled...) of the workflows matching a filter, from now or after a
+        cursor, until the timeout. Each change carries a cursor: a client that
+        reconnects with its last cursor misses nothing. See
+        docs/wire-contract.md, "Watching workflows".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Send(self, request, context):
         """Sends a message to a workflow (which need not have started yet: the
         message waits for it). With an idempotency key, a retried send is
@@ -480,6 +510,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.FromString,
                     response_serializer=durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'SetAttributes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAttributes,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.SetAttributesRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.SetAttributesResponse.SerializeToString,
+            ),
+            'WatchWorkflows': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorkflows,
+                    request_deserializer=durable_dot_v1_dot_coordinator__pb2.WatchWorkflowsRequest.FromString,
+                    response_serializer=durable_dot_v1_dot_coordinator__pb2.WatchWorkflowsResponse.SerializeToString,
             ),
             'Send': grpc.unary_unary_rpc_method_handler(
                     servicer.Send,
@@ -963,6 +1003,60 @@ class CoordinatorService:
             '/durable.v1.CoordinatorService/ListEvents',
             durable_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
             durable_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAttributes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/SetAttributes',
+            durable_dot_v1_dot_coordinator__pb2.SetAttributesRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.SetAttributesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/durable.v1.CoordinatorService/WatchWorkflows',
+            durable_dot_v1_dot_coordinator__pb2.WatchWorkflowsRequest.SerializeToString,
+            durable_dot_v1_dot_coordinator__pb2.WatchWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,18 @@ class CoordinatorServiceStub:
     """Lists workflows, newest first, filtered and a page at a time."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListEventsRequest, _coordinator_pb2.ListEventsResponse]
     """Lists a workflow's events with their latest values."""
+    SetAttributes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SetAttributesRequest, _coordinator_pb2.SetAttributesResponse]
+    """Sets search attributes of a running workflow, checkpointed as step
+    `step_id` (kind SET_ATTRIBUTES): a replay sets nothing again. Merged into
+    the workflow's attributes; an empty value removes its key.
+    """
+    WatchWorkflows: _grpc.UnaryStreamMultiCallable[_coordinator_pb2.WatchWorkflowsRequest, _coordinator_pb2.WatchWorkflowsResponse]
+    """Streams the status changes (created, claimed, succeeded, failed,
+    cancelled...) of the workflows matching a filter, from now or after a
+    cursor, until the timeout. Each change carries a cursor: a client that
+    reconnects with its last cursor misses nothing. See
+    docs/wire-contract.md, "Watching workflows".
+    """
     Send: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SendRequest, _coordinator_pb2.SendResponse]
     """Sends a message to a workflow (which need not have started yet: the
     message waits for it). With an idempotency key, a retried send is
@@ -251,6 +263,18 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Lists workflows, newest first, filtered and a page at a time."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListEventsRequest, _coordinator_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Lists a workflow's events with their latest values."""
+    SetAttributes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SetAttributesRequest, _coordinator_pb2.SetAttributesResponse]  # type: ignore[assignment]
+    """Sets search attributes of a running workflow, checkpointed as step
+    `step_id` (kind SET_ATTRIBUTES): a replay sets nothing again. Merged into
+    the workflow's attributes; an empty value removes its key.
+    """
+    WatchWorkflows: _aio.UnaryStreamMultiCallable[_coordinator_pb2.WatchWorkflowsRequest, _coordinator_pb2.WatchWorkflowsResponse]  # type: ignore[assignment]
+    """Streams the status changes (created, claimed, succeeded, failed,
+    cancelled...) of the workflows matching a filter, from now or after a
+    cursor, until the timeout. Each change carries a cursor: a client that
+    reconnects with its last cursor misses nothing. See
+    docs/wire-contract.md, "Watching workflows".
+    """
     Send: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SendRequest, _coordinator_pb2.SendResponse]  # type: ignore[assignment]
     """Sends a message to a workflow (which need not have started yet: the
     message waits for it). With an idempotency key, a retried send is
@@ -482,6 +506,30 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ListEventsResponse, _abc.Awaitable[_coordinator_pb2.ListEventsResponse]]:
         """Lists a workflow's events with their latest values."""
+
+    @_abc_1.abstractmethod
+    def SetAttributes(
+        self,
+        request: _coordinator_pb2.SetAttributesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.SetAttributesResponse, _abc.Awaitable[_coordinator_pb2.SetAttributesResponse]]:
+        """Sets search attributes of a running workflow, checkpointed as step
+        `step_id` (kind SET_ATTRIBUTES): a replay sets nothing again. Merged into
+        the workflow's attributes; an empty value removes its key.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchWorkflows(
+        self,
+        request: _coordinator_pb2.WatchWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.WatchWorkflowsResponse], _abc.AsyncIterator[_coordinator_pb2.WatchWorkflowsResponse]]:
+        """Streams the status changes (created, claimed, succeeded, failed,
+        cancelled...) of the workflows matching a filter, from now or after a
+        cursor, until the timeout. Each change carries a cursor: a client that
+        reconnects with its last cursor misses nothing. See
+        docs/wire-contract.md, "Watching workflows".
+        """
 
     @_abc_1.abstractmethod
     def Send(

@@ -1,0 +1,1 @@
+"""OperationsService: retention, deleting workflows, bulk actions, pausing queues."""
