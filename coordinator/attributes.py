@@ -3,13 +3,43 @@ workflow's step)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from coordinator.errors import Unimplemented
+from coordinator.errors import InvalidArgument, Unimplemented
 from durable.v1 import coordinator_pb2 as pb
 
 if TYPE_CHECKING:
     from coordinator.service import CoordinatorService
+
+
+MAX_ATTRIBUTES = 32
+MAX_VALUE_LENGTH = 256
+_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate(
+    attributes: Mapping[str, str], field: str, *, removals: bool = False
+) -> dict[str, str]:
+    """Search attributes as given: at most MAX_ATTRIBUTES keys of 1-64 characters from
+    [A-Za-z0-9._-], values of 1-MAX_VALUE_LENGTH characters without control characters
+    (with `removals`, an empty value is allowed: it removes its key)."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgument(field, f"more than {MAX_ATTRIBUTES} keys")
+    for key, value in attributes.items():
+        if not _KEY.fullmatch(key):
+            raise InvalidArgument(
+                field, f"key {key[:70]!r} is not 1-64 characters of [A-Za-z0-9._-]"
+            )
+        if not value and not removals:
+            raise InvalidArgument(field, f"the value of {key!r} is empty")
+        if len(value) > MAX_VALUE_LENGTH or _CONTROL.search(value):
+            raise InvalidArgument(
+                field, f"the value of {key!r} is not up to {MAX_VALUE_LENGTH} printable characters"
+            )
+    return dict(attributes)
 
 
 async def set_attributes(

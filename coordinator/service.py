@@ -19,6 +19,7 @@ from coordinator import (
     validation,
     watch,
     wire,
+    workflow_filter,
 )
 from coordinator.auth import Authenticator
 from coordinator.config import Config
@@ -601,40 +602,15 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.ListWorkflowsRequest, context: Context
     ) -> pb.ListWorkflowsResponse:
         ns = self._namespace(context)
-        statuses = []
-        for value in request.statuses:
-            status = wire.status_from_wire(value)
-            if status is None:
-                raise InvalidArgument("statuses", f"unknown status {value}")
-            statuses.append(status)
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"must be 0-{MAX_PAGE_SIZE}")
         found, next_token = await management.list_workflows(
             self._pool,
             ns,
-            statuses=statuses,
-            name=validation.name(request.name, "name") if request.name else "",
-            created_after=validation.timestamp(
-                request.HasField("created_after"), request.created_after, "created_after"
-            ),
-            created_before=validation.timestamp(
-                request.HasField("created_before"), request.created_before, "created_before"
-            ),
+            workflow_filter.from_request(request),
             limit=request.page_size or DEFAULT_PAGE_SIZE,
             page_token=request.page_token,
             byte_budget=self._config.history_budget_bytes,
-            parent_workflow_id=validation.executor_id(
-                request.parent_workflow_id, "parent_workflow_id"
-            ),
-            queue_name=(
-                validation.name(request.queue_name, "queue_name") if request.queue_name else ""
-            ),
-            app_version=_app_version(request.app_version),
-            schedule_name=(
-                validation.name(request.schedule_name, "schedule_name")
-                if request.schedule_name
-                else ""
-            ),
         )
         return pb.ListWorkflowsResponse(
             workflows=[wire.workflow(w) for w in found], next_page_token=next_token

@@ -37,6 +37,7 @@ _KIND = {
     StepKind.GET_EVENT: pb.STEP_KIND_GET_EVENT,
     StepKind.START_WORKFLOW: pb.STEP_KIND_START_WORKFLOW,
     StepKind.PATCH: pb.STEP_KIND_PATCH,
+    StepKind.SET_ATTRIBUTES: pb.STEP_KIND_SET_ATTRIBUTES,
 }
 
 
@@ -118,6 +119,7 @@ def workflow(record: WorkflowRecord) -> pb.Workflow:
         message.partition_key = record.partition_key
     if record.debounce_key:
         message.debounce_key = record.debounce_key
+    message.attributes.update(record.attributes)
     return message
 
 

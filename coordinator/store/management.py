@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coordinator.errors import InvalidArgument, QueueDeduplicated, WorkflowFinished
 from coordinator.store import rows
+from coordinator.store.filters import WorkflowFilter
 from coordinator.store.records import EventEntry, EventValue, Payload, Status, WorkflowRecord
 from coordinator.store.workers import WORK_CHANNEL
 from coordinator.store.workflows import DEDUP_INDEX, WORKFLOW_CHANNEL, dedup_holder, get
@@ -83,16 +84,9 @@ SELECT DISTINCT ON (key) workflow_id, namespace, key, version, encoding, data, s
  ORDER BY key, version DESC"""
 
 _LIST = f"""
-SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows
+SELECT {rows.WORKFLOW_COLUMNS} FROM durable.workflows w
  WHERE namespace = %(ns)s
-   AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
-   AND (%(name)s = '' OR name = %(name)s)
-   AND (%(parent)s = '' OR parent_workflow_id = %(parent)s)
-   AND (%(queue)s = '' OR queue_name = %(queue)s)
-   AND (%(version)s = '' OR app_version = %(version)s)
-   AND (%(schedule)s = '' OR schedule_name = %(schedule)s)
-   AND (%(after)s::timestamptz IS NULL OR created_at >= %(after)s)
-   AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)
+   AND {WorkflowFilter().where("w")}
    AND (%(cursor_time)s::timestamptz IS NULL
         OR (created_at, workflow_id) < (%(cursor_time)s, %(cursor_id)s))
  ORDER BY created_at DESC, workflow_id DESC
@@ -235,18 +229,11 @@ def _size(record: WorkflowRecord) -> int:
 async def list_workflows(
     pool: AsyncConnectionPool,
     namespace: str,
+    where: WorkflowFilter,
     *,
-    statuses: list[Status],
-    name: str,
-    created_after: datetime | None,
-    created_before: datetime | None,
     limit: int,
     page_token: str,
     byte_budget: int,
-    parent_workflow_id: str = "",
-    queue_name: str = "",
-    app_version: str = "",
-    schedule_name: str = "",
 ) -> tuple[list[WorkflowRecord], str]:
     """A page of workflows, newest first, and the token of the next page ('' at the end).
 
@@ -256,14 +243,7 @@ async def list_workflows(
     cursor_time, cursor_id = _decode_cursor(page_token) if page_token else (None, "")
     params = {
         "ns": namespace,
-        "statuses": [s.value for s in statuses],
-        "name": name,
-        "parent": parent_workflow_id,
-        "queue": queue_name,
-        "version": app_version,
-        "schedule": schedule_name,
-        "after": created_after,
-        "before": created_before,
+        **where.params(),
         "cursor_time": cursor_time,
         "cursor_id": cursor_id,
         # One more than a page, to tell whether another page follows.

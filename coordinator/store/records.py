@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -39,6 +39,7 @@ class StepKind(str, enum.Enum):
     GET_EVENT = "GET_EVENT"
     START_WORKFLOW = "START_WORKFLOW"
     PATCH = "PATCH"
+    SET_ATTRIBUTES = "SET_ATTRIBUTES"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class WorkflowRecord:
     due_at: datetime | None = None
     partition_key: str | None = None
     debounce_key: str | None = None
+    # Search attributes.
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

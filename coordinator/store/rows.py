@@ -21,7 +21,7 @@ WORKFLOW_COLUMNS = """workflow_id, name, status, input_encoding, input_data,
     output_encoding, output_data, error_type, error_message, error_details,
     created_at, updated_at, executor_id, recovery_attempts, deadline_at, forked_from,
     queue_name, priority, deduplication_id, parent_workflow_id, app_version, schedule_name,
-    scheduled_at, due_at, partition_key, debounce_key"""
+    scheduled_at, due_at, partition_key, debounce_key, attributes"""
 
 STEP_COLUMNS = """step_id, name, kind, output_encoding, output_data,
     error_type, error_message, error_details, recorded_at, started_at, attempts,
@@ -69,7 +69,7 @@ def workflow(row: Row) -> WorkflowRecord:
     executor_id, recovery_attempts, deadline_at, forked_from = row[12:16]
     queue_name, priority, deduplication_id, parent_workflow_id = row[16:20]
     app_version, schedule_name, scheduled_at = row[20:23]
-    due_at, partition_key, debounce_key = row[23:26]
+    due_at, partition_key, debounce_key, attributes = row[23:27]
     return WorkflowRecord(
         workflow_id=wid,
         name=name,
@@ -92,6 +92,7 @@ def workflow(row: Row) -> WorkflowRecord:
         due_at=due_at,
         partition_key=partition_key,
         debounce_key=debounce_key,
+        attributes=attributes or {},
     )
 
 
