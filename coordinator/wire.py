@@ -187,6 +187,7 @@ def queue_config(config: QueueConfig) -> pb.QueueConfig:
         worker_concurrency=config.worker_concurrency or 0,
         rate_limit=config.rate_limit or 0,
         limits_per_partition=config.limits_per_partition,
+        paused=config.paused,
     )
     if config.rate_period is not None:
         message.rate_period.FromTimedelta(config.rate_period)

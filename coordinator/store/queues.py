@@ -13,6 +13,11 @@ first waiting workflow before any partition's second (see _CLAIM), so a partitio
 long backlog cannot starve the others. With `limits_per_partition`, `concurrency` and
 `rate_limit` are measured per partition, and a claim takes from each partition only within
 that partition's own room; `worker_concurrency` always applies per worker session.
+
+A paused queue (PauseQueue, durable.queues.paused) is passed over by every claim: _READY
+leaves it out and _USAGE, read under the queue's lock, says so (a pause that commits while
+a claim of the queue is under way waits for the lock, see `set_paused`). Its PENDING
+workflows run on; ResumeQueue clears the flag and wakes the pollers.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from coordinator.store import rows
 from coordinator.store.records import WorkflowRecord
+from coordinator.store.workers import WORK_CHANNEL
+
+_NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class QueueConfig:
     rate_period: timedelta | None = None
     # concurrency and rate_limit apply to each partition instead of the whole queue.
     limits_per_partition: bool = False
+    # Set by PauseQueue, cleared by ResumeQueue; ConfigureQueue keeps it.
+    paused: bool = False
 
 
 # The first key of every queue's advisory lock: the two-int4 lock space is shared with
@@ -56,16 +66,19 @@ ON CONFLICT (namespace, name) DO UPDATE
        rate_limit = EXCLUDED.rate_limit, rate_period = EXCLUDED.rate_period,
        limits_per_partition = EXCLUDED.limits_per_partition,
        updated_at = clock_timestamp()
-RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition"""
+RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition,
+          paused"""
 
 # The worker's live session and, of the queues it serves, those with a workflow it could
-# run waiting (one index probe per queue).
+# run waiting (one index probe per queue), but not the paused ones.
 _READY = """
 SELECT q.name, k.workflow_names, coalesce(k.app_version, '')
   FROM durable.workers k
  CROSS JOIN LATERAL unnest(k.queues) AS q(name)
  WHERE k.executor_id = %(exec)s AND k.namespace = %(ns)s
    AND k.lease_expires_at > clock_timestamp()
+   AND NOT EXISTS (SELECT 1 FROM durable.queues p
+                    WHERE p.namespace = k.namespace AND p.name = q.name AND p.paused)
    AND EXISTS (SELECT 1 FROM durable.workflows w
                 WHERE w.namespace = k.namespace AND w.queue_name = q.name
                   AND w.status = 'ENQUEUED' AND w.name = ANY (k.workflow_names)
@@ -83,7 +96,7 @@ SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(ns)s || '/' || %(queue)s
 # (a count is only made for a limit that applies to the whole queue).
 _USAGE = """
 SELECT q.concurrency, q.worker_concurrency, q.rate_limit, q.rate_period,
-       coalesce(q.limits_per_partition, false),
+       coalesce(q.limits_per_partition, false), coalesce(q.paused, false),
        CASE WHEN q.concurrency IS NOT NULL AND NOT q.limits_per_partition THEN
            (SELECT count(*) FROM durable.workflows w
              WHERE w.namespace = %(ns)s AND w.queue_name = %(queue)s AND w.status = 'PENDING')
@@ -218,9 +231,9 @@ SELECT {rows.WORKFLOW_COLUMNS} FROM claimed
 
 
 def _config(row: rows.Row) -> QueueConfig:
-    name, concurrency, worker_concurrency, rate_limit, rate_period, per_partition = row
+    name, concurrency, worker_concurrency, rate_limit, rate_period, per_partition, paused = row
     return QueueConfig(
-        name, concurrency, worker_concurrency, rate_limit, rate_period, per_partition
+        name, concurrency, worker_concurrency, rate_limit, rate_period, per_partition, paused
     )
 
 
@@ -240,6 +253,39 @@ async def configure(pool: AsyncConnectionPool, namespace: str, config: QueueConf
         row = await cur.fetchone()
     assert row is not None
     return _config(row)
+
+
+# Pausing a queue never configured gives it a row without limits; resuming one that has
+# no row changes nothing (it was never paused).
+_PAUSE = """
+INSERT INTO durable.queues (namespace, name, paused) VALUES (%(ns)s, %(queue)s, true)
+ON CONFLICT (namespace, name) DO UPDATE SET paused = true, updated_at = clock_timestamp()
+RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition,
+          paused"""
+
+_RESUME = """
+UPDATE durable.queues SET paused = false, updated_at = clock_timestamp()
+ WHERE namespace = %(ns)s AND name = %(queue)s
+RETURNING name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition,
+          paused"""
+
+
+async def set_paused(
+    pool: AsyncConnectionPool, namespace: str, queue: str, paused: bool
+) -> QueueConfig:
+    """Pause or resume a queue (idempotent); returns its configuration as stored.
+
+    The change is made under the queue's claim lock, so once a pause returns no claim of
+    the queue is under way or to come until it is resumed. A resume wakes every
+    coordinator's pollers (the work channel)."""
+    params = {"ns": namespace, "queue": queue, "lock_class": _LOCK_CLASS}
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(_LOCK, params)
+        cur = await conn.execute(_PAUSE if paused else _RESUME, params)
+        row = await cur.fetchone()
+        if not paused:
+            await conn.execute(_NOTIFY_WORK, params)
+    return _config(row) if row is not None else QueueConfig(queue)
 
 
 def _room(limit: int | None, used: int) -> int | None:
@@ -274,10 +320,13 @@ async def _claim_from(
             rate_limit,
             rate_period,
             per_partition,
+            paused,
             running,
             running_here,
             recent,
         ) = row
+        if paused:
+            return []
         room = [limit, _room(worker_concurrency, running_here)]
         if not per_partition:
             room += [_room(concurrency, running), _room(rate_limit, recent)]
@@ -328,7 +377,8 @@ class QueueLoad:
 
 
 _GET = """
-SELECT name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition
+SELECT name, concurrency, worker_concurrency, rate_limit, rate_period, limits_per_partition,
+       paused
   FROM durable.queues WHERE namespace = %(ns)s AND name = %(queue)s"""
 
 # The queue's live workflows by partition; the same counts over the whole queue come from
