@@ -7,7 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from coordinator.errors import InvalidArgument, Unimplemented
+from coordinator import validation, wire
+from coordinator.errors import InvalidArgument
+from coordinator.store import attributes as store
 from durable.v1 import coordinator_pb2 as pb
 
 if TYPE_CHECKING:
@@ -45,4 +47,30 @@ def validate(
 async def set_attributes(
     service: CoordinatorService, ns: str, request: pb.SetAttributesRequest
 ) -> pb.SetAttributesResponse:
-    raise Unimplemented("SetAttributes")
+    """SetAttributes: merge the request's attributes into the workflow's as its step
+    `step_id` (see store.attributes.set_attributes); the count limit holds after the
+    merge."""
+    workflow_id = validation.workflow_id(request.workflow_id)
+    step_id = validation.step_id(request.step_id)
+    if not request.attributes:
+        raise InvalidArgument("attributes", "required (at least one key)")
+    given = validate(request.attributes, "attributes", removals=True)
+    try:
+        result = await store.set_attributes(
+            service._pool,
+            ns,
+            workflow_id,
+            step_id,
+            given,
+            max_count=MAX_ATTRIBUTES,
+            executor_id=validation.executor_id(request.executor_id),
+        )
+    except store.OverLimit:
+        raise InvalidArgument(
+            "attributes", f"the workflow would have more than {MAX_ATTRIBUTES} keys"
+        ) from None
+    return pb.SetAttributesResponse(
+        step=wire.step(result.step),
+        already_recorded=result.already_recorded,
+        attributes=result.attributes,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from coordinator import validation
+from coordinator import attributes, validation
 from coordinator.errors import InvalidArgument
 from durable.v1 import coordinator_pb2 as pb
 
@@ -100,3 +100,11 @@ def timing_options(request: pb.StartWorkflowRequest) -> dict[str, Any]:
     if start_at > datetime.now(timezone.utc) + timedelta(seconds=MAX_DELAY_SECONDS):
         raise InvalidArgument("start_at", "more than 365 days ahead")
     return {"start_at": start_at}
+
+
+def attribute_options(request: pb.StartWorkflowRequest) -> dict[str, Any]:
+    """StartOptions fields of the search attributes a start records (an existing workflow
+    keeps its own)."""
+    if not request.attributes:
+        return {}
+    return {"attributes": attributes.validate(request.attributes, "attributes")}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,14 +41,14 @@ WITH due AS (
     INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding,
                                    input_data, executor_id, deadline_at, queue_name, priority,
                                    deduplication_id, parent_workflow_id, app_version,
-                                   partition_key, due_at, debounce_key)
+                                   partition_key, due_at, debounce_key, attributes)
     SELECT %(wf)s, %(ns)s, %(name)s,
            CASE WHEN %(queue)s::text IS NULL AND due.at IS NULL
                 THEN 'PENDING' ELSE 'ENQUEUED' END,
            %(in_enc)s, %(in_data)s, NULLIF(%(exec)s, ''),
            coalesce(due.at, clock_timestamp()) + %(timeout)s::interval,
            %(queue)s, %(priority)s, %(dedup)s, %(parent)s, NULLIF(%(version)s, ''),
-           %(partition)s, due.at, %(debounce_key)s
+           %(partition)s, due.at, %(debounce_key)s, %(attributes)s::jsonb
       FROM due
     ON CONFLICT (workflow_id, namespace) DO NOTHING
     RETURNING {rows.WORKFLOW_COLUMNS}
@@ -186,6 +187,9 @@ class StartOptions:
     # A debounced start (see StartWorkflowRequest.debounce_key).
     debounce_key: str | None = None
     debounce: timedelta | None = None
+    # Its search attributes (validated: attributes.validate). A debounced start that merges
+    # into its burst's waiting workflow leaves that one's attributes as they are.
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 async def start(
@@ -240,6 +244,7 @@ async def start_on(
         "start_at": options.start_at,
         "debounce_key": options.debounce_key,
         "debounce": options.debounce,
+        "attributes": json.dumps(options.attributes, sort_keys=True),
     }
     # The holder of a deduplication ID may finish between the failed insert and the look
     # for it; then the insert is tried again (a holder finishing every time is not real).
