@@ -4,8 +4,8 @@ decoded JSON, timezone-aware datetimes), never as wire messages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 from durable import _payloads
 from durable._client import Client, default_client
 from durable._core.context import STEP_KINDS, StepKind
-from durable._core.specs import WorkflowStatus
+from durable._core.specs import WorkflowStatus, check_attributes
 from durable._workflow import WorkflowHandle
 from durable.v1 import coordinator_pb2 as pb
 
@@ -49,7 +49,8 @@ class WorkflowInfo:
     or a start names one); a workflow a schedule started has its `schedule_name` and
     `scheduled_time` (the tick it was started for). A delayed or debounced start has its
     `due_time` (an ENQUEUED workflow is not claimed before it; a debounced one's moves on
-    with each start of its burst) and `debounce_key`.
+    with each start of its burst) and `debounce_key`. `attributes` are its search
+    attributes (given at start or set by the workflow; empty: none).
     """
 
     workflow_id: str
@@ -73,6 +74,7 @@ class WorkflowInfo:
     scheduled_time: datetime | None = None
     due_time: datetime | None = None
     debounce_key: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ def workflow_info(message: pb.Workflow) -> WorkflowInfo:
         else None,
         due_time=_time(message.due_time) if message.HasField("due_time") else None,
         debounce_key=message.debounce_key or None,
+        attributes=dict(message.attributes),
     )
 
 
@@ -214,6 +217,7 @@ def list_workflows(
     page_size: int = 100,
     app_version: str | None = None,
     schedule_name: str | None = None,
+    attributes: Mapping[str, str] | None = None,
     client: Client | None = None,
 ) -> Iterator[WorkflowInfo]:
     """Workflows, newest first, fetched `page_size` at a time as the iteration goes.
@@ -222,8 +226,10 @@ def list_workflows(
     `created_after` (inclusive) and `created_before` (exclusive); a naive datetime is
     local time; `parent_workflow_id` (only its child workflows), `queue_name` (only
     workflows enqueued on it), `app_version` (only workflows of that application
-    version), `schedule_name` (only workflows that schedule started). Raises
-    ValueError at once for an unknown status or a page size outside 1-1000.
+    version), `schedule_name` (only workflows that schedule started), `attributes` (only
+    workflows whose search attributes include every key = value given; served by an
+    index). Raises ValueError at once for an unknown status or a page size outside
+    1-1000, TypeError for attributes that are not str to str.
     """
     request = list_request(
         status,
@@ -235,6 +241,7 @@ def list_workflows(
         page_size,
         app_version=app_version,
         schedule_name=schedule_name,
+        attributes=attributes,
     )
     return _pages(client or default_client(), request)
 
@@ -250,6 +257,7 @@ def list_request(
     *,
     app_version: str | None = None,
     schedule_name: str | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> pb.ListWorkflowsRequest:
     """The first page's request of `list_workflows` (same arguments)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -262,6 +270,7 @@ def list_request(
         queue_name=queue_name or "",
         app_version=app_version or "",
         schedule_name=schedule_name or "",
+        attributes=check_attributes(attributes or {}, "list_workflows"),
     )
     if created_after is not None:
         request.created_after.CopyFrom(_timestamp(created_after))

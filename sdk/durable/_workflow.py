@@ -8,7 +8,7 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
@@ -74,6 +74,7 @@ def set_start_options(
     at: datetime | None = None,
     debounce_key: str | None = None,
     debounce: Seconds | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> Iterator[None]:
     """Start the workflows started or enqueued inside this block later: `delay` seconds
     from now (0 to 365 days), or `at` an aware datetime (a past one means now), or
@@ -90,15 +91,29 @@ def set_start_options(
     not allowed for a child workflow (DurableError). Applies to `start_workflow`,
     `Queue.enqueue` and their durable.aio twins, and to calling a workflow (which then
     waits for its result).
+
+    `attributes`: the search attributes (str keys and values) the workflows are created
+    with, to find them by (`list_workflows(attributes=...)`); also for child workflows
+    and starts by name. A block that gives only `attributes` keeps the enclosing block's
+    timing; one that gives no `attributes` keeps the enclosing block's. An existing
+    workflow keeps the attributes it was created with. TypeError for what is not str to
+    str; the coordinator checks the limits (see docs/search-attributes.md).
     """
+    given = None if attributes is None else specs.check_attributes(attributes, "attributes")
+    only_attributes = given is not None and delay is None and at is None
+    only_attributes = only_attributes and debounce_key is None and debounce is None
     timing = specs.start_timing(
         optional_seconds(delay), at, debounce_key, optional_seconds(debounce)
     )
-    token = specs.next_start_timing.set(timing)
+    token = None if only_attributes else specs.next_start_timing.set(timing)
+    attributes_token = None if given is None else specs.next_start_attributes.set(given)
     try:
         yield
     finally:
-        specs.next_start_timing.reset(token)
+        if attributes_token is not None:
+            specs.next_start_attributes.reset(attributes_token)
+        if token is not None:
+            specs.next_start_timing.reset(token)
 
 
 def current_workflow_id() -> str | None:

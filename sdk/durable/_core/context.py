@@ -19,7 +19,15 @@ from durable.v1 import coordinator_pb2 as pb
 
 # How a step's kind is named to users: in StepInfo (list_steps) and in error messages.
 StepKind = Literal[
-    "step", "set_event", "sleep", "send", "recv", "get_event", "start_workflow", "patch"
+    "step",
+    "set_event",
+    "sleep",
+    "send",
+    "recv",
+    "get_event",
+    "start_workflow",
+    "patch",
+    "set_attributes",
 ]
 STEP_KINDS: dict[int, StepKind] = {
     pb.STEP_KIND_STEP: "step",
@@ -30,6 +38,7 @@ STEP_KINDS: dict[int, StepKind] = {
     pb.STEP_KIND_GET_EVENT: "get_event",
     pb.STEP_KIND_START_WORKFLOW: "start_workflow",
     pb.STEP_KIND_PATCH: "patch",
+    pb.STEP_KIND_SET_ATTRIBUTES: "set_attributes",
 }
 
 

@@ -254,6 +254,30 @@ def set_event(context: WorkflowContext, key: str, value: Any) -> Op[None]:
     yield Call("set_event", (request,))
 
 
+# --- search attributes --------------------------------------------------------------------
+
+# The name every SET_ATTRIBUTES step is recorded under (the coordinator's, see
+# coordinator/store/attributes.py).
+SET_ATTRIBUTES_STEP = "attributes"
+
+
+def set_attributes(context: WorkflowContext, attributes: dict[str, str]) -> Op[None]:
+    """Merge search `attributes` into the workflow's ("" removes a key), checkpointed as a
+    step: a replay sets nothing again (the coordinator keeps what the first run set)."""
+    if not attributes:
+        raise ValueError("set_attributes: give at least one attribute")
+    step_id, recorded = context.next_step(pb.STEP_KIND_SET_ATTRIBUTES, SET_ATTRIBUTES_STEP)
+    if recorded is not None:
+        return
+    request = pb.SetAttributesRequest(
+        workflow_id=context.workflow_id,
+        step_id=step_id,
+        attributes=attributes,
+        executor_id=context.executor_id,
+    )
+    yield Call("set_attributes", (request,))
+
+
 def read_event(context: WorkflowContext, workflow_id: str, key: str, timeout: float) -> Op[Any]:
     """A get_event from a workflow, checkpointed as its step: a replay gets the value read
     the first time (or None) back at once."""

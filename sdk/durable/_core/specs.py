@@ -11,7 +11,7 @@ import hashlib
 import inspect
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -227,6 +227,38 @@ next_start_timing: contextvars.ContextVar[StartTiming | None] = contextvars.Cont
 )
 
 
+# The search attributes of the workflows started in a `set_start_options(attributes=...)`
+# block (None: none given).
+next_start_attributes: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "durable_next_start_attributes", default=None
+)
+
+
+def check_attributes(
+    attributes: Mapping[str, str | None], what: str, *, removals: bool = False
+) -> dict[str, str]:
+    """Search attributes as given to `what`: a mapping of str keys to str values (with
+    `removals`, None or "" removes its key, sent as ""); TypeError otherwise. Keys and
+    values within the coordinator's limits (32 keys of 1-64 characters of [A-Za-z0-9._-],
+    values of 1-256 printable characters) are the coordinator's to check: it answers
+    INVALID_ARGUMENT naming `attributes`."""
+    if not isinstance(attributes, Mapping):
+        raise TypeError(f"{what}: attributes must be a mapping of str to str, not {attributes!r}")
+    checked: dict[str, str] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{what}: attribute key {key!r} is not a str")
+        if value is None and removals:
+            value = ""
+        if not isinstance(value, str):
+            raise TypeError(
+                f"{what}: the value of attribute {key!r} is not a str: {value!r}"
+                " (search attributes are strings; convert it with str())"
+            )
+        checked[key] = value
+    return checked
+
+
 @contextlib.contextmanager
 def running(context: WorkflowContext) -> Iterator[None]:
     """Run a workflow body in this block: its context entered, and the start options of an
@@ -238,10 +270,12 @@ def running(context: WorkflowContext) -> Iterator[None]:
         next_timeout.set(UNSET),
         next_enqueue_options.set(None),
         next_start_timing.set(None),
+        next_start_attributes.set(None),
     )
     try:
         yield
     finally:
+        next_start_attributes.reset(reset[4])
         next_start_timing.reset(reset[3])
         next_enqueue_options.reset(reset[2])
         next_timeout.reset(reset[1])
@@ -279,9 +313,11 @@ def start_request(
     start_at: datetime | None = None,
     debounce_key: str = "",
     debounce: float | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> pb.StartWorkflowRequest:
     """The StartWorkflow request of a client's `start_workflow` (same arguments; `delay`
-    and `debounce` in seconds, `start_at` an aware datetime)."""
+    and `debounce` in seconds, `start_at` an aware datetime, `attributes` the search
+    attributes the workflow is created with)."""
     request = pb.StartWorkflowRequest(
         workflow_id=workflow_id,
         name=name,
@@ -294,6 +330,7 @@ def start_request(
         app_version=app_version,
         partition_key=partition_key,
         debounce_key=debounce_key,
+        attributes=attributes or {},
     )
     if timeout is not None:
         request.timeout.CopyFrom(ops.duration(timeout))
@@ -318,6 +355,7 @@ def _start(
     parent: pb.StepRef | None = None,
     app_version: str = "",
     timing: StartTiming | None = None,
+    attributes: dict[str, str] | None = None,
 ) -> ops.Call:
     """The client call that starts the workflow (see `start_request` for its arguments).
     A workflow run here records the code's version; an enqueued one takes the version of
@@ -342,6 +380,8 @@ def _start(
         options.pop("app_version", None)
         options.pop("delay", None)
         options.update(timing.options())
+    if attributes:
+        options["attributes"] = attributes
     return ops.Call("start_workflow", (workflow_id, spec.name, input), options)
 
 
@@ -382,6 +422,7 @@ def begin(
     # A start due later (set_start_options) is never run by its starter, even in a process
     # with a worker: it is created ENQUEUED, and a worker claims it (PollWork) when due.
     timing = next_start_timing.get()
+    attributes = next_start_attributes.get()
     if context is None:
         # The ID is chosen here, not by the coordinator, so a retried start is idempotent.
         workflow_id = next_workflow_id.get() or str(uuid.uuid4())
@@ -392,7 +433,16 @@ def begin(
         if timing is not None:
             executor_id = ""
         call = _start(
-            workflow_id, spec, input, executor_id, timeout, queue, None, session_version, timing
+            workflow_id,
+            spec,
+            input,
+            executor_id,
+            timeout,
+            queue,
+            None,
+            session_version,
+            timing,
+            attributes,
         )
         return Started((yield call), executor_id)
     if timing is not None and timing.debounce_key:
@@ -427,6 +477,7 @@ def begin(
         context.caller(step_id),
         context.app_version,
         timing,
+        attributes,
     )
     return Started((yield call), executor_id)
 

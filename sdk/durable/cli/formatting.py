@@ -88,6 +88,7 @@ def workflow_json(info: WorkflowInfo) -> dict[str, Any]:
         "scheduled_time": json_time(info.scheduled_time),
         "due_time": json_time(info.due_time),
         "debounce_key": info.debounce_key,
+        "attributes": dict(info.attributes),
     }
 
 
@@ -175,6 +176,8 @@ def _outcome(step: StepInfo) -> str:
         return _short(f"error {_failure_text(step.error)}")
     if step.kind == "set_event":
         return "-"  # the value is under EVENTS
+    if step.kind == "set_attributes":
+        return "-"  # the workflow's attributes are shown above
     if step.timed_out:
         return "timed out"  # a recv or get_event that got no value
     if step.kind == "sleep" and step.deadline is not None:
@@ -219,6 +222,8 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
         fields.append(("due", due_text(info)))
     if info.debounce_key:
         fields.append(("debounce key", info.debounce_key))
+    if info.attributes:
+        fields.append(("attributes", attributes_text(info.attributes)))
     lines = _fields(fields)
 
     lines += ["", f"steps ({len(steps)})"]
@@ -252,6 +257,11 @@ def show_lines(info: WorkflowInfo, steps: list[StepInfo], events: dict[str, Any]
         rows = [[key, _short(to_json(value))] for key, value in events.items()]
         lines += [f"  {line}" for line in table(["KEY", "VALUE"], rows)]
     return lines
+
+
+def attributes_text(attributes: dict[str, str]) -> str:
+    """Search attributes as `key=value` pairs, sorted by key."""
+    return " ".join(f"{key}={value}" for key, value in sorted(attributes.items()))
 
 
 def due_text(info: WorkflowInfo, now: datetime | None = None) -> str:
