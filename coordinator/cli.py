@@ -13,6 +13,7 @@ from coordinator import logs, metrics, tracing
 from coordinator.auth import parse_tokens
 from coordinator.config import Config
 from coordinator.embedded import start_embedded_postgres
+from coordinator.operations.retention import MIN_RETENTION_SECONDS, parse_duration
 from coordinator.server import serve
 from coordinator.store.db import DatabaseNotReady
 
@@ -21,6 +22,19 @@ _DEFAULTS = Config()
 
 def _env(name: str, default: object) -> str:
     return os.environ.get(name, str(default))
+
+
+def _retention_duration(text: str) -> float | None:
+    """--retention: 'off', or a duration of at least a minute (argparse reports the error)."""
+    if text.strip().lower() in ("", "off", "none"):
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < MIN_RETENTION_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is shorter than the minimum, 1m")
+    return seconds
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
@@ -115,6 +129,29 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "(env DURABLE_MAX_RECOVERY_ATTEMPTS; default %(default)s)",
     )
     parser.add_argument(
+        "--retention",
+        type=_retention_duration,
+        default=os.environ.get("DURABLE_RETENTION") or "off",  # a string: argparse converts it
+        metavar="DURATION",
+        help="delete finished workflows this long after their last change (30d, 12h, 90m, "
+        "3600s or seconds; at least 1m), in namespaces without a policy of their own "
+        "(SetRetention); 'off': keep them (env DURABLE_RETENTION; default off)",
+    )
+    parser.add_argument(
+        "--retention-interval",
+        type=float,
+        default=float(_env("DURABLE_RETENTION_INTERVAL", _DEFAULTS.retention_interval_seconds)),
+        help="seconds between clean-up passes for expired workflows "
+        "(env DURABLE_RETENTION_INTERVAL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--retention-batch-size",
+        type=int,
+        default=int(_env("DURABLE_RETENTION_BATCH_SIZE", _DEFAULTS.retention_batch_size)),
+        help="expired workflows deleted per transaction "
+        "(env DURABLE_RETENTION_BATCH_SIZE; default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default=_env("DURABLE_LOG_LEVEL", _DEFAULTS.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -182,6 +219,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--max-recovery-attempts must not be negative")
     if args.max_wait_seconds <= 0:
         parser.error("--max-wait-seconds must be positive")
+    if args.retention_interval <= 0:
+        parser.error("--retention-interval must be positive")
+    if args.retention_batch_size < 1:
+        parser.error("--retention-batch-size must be at least 1")
     if args.metrics_listen is not None:
         try:
             metrics.parse_listen(args.metrics_listen)
@@ -219,6 +260,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        retention_seconds=args.retention,
+        retention_interval_seconds=args.retention_interval,
+        retention_batch_size=args.retention_batch_size,
         tokens=tokens,
     )
 

@@ -58,5 +58,12 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # Retention: finished workflows of namespaces without a policy of their own
+    # (SetRetention) are deleted this long after their last change; None: kept forever.
+    retention_seconds: float | None = None
+    # How often every coordinator's clean-up loop looks for expired workflows, and how many
+    # it deletes per transaction.
+    retention_interval_seconds: float = 60.0
+    retention_batch_size: int = 500
     # Bearer token -> namespace. Empty: no authentication, every call in DEFAULT_NAMESPACE.
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -172,3 +172,33 @@ class Unimplemented(CoordinatorError):
 
     def __init__(self, rpc: str) -> None:
         super().__init__(f"{rpc} is not implemented by this coordinator")
+
+
+class WorkflowNotFinished(CoordinatorError):
+    """DeleteWorkflow of a workflow (or, with include_children, a child) still running."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "WORKFLOW_NOT_FINISHED"
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is {status}: only finished workflows can be deleted "
+            "(cancel it first); nothing was deleted",
+            workflow_id=workflow_id,
+            status=status,
+        )
+
+
+class CursorExpired(CoordinatorError):
+    """WatchWorkflows after a cursor whose change is no longer kept (its workflow was
+    deleted by retention or DeleteWorkflow): the client restarts from now."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "CURSOR_EXPIRED"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            f"cursor {cursor!r} points at a change that is no longer kept (its workflow was "
+            "deleted); changes may have been missed: watch again from now (no after_cursor)",
+            cursor=cursor,
+        )

@@ -101,6 +101,25 @@ BACKGROUND_FAILURES = Counter(
     ["task"],
 )
 
+# Retention (coordinator/operations/retention.py): what the clean-up loop and DeleteWorkflow
+# deleted, by `by` ("retention": the loop; "delete_workflow": the RPC).
+RETENTION_DELETED_WORKFLOWS = Counter(
+    "durable_retention_deleted_workflows",
+    "Finished workflows deleted, by who deleted them: 'retention' (the clean-up loop) or "
+    "'delete_workflow' (the RPC)",
+    ["by"],
+)
+RETENTION_DELETED_ROWS = Counter(
+    "durable_retention_deleted_rows",
+    "Rows deleted with those workflows, by table (workflows, steps, messages...)",
+    ["table"],
+)
+RETENTION_BATCH_DURATION = Histogram(
+    "durable_retention_batch_duration_seconds",
+    "Duration of one clean-up transaction (at most --retention-batch-size workflows)",
+    buckets=_LATENCY_BUCKETS,
+)
+
 
 @functools.cache
 def _rpc_children(method: str, code: str) -> tuple[Counter, Histogram]:

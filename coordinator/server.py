@@ -15,6 +15,7 @@ from coordinator import background, metrics, session, sweeper, tls, tracing
 from coordinator.config import Config
 from coordinator.health import HealthMonitor
 from coordinator.notify import Hub, Listener
+from coordinator.operations import retention
 from coordinator.operations.service import OperationsService
 from coordinator.schedules import ticker
 from coordinator.schedules.service import ScheduleService
@@ -145,6 +146,8 @@ async def serve(config: Config, database_url: str, stop: asyncio.Event | None = 
                 "schedules",
                 lambda: ticker.run(pool, schedule_changed, max_idle=ticker.MAX_IDLE_SECONDS),
             ),
+            # Retention: delete expired finished workflows in bounded batches.
+            background.start("retention", lambda: retention.run(pool, config)),
         ]
         await stop.wait()
         log.info("shutting down (grace %.1fs)", config.shutdown_grace_seconds)

@@ -36,7 +36,11 @@ DISTRIBUTED = {
     "messages": "destination_id",
 }
 # Small tables every node keeps whole (or a coordinator-node local table in Citus terms).
-REFERENCE = {"workers", "queues", "schema_migrations", "schedules"}
+REFERENCE = {"workers", "queues", "schema_migrations", "schedules", "retention_policies"}
+# Global feeds: ordered logs read across workflows, not per-workflow tables (the document
+# gives each one's Citus plan). Their foreign keys may only point at workflows and cascade,
+# so a feed's rows go with their workflow.
+FEEDS = {"workflow_changes"}
 # Unique indexes that do NOT include the distribution column, each with the redesign the
 # document describes for it. Nothing may be added here without that paragraph.
 NOT_DISTRIBUTABLE = {
@@ -45,7 +49,11 @@ NOT_DISTRIBUTABLE = {
 }
 # Sequences, which CockroachDB implements slowly and Citus only per node: each is named in
 # the document with its replacement.
-SEQUENCES = {"messages_message_id_seq"}
+SEQUENCES = {"messages_message_id_seq", "workflow_changes_seq_seq"}
+# The only server-side code: the trigger that appends to the workflow change log, each
+# named in the document with its CockroachDB replacement.
+FUNCTIONS = {"record_workflow_change"}
+TRIGGERS = {"workflow_created", "workflow_status_changed"}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +98,7 @@ def unique_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str, list[s
 
 
 def test_every_table_is_classified_for_distribution(catalog: psycopg.Connection[Any]) -> None:
-    unclassified = tables(catalog) - DISTRIBUTED.keys() - REFERENCE
+    unclassified = tables(catalog) - DISTRIBUTED.keys() - REFERENCE - FEEDS
     assert not unclassified, (
         f"tables {sorted(unclassified)} are not classified: decide their distribution in "
         "docs/operations.md ('Past one primary') and in tests/test_schema_rules.py"
@@ -135,8 +143,21 @@ def test_foreign_keys_join_co_located_tables_only(catalog: psycopg.Connection[An
              FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
             WHERE n.nspname = 'durable' AND c.contype = 'f'""",
     )
+    cascading = {
+        source.removeprefix("durable.")
+        for (source,) in rows(
+            catalog,
+            """SELECT c.conrelid::regclass::text FROM pg_constraint c
+                 JOIN pg_namespace n ON n.oid = c.connamespace
+                WHERE n.nspname = 'durable' AND c.contype = 'f'
+                  AND c.confrelid = 'durable.workflows'::regclass AND c.confdeltype = 'c'""",
+        )
+    }
     for source, target, columns, referenced in keys:
         source, target = source.removeprefix("durable."), target.removeprefix("durable.")
+        if source in FEEDS:
+            assert target == "workflows" and source in cascading, (source, target)
+            continue
         if target in REFERENCE:
             continue  # towards a reference table: allowed from anywhere
         assert source in DISTRIBUTED and target in DISTRIBUTED, (source, target)
@@ -151,18 +172,20 @@ def test_sequences_and_server_side_code_are_the_documented_ones(
     listed = rows(catalog, "SELECT sequencename FROM pg_sequences WHERE schemaname = 'durable'")
     sequences = {name for (name,) in listed}
     assert sequences == SEQUENCES, sequences
-    # No triggers or functions: the schema stays portable to CockroachDB.
-    assert not rows(
+    # Only the documented functions and triggers: each is one more thing to port.
+    functions = rows(
         catalog,
         "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE n.nspname = 'durable'",
     )
-    assert not rows(
+    assert {name for (name,) in functions} == FUNCTIONS
+    triggers = rows(
         catalog,
         "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = 'durable' AND NOT t.tgisinternal",
     )
+    assert {name for (name,) in triggers} == TRIGGERS
 
 
 def test_the_document_states_each_tables_plan() -> None:
@@ -176,3 +199,7 @@ def test_the_document_states_each_tables_plan() -> None:
         assert f"`{index}`" in plan and topic in plan.lower(), index
     for sequence in SEQUENCES:
         assert f"`{sequence}`" in plan, sequence
+    for table in FEEDS:
+        assert re.search(rf"`durable\.{table}`[^\n]*global feed", plan), table
+    for name in FUNCTIONS | TRIGGERS:
+        assert f"`{name}`" in plan, name
