@@ -24,6 +24,7 @@ import psycopg
 
 from coordinator.errors import ShuttingDown
 from coordinator.store import db
+from coordinator.store.changes import CHANGES_CHANNEL
 from coordinator.store.events import EVENT_CHANNEL
 from coordinator.store.messages import MESSAGE_CHANNEL
 from coordinator.store.records import EventValue, Payload
@@ -47,6 +48,12 @@ def workflow_topic(namespace: str, workflow_id: str) -> Topic:
 def message_topic(namespace: str, workflow_id: str, topic: str) -> Topic:
     """Published when a message to the workflow on `topic` is sent (or consumed)."""
     return ("message", namespace, workflow_id, topic)
+
+
+def changes_topic(namespace: str) -> Topic:
+    """Published when a status change of a workflow in the namespace commits (WatchWorkflows
+    reads the change log, durable.workflow_changes, after it)."""
+    return ("changes", namespace)
 
 
 def work_topic(namespace: str) -> Topic:
@@ -238,6 +245,7 @@ class Listener:
                     await conn.execute(f"LISTEN {WORKFLOW_CHANNEL}")
                     await conn.execute(f"LISTEN {WORK_CHANNEL}")
                     await conn.execute(f"LISTEN {MESSAGE_CHANNEL}")
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                     self.connected.set()
                     self.problem = None
                     pause = self._retry_seconds
@@ -260,6 +268,9 @@ class Listener:
                 pause = min(pause * 2, self._max_retry_seconds)
 
     def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == CHANGES_CHANNEL:
+            self._hub.publish(changes_topic(payload))  # the payload is the namespace
+            return
         try:
             note = json.loads(payload)
             if channel == WORKFLOW_CHANNEL:

@@ -1,0 +1,171 @@
+"""The workflow change log (durable.workflow_changes, migration 0010) read by WatchWorkflows.
+
+Every status change of a workflow is appended by a trigger with its transaction's ID. A
+reader reads only the rows whose transaction is older than its snapshot's xmin (each of
+those has committed or rolled back), in (xid, seq) order, so no row can ever appear
+behind a reader's position, however the writers' commits interleave. A position is that
+pair; on the wire it is the opaque cursor "<xid>.<seq>".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from coordinator.store import rows
+from coordinator.store.filters import WorkflowFilter
+from coordinator.store.records import Status, WorkflowRecord
+
+# The NOTIFY the trigger sends (payload: the namespace) after a transaction that changed
+# a status commits.
+CHANGES_CHANNEL = "durable_workflow_changes"
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in the log: after every change at or before (xid, seq)."""
+
+    xid: int
+    seq: int
+
+    def cursor(self) -> str:
+        return f"{self.xid}.{self.seq}"
+
+    @staticmethod
+    def parse(cursor: str) -> Position | None:
+        xid, dot, seq = cursor.partition(".")
+        if not (dot and xid.isdigit() and seq.isdigit() and len(xid) < 20 and len(seq) < 20):
+            return None
+        return Position(int(xid), int(seq))
+
+
+@dataclass(frozen=True)
+class Change:
+    position: Position
+    # The status the change set, and the workflow as it is now but with that status.
+    record: WorkflowRecord
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class Batch:
+    # The matching changes, in order.
+    changes: list[Change]
+    # Where the next read starts: past every row read (matching or not).
+    position: Position
+    # Rows after `position` exist whose transactions were still open at the read: they
+    # become readable once those end, which no notification may announce.
+    pending: bool
+    # The window was full: read again at once.
+    more: bool
+
+
+async def now(pool: AsyncConnectionPool) -> Position:
+    """The position "from now": before every change a transaction still open may make."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        row = await cur.fetchone()
+    assert row is not None
+    return Position(row[0], 0)
+
+
+async def exists(pool: AsyncConnectionPool, namespace: str, position: Position) -> bool:
+    """Whether the change a cursor names is still kept."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """SELECT 1 FROM durable.workflow_changes
+                WHERE seq = %(seq)s AND xid = %(xid)s::text::xid8 AND namespace = %(ns)s""",
+            {"seq": position.seq, "xid": str(position.xid), "ns": namespace},
+        )
+        return await cur.fetchone() is not None
+
+
+_COLUMNS = ", ".join(f"w.{c.strip()}" for c in rows.WORKFLOW_COLUMNS.split(","))
+
+
+def _read_sql(where: str) -> str:
+    # One statement, so the horizon and the rows come from the same snapshot. The window
+    # is the next `limit` readable rows, matching or not; only the matching ones and the
+    # window's last row (to move the position past the rest) are returned.
+    return f"""
+WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+win AS (
+    SELECT c.seq, c.xid, c.workflow_id, c.status, c.changed_at
+      FROM durable.workflow_changes c
+     WHERE c.namespace = %(ns)s
+       AND (c.xid, c.seq) > (%(xid)s::text::xid8, %(seq)s)
+       AND c.xid < (SELECT xmin FROM horizon)
+     ORDER BY c.xid, c.seq
+     LIMIT %(limit)s),
+marked AS (
+    SELECT win.seq AS c_seq, win.xid AS c_xid, win.status AS c_status,
+           win.changed_at AS c_changed_at,
+           row_number() OVER (ORDER BY win.xid DESC, win.seq DESC) = 1 AS last,
+           count(*) OVER () AS n,
+           (cardinality(%(c_statuses)s::text[]) = 0 OR win.status = ANY(%(c_statuses)s::text[]))
+           AND w.workflow_id IS NOT NULL AND {where} AS hit,
+           {_COLUMNS}
+      FROM win
+      LEFT JOIN durable.workflows w
+        ON w.workflow_id = win.workflow_id AND w.namespace = %(ns)s)
+SELECT c_seq, c_xid::text::bigint, c_status, c_changed_at, hit, n,
+       EXISTS (SELECT 1 FROM durable.workflow_changes p
+                WHERE p.namespace = %(ns)s AND p.xid >= (SELECT xmin FROM horizon)
+                  AND (p.xid, p.seq) > (%(xid)s::text::xid8, %(seq)s)),
+       {rows.WORKFLOW_COLUMNS}
+  FROM marked WHERE hit OR last
+ ORDER BY c_xid, c_seq"""
+
+
+async def read(
+    pool: AsyncConnectionPool,
+    namespace: str,
+    where: WorkflowFilter,
+    after: Position,
+    limit: int,
+) -> Batch:
+    """The next readable changes after `after` (at most `limit` rows looked at) that match
+    `where` (its statuses test the status the change set)."""
+    # The status is the change's; the rest of the filter tests the workflow as it is now.
+    rest = dataclasses.replace(where, statuses=(), created_after=None, created_before=None)
+    params: dict[str, Any] = {
+        **rest.params(),
+        "c_statuses": [s.value for s in where.statuses],
+        "ns": namespace,
+        "xid": str(after.xid),
+        "seq": after.seq,
+        "limit": limit,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(_read_sql(rest.where("w")).encode(), params)
+        found = await cur.fetchall()
+    changes = []
+    position = after
+    pending = more = False
+    for row in found:
+        seq, xid, status, changed_at, hit, n, pending = row[:7]
+        position = max(position, Position(xid, seq))
+        more = n >= limit
+        if hit:
+            record = dataclasses.replace(rows.workflow(row[7:]), status=Status(status))
+            changes.append(Change(Position(xid, seq), record, changed_at))
+    if not found:
+        pending = await _pending(pool, namespace, after)
+    return Batch(changes, position, pending, more)
+
+
+async def _pending(pool: AsyncConnectionPool, namespace: str, after: Position) -> bool:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM durable.workflow_changes
+                WHERE namespace = %(ns)s
+                  AND (xid, seq) > (%(xid)s::text::xid8, %(seq)s)
+                  AND xid >= pg_snapshot_xmin(pg_current_snapshot()))""",
+            {"ns": namespace, "xid": str(after.xid), "seq": after.seq},
+        )
+        row = await cur.fetchone()
+    return bool(row and row[0])
