@@ -122,6 +122,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
             app_version=_app_version(request.app_version),
             **start_options.queue_options(request),
             **start_options.timing_options(request),
+            **start_options.attribute_options(request),
         )
         if parent:
             record, created = await children.start_child(
@@ -626,7 +627,7 @@ class CoordinatorService(pb_grpc.CoordinatorServiceServicer):
     async def WatchWorkflows(
         self, request: pb.WatchWorkflowsRequest, context: Context
     ) -> AsyncIterator[pb.WatchWorkflowsResponse]:
-        changes = watch.watch_workflows(self, self._namespace(context), request)
+        changes = watch.watch_workflows(self, self._namespace(context), request, context)
         # Closed with this stream, so that its subscription goes at once.
         async with contextlib.aclosing(changes):  # type: ignore[type-var]
             async for change in changes:

@@ -19,6 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from durable.v1 import coordinator_pb2 as pb
+from durable.v1 import operations_pb2 as opb
+from durable.v1 import operations_pb2_grpc as opb_grpc
 from durable.v1 import schedules_pb2 as spb
 from durable.v1 import schedules_pb2_grpc as spb_grpc
 from tests.support import RPC_TIMEOUT, Coordinator, Stub, error_info, running_coordinator
@@ -75,6 +77,8 @@ def call(stub: Stub, request: Message) -> object:
         return stub.Heartbeat(request, timeout=RPC_TIMEOUT)
     if isinstance(request, pb.ListWorkflowsRequest):
         return stub.ListWorkflows(request, timeout=RPC_TIMEOUT)
+    if isinstance(request, pb.SetAttributesRequest):
+        return stub.SetAttributes(request, timeout=RPC_TIMEOUT)
     raise TypeError(f"not a request: {type(request)}")
 
 
@@ -309,6 +313,7 @@ def cases() -> list[Case]:
     _add_message_and_sleep_cases(add)
     _add_child_and_queue_cases(add)
     _add_delay_and_debounce_cases(add)
+    _add_attribute_cases(add)
     return found
 
 
@@ -462,6 +467,45 @@ def _add_delay_and_debounce_cases(add: Callable[[str, Message, str], None]) -> N
     for label, key in BAD_NAMES.items():
         if key:  # an empty key is no debounce
             add(f"debounce_key-{label}", start_req(debounce_key=key, debounce=one), "debounce_key")
+
+
+BAD_ATTRIBUTES = {
+    "too-many-keys": {f"k{i}": "v" for i in range(33)},
+    "key-with-a-space": {"bad key": "v"},
+    "key-with-a-slash": {"a/b": "v"},
+    "key-not-ascii": {"ключ": "v"},
+    "key-too-long": {"k" * 65: "v"},
+    "value-too-long": {"k": "v" * 257},
+    "value-with-a-newline": {"k": "a\nb"},
+    "value-with-nul": {"k": "a\x00b"},
+}
+
+
+def _add_attribute_cases(add: Callable[[str, Message, str], None]) -> None:
+    """Search attributes: StartWorkflow, the ListWorkflows filter, SetAttributes."""
+    for label, attributes in BAD_ATTRIBUTES.items():
+        add(f"attributes-{label}", start_req(attributes=attributes), "attributes")
+        add(f"attributes-{label}", pb.ListWorkflowsRequest(attributes=attributes), "attributes")
+        add(
+            f"attributes-{label}",
+            pb.SetAttributesRequest(workflow_id=GOOD_ID, step_id=1, attributes=attributes),
+            "attributes",
+        )
+    add("attributes-empty-value", start_req(attributes={"k": ""}), "attributes")
+    add("attributes-empty-value", pb.ListWorkflowsRequest(attributes={"k": ""}), "attributes")
+    add("attributes-none", pb.SetAttributesRequest(workflow_id=GOOD_ID, step_id=1), "attributes")
+    for label, value in {**BAD_WORKFLOW_IDS, **EMPTY_ID}.items():
+        add(
+            f"workflow_id-{label}",
+            pb.SetAttributesRequest(workflow_id=value, step_id=1, attributes={"k": "v"}),
+            "workflow_id",
+        )
+    for step_id in (0, -1):
+        add(
+            f"step_id-{step_id}",
+            pb.SetAttributesRequest(workflow_id=GOOD_ID, step_id=step_id, attributes={"k": "v"}),
+            "step_id",
+        )
 
 
 CASES = cases()
@@ -784,6 +828,60 @@ def test_bad_schedule_input_is_rejected_with_invalid_argument_naming_the_field(
     small: Coordinator, case: Case
 ) -> None:
     stub = spb_grpc.ScheduleServiceStub(small.channel)
+    method = getattr(stub, type(case.request).__name__.removesuffix("Request"))
+    with pytest.raises(grpc.RpcError) as caught:
+        method(case.request, timeout=RPC_TIMEOUT)
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert (info.reason, info.domain) == ("INVALID_ARGUMENT", "durable.v1")
+    assert info.metadata["field"] == case.field
+    assert (err.details() or "").startswith(f"{case.field}:")
+
+
+# --- OperationsService: retention and DeleteWorkflow ---------------------------------------
+
+
+def retention_cases() -> list[Case]:
+    found: list[Case] = []
+
+    def add(case_id: str, request: Message, field: str) -> None:
+        found.append(
+            Case(f"{type(request).__name__.removesuffix('Request')}-{case_id}", request, field)
+        )
+
+    for label, value in {
+        "under-a-minute": Duration(seconds=59, nanos=999_999_999),
+        "zero": Duration(),
+        "negative": Duration(seconds=-3600),
+        "nanos-out-of-range": Duration(seconds=3600, nanos=1_000_000_000),
+        "mixed-signs": Duration(seconds=3600, nanos=-1),
+        "over-100-years": Duration(seconds=3_155_760_001),
+    }.items():
+        add(
+            f"finished_after-{label}",
+            opb.SetRetentionRequest(finished_after=value),
+            "finished_after",
+        )
+    add("finished_after-missing", opb.SetRetentionRequest(), "finished_after")
+    add(
+        "finished_after-with-clear",
+        opb.SetRetentionRequest(finished_after=Duration(seconds=3600), clear=True),
+        "finished_after",
+    )
+    for label, value in {**BAD_WORKFLOW_IDS, **EMPTY_ID}.items():
+        add(f"workflow_id-{label}", opb.DeleteWorkflowRequest(workflow_id=value), "workflow_id")
+    return found
+
+
+RETENTION_CASES = retention_cases()
+
+
+@pytest.mark.parametrize("case", RETENTION_CASES, ids=[c.id for c in RETENTION_CASES])
+def test_bad_retention_input_is_rejected_with_invalid_argument_naming_the_field(
+    small: Coordinator, case: Case
+) -> None:
+    stub = opb_grpc.OperationsServiceStub(small.channel)
     method = getattr(stub, type(case.request).__name__.removesuffix("Request"))
     with pytest.raises(grpc.RpcError) as caught:
         method(case.request, timeout=RPC_TIMEOUT)
