@@ -152,6 +152,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "(env DURABLE_RETENTION_BATCH_SIZE; default %(default)s)",
     )
     parser.add_argument(
+        "--retention-pause-factor",
+        type=float,
+        default=float(_env("DURABLE_RETENTION_PAUSE_FACTOR", _DEFAULTS.retention_pause_factor)),
+        help="while deleting a backlog, pause after each full batch this many times as long "
+        "as the batch took; 0: full speed (env DURABLE_RETENTION_PAUSE_FACTOR; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default=_env("DURABLE_LOG_LEVEL", _DEFAULTS.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -221,6 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--max-wait-seconds must be positive")
     if args.retention_interval <= 0:
         parser.error("--retention-interval must be positive")
+    if args.retention_pause_factor < 0:
+        parser.error("--retention-pause-factor must not be negative")
     if args.retention_batch_size < 1:
         parser.error("--retention-batch-size must be at least 1")
     if args.metrics_listen is not None:
@@ -263,6 +273,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         retention_seconds=args.retention,
         retention_interval_seconds=args.retention_interval,
         retention_batch_size=args.retention_batch_size,
+        retention_pause_factor=args.retention_pause_factor,
         tokens=tokens,
     )
 

@@ -65,5 +65,8 @@ class Config:
     # it deletes per transaction.
     retention_interval_seconds: float = 60.0
     retention_batch_size: int = 500
+    # While catching up, the loop pauses after each full batch this many times as long as
+    # the batch took (0: no pause; 1: the database spends at most half its time on it).
+    retention_pause_factor: float = 1.0
     # Bearer token -> namespace. Empty: no authentication, every call in DEFAULT_NAMESPACE.
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -128,13 +128,17 @@ async def clean_up(pool: AsyncConnectionPool, config: Config) -> store.Deleted:
             deleted = await store.delete_expired_batch(
                 pool, namespace, after, config.retention_batch_size
             )
-            metrics.RETENTION_BATCH_DURATION.observe(time.monotonic() - batch_started)
+            took = time.monotonic() - batch_started
+            if deleted.workflows:
+                metrics.RETENTION_BATCH_DURATION.observe(took)
+                batches += 1
             _count(deleted, "retention")
             total.add(deleted)
-            batches += 1
             if deleted.workflows < config.retention_batch_size:
                 break
-            await asyncio.sleep(0)  # let calls in flight go first between batches
+            # Catching up on a backlog: pause between full batches, `pause_factor` times as
+            # long as the batch took, so the loop leaves the database to the calls.
+            await asyncio.sleep(took * config.retention_pause_factor)
     if total.workflows:
         log.info(
             "retention: deleted %d expired workflows (%d rows) in %d batches, %.2fs",
