@@ -25,7 +25,9 @@ from tests.support import Coordinator
 
 PREFIX = "failover"
 STEPS = 4
-PAUSE = 0.1
+# Between steps: long enough that the flows are still running, their watches open, when a
+# kill lands on a loaded machine (the kill follows a poll of the recorded steps).
+PAUSE = 0.25
 
 
 @pytest.fixture
