@@ -74,8 +74,9 @@ async def watch_workflows(
     loop = asyncio.get_running_loop()
     # Subscribed before the start position is fixed, so no notification slips in between.
     with hub.subscribe(changes_topic(ns)) as waiter:
+        seen: str | None = None  # the snapshot "now" was taken in
         if after is None:
-            position = await changes.now(pool)
+            position, seen = await changes.now(pool)
         elif after.seq == 0 or await changes.exists(pool, ns, after):
             # seq 0: a stream's start position (sent as initial metadata), not a change.
             position = after
@@ -88,7 +89,7 @@ async def watch_workflows(
             if hub.closed:
                 raise ShuttingDown()
             waiter.arm()
-            batch = await changes.read(pool, ns, where, position, MAX_BATCH)
+            batch = await changes.read(pool, ns, where, position, MAX_BATCH, skip_seen_by=seen)
             for change in batch.changes:
                 yield _response(change)
             position = batch.position

@@ -64,13 +64,17 @@ class Batch:
     more: bool
 
 
-async def now(pool: AsyncConnectionPool) -> Position:
-    """The position "from now": before every change a transaction still open may make."""
+async def now(pool: AsyncConnectionPool) -> tuple[Position, str]:
+    """The position "from now" (before every change a transaction still open may make),
+    and the snapshot it was taken in: the changes it sees are before now, though their
+    transactions may be past the position (pass it to `read` as `skip_seen_by`)."""
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        cur = await conn.execute(
+            "SELECT s::text, pg_snapshot_xmin(s)::text::bigint FROM pg_current_snapshot() AS s"
+        )
         row = await cur.fetchone()
     assert row is not None
-    return Position(row[0], 0)
+    return Position(row[1], 0), row[0]
 
 
 async def exists(pool: AsyncConnectionPool, namespace: str, position: Position) -> bool:
@@ -99,6 +103,7 @@ win AS (
      WHERE c.namespace = %(ns)s
        AND (c.xid, c.seq) > (%(xid)s::text::xid8, %(seq)s)
        AND c.xid < (SELECT xmin FROM horizon)
+       AND (%(seen)s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(c.xid, %(seen)s))
      ORDER BY c.xid, c.seq
      LIMIT %(limit)s),
 marked AS (
@@ -127,9 +132,12 @@ async def read(
     where: WorkflowFilter,
     after: Position,
     limit: int,
+    *,
+    skip_seen_by: str | None = None,
 ) -> Batch:
     """The next readable changes after `after` (at most `limit` rows looked at) that match
-    `where` (its statuses test the status the change set)."""
+    `where` (its statuses test the status the change set), leaving out the changes the
+    snapshot `skip_seen_by` saw (a stream "from now" started in it)."""
     # The status is the change's; the rest of the filter tests the workflow as it is now.
     rest = dataclasses.replace(where, statuses=(), created_after=None, created_before=None)
     params: dict[str, Any] = {
@@ -139,6 +147,7 @@ async def read(
         "xid": str(after.xid),
         "seq": after.seq,
         "limit": limit,
+        "seen": skip_seen_by,
     }
     async with pool.connection() as conn:
         cur = await conn.execute(_read_sql(rest.where("w")).encode(), params)
