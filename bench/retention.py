@@ -226,7 +226,7 @@ def measure(
         durable.configure("127.0.0.1:9")  # let go of the coordinator before it stops
         coordinator.stop()
         drop_database(server_url, database)
-    result = {
+    result: dict[str, Any] = {
         "workflows": workflows,
         "pause_factor": pause_factor,
         "rows_seeded": rows,
