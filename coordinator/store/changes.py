@@ -88,6 +88,22 @@ async def exists(pool: AsyncConnectionPool, namespace: str, position: Position) 
         return await cur.fetchone() is not None
 
 
+# The horizon: every change row with a smaller xid is final (committed and visible to this
+# statement, or rolled back). It is the oldest transaction the statement's snapshot sees
+# running, leaving out those that pg_stat_activity (read after the snapshot) shows in
+# another database: they cannot write this database's log, and xids are cluster-wide, so
+# without this a long transaction anywhere on the server would hold every watch back. A
+# transaction that ended between the snapshot and that read counts (conservative: the next
+# read moves on), as does one whose backend_xid this role may not see.
+_HORIZON = """horizon AS (
+    SELECT coalesce(
+        (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+          WHERE x::text::bigint %% 4294967296 NOT IN (
+                SELECT backend_xid::text::bigint FROM pg_stat_activity
+                 WHERE backend_xid IS NOT NULL
+                   AND datname IS DISTINCT FROM current_database())),
+        pg_snapshot_xmax(pg_current_snapshot())) AS xmin)"""
+
 _COLUMNS = ", ".join(f"w.{c.strip()}" for c in rows.WORKFLOW_COLUMNS.split(","))
 
 
@@ -96,7 +112,7 @@ def _read_sql(where: str) -> str:
     # is the next `limit` readable rows, matching or not; only the matching ones and the
     # window's last row (to move the position past the rest) are returned.
     return f"""
-WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+WITH {_HORIZON},
 win AS (
     SELECT c.seq, c.xid, c.workflow_id, c.status, c.changed_at
       FROM durable.workflow_changes c
@@ -170,10 +186,11 @@ async def read(
 async def _pending(pool: AsyncConnectionPool, namespace: str, after: Position) -> bool:
     async with pool.connection() as conn:
         cur = await conn.execute(
-            """SELECT EXISTS (SELECT 1 FROM durable.workflow_changes
+            f"""WITH {_HORIZON}
+               SELECT EXISTS (SELECT 1 FROM durable.workflow_changes
                 WHERE namespace = %(ns)s
                   AND (xid, seq) > (%(xid)s::text::xid8, %(seq)s)
-                  AND xid >= pg_snapshot_xmin(pg_current_snapshot()))""",
+                  AND xid >= (SELECT xmin FROM horizon))""".encode(),
             {"ns": namespace, "xid": str(after.xid), "seq": after.seq},
         )
         row = await cur.fetchone()
