@@ -10,6 +10,7 @@ pair; on the wire it is the opaque cursor "<xid>.<seq>".
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ from coordinator.store.records import Status, WorkflowRecord
 # The NOTIFY the trigger sends (payload: the namespace) after a transaction that changed
 # a status commits.
 CHANGES_CHANNEL = "durable_workflow_changes"
+# ASCII digits only (str.isdigit would take other scripts' digits), within a bigint.
+_CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
 
 
 @dataclass(frozen=True, order=True)
@@ -37,10 +40,8 @@ class Position:
 
     @staticmethod
     def parse(cursor: str) -> Position | None:
-        xid, dot, seq = cursor.partition(".")
-        if not (dot and xid.isdigit() and seq.isdigit() and len(xid) < 20 and len(seq) < 20):
-            return None
-        return Position(int(xid), int(seq))
+        found = _CURSOR.fullmatch(cursor)
+        return Position(int(found[1]), int(found[2])) if found else None
 
 
 @dataclass(frozen=True)
