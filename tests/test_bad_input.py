@@ -869,8 +869,8 @@ def retention_cases() -> list[Case]:
         opb.SetRetentionRequest(finished_after=Duration(seconds=3600), clear=True),
         "finished_after",
     )
-    for label, value in {**BAD_WORKFLOW_IDS, **EMPTY_ID}.items():
-        add(f"workflow_id-{label}", opb.DeleteWorkflowRequest(workflow_id=value), "workflow_id")
+    for label, bad_id in {**BAD_WORKFLOW_IDS, **EMPTY_ID}.items():
+        add(f"workflow_id-{label}", opb.DeleteWorkflowRequest(workflow_id=bad_id), "workflow_id")
     return found
 
 
@@ -887,6 +887,132 @@ def test_bad_retention_input_is_rejected_with_invalid_argument_naming_the_field(
         method(case.request, timeout=RPC_TIMEOUT)
     err = caught.value
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert (info.reason, info.domain) == ("INVALID_ARGUMENT", "durable.v1")
+    assert info.metadata["field"] == case.field
+    assert (err.details() or "").startswith(f"{case.field}:")
+
+
+# --- OperationsService: bulk actions and queue pause -----------------------------------------
+
+
+def bulk_cases() -> list[Case]:
+    found: list[Case] = []
+
+    def add(case_id: str, request: Message, field: str) -> None:
+        found.append(
+            Case(f"{type(request).__name__.removesuffix('Request')}-{case_id}", request, field)
+        )
+
+    for kind in (opb.CancelWorkflowsRequest, opb.ResumeWorkflowsRequest):
+        # An empty filter matches the whole namespace: only with match_all (dry run or not).
+        add("empty-filter", kind(), "match_all")
+        add("empty-filter-dry-run", kind(dry_run=True), "match_all")
+        add(
+            "empty-filter-paging-only",
+            kind(filter=pb.ListWorkflowsRequest(page_size=5)),
+            "match_all",
+        )
+        for label, value in BAD_NAMES.items():
+            if not value:
+                continue  # an empty name is no condition
+            add(f"name-{label}", kind(filter=pb.ListWorkflowsRequest(name=value)), "filter.name")
+            add(
+                f"queue_name-{label}",
+                kind(filter=pb.ListWorkflowsRequest(queue_name=value)),
+                "filter.queue_name",
+            )
+        for label, attributes in BAD_ATTRIBUTES.items():
+            add(
+                f"attributes-{label}",
+                kind(filter=pb.ListWorkflowsRequest(attributes=attributes), match_all=True),
+                "filter.attributes",
+            )
+        add(
+            "status-unknown",
+            kind(filter=pb.ListWorkflowsRequest(statuses=[pb.WorkflowStatus.ValueType(99)])),
+            "filter.statuses",
+        )
+        add(
+            "created_after-out-of-range",
+            kind(filter=pb.ListWorkflowsRequest(created_after=Timestamp(seconds=-(10**12)))),
+            "filter.created_after",
+        )
+    for queue_kind in (opb.PauseQueueRequest, opb.ResumeQueueRequest):
+        for label, value in {**BAD_NAMES, **EMPTY_ID}.items():
+            add(f"name-{label}", queue_kind(name=value), "name")
+    return found
+
+
+BULK_CASES = bulk_cases()
+
+
+@pytest.mark.parametrize("case", BULK_CASES, ids=[c.id for c in BULK_CASES])
+def test_bad_bulk_and_pause_input_is_rejected_with_invalid_argument_naming_the_field(
+    small: Coordinator, case: Case
+) -> None:
+    stub = opb_grpc.OperationsServiceStub(small.channel)
+    method = getattr(stub, type(case.request).__name__.removesuffix("Request"))
+    with pytest.raises(grpc.RpcError) as caught:
+        reply = method(case.request, timeout=RPC_TIMEOUT)
+        if not isinstance(reply, Message):
+            list(reply)  # a stream fails at its first message
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert (info.reason, info.domain) == ("INVALID_ARGUMENT", "durable.v1")
+    assert info.metadata["field"] == case.field
+    assert (err.details() or "").startswith(f"{case.field}:")
+
+
+# --- WatchWorkflows ------------------------------------------------------------------------
+
+
+def watch_cases() -> list[Case]:
+    found: list[Case] = []
+
+    def add(case_id: str, request: pb.WatchWorkflowsRequest, field: str) -> None:
+        found.append(Case(f"WatchWorkflows-{case_id}", request, field))
+
+    watch = pb.WatchWorkflowsRequest
+    fullwidth_one = "\uff11"
+    for cursor in (
+        "nope",
+        "1",
+        "1.",
+        ".1",
+        "-1.2",
+        "1.2.3",
+        "1.x",
+        "9" * 25 + ".1",
+        f"{fullwidth_one}.1",
+    ):
+        add(f"after_cursor-{cursor[:12]}", watch(after_cursor=cursor), "after_cursor")
+    for label, duration in BAD_DURATIONS.items():
+        add(f"timeout-{label}", watch(timeout=duration), "timeout")
+    add("statuses-unknown", watch(filter=pb.ListWorkflowsRequest(statuses=[99])), "filter.statuses")
+    for label, value in BAD_NAMES.items():
+        if value:
+            add(f"name-{label}", watch(filter=pb.ListWorkflowsRequest(name=value)), "filter.name")
+            queue = pb.ListWorkflowsRequest(queue_name=value)
+            add(f"queue_name-{label}", watch(filter=queue), "filter.queue_name")
+    for label, value in BAD_WORKFLOW_IDS.items():
+        parent = pb.ListWorkflowsRequest(parent_workflow_id=value)
+        add(f"parent_workflow_id-{label}", watch(filter=parent), "filter.parent_workflow_id")
+    for label, attributes in BAD_ATTRIBUTES.items():
+        tagged = pb.ListWorkflowsRequest(attributes=attributes)
+        add(f"attributes-{label}", watch(filter=tagged), "filter.attributes")
+    return found
+
+
+@pytest.mark.parametrize("case", watch_cases(), ids=lambda case: case.id)
+def test_bad_watch_input_is_rejected_with_invalid_argument_naming_the_field(
+    small: Coordinator, case: Case
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        list(small.stub.WatchWorkflows(case.request, timeout=RPC_TIMEOUT))
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
     info = error_info(err)
     assert (info.reason, info.domain) == ("INVALID_ARGUMENT", "durable.v1")
     assert info.metadata["field"] == case.field

@@ -25,20 +25,27 @@ _NOTIFY_STATUS = f"""
 SELECT pg_notify('{WORKFLOW_CHANNEL}', json_build_object('n', %(ns)s::text, 'w', w)::text)
   FROM unnest(%(ids)s::text[]) AS w"""
 
-_NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
+NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', json_build_object('n', %(ns)s::text)::text)"
 
-_CANCEL = f"""
-UPDATE durable.workflows SET status = 'CANCELLED', updated_at = clock_timestamp()
- WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('PENDING', 'ENQUEUED')
-RETURNING {rows.WORKFLOW_COLUMNS}"""
-
+# What cancel and resume apply to, and what they set: shared with the bulk actions
+# (store/bulk.py), which behave as these calls made once per workflow.
+CANCELLABLE = (Status.ENQUEUED, Status.PENDING)
+RESUMABLE = (Status.CANCELLED, Status.DEAD_LETTER)
+CANCEL_SET = "status = 'CANCELLED', updated_at = clock_timestamp()"
 # A resumed workflow keeps its due time (a delayed one not due yet still waits) and leaves
 # its debounce burst: later starts with its key neither merge into it nor collide with it
 # (workflows_debounce_idx holds one waiting workflow per key).
+RESUME_SET = """status = 'ENQUEUED', executor_id = NULL, recovery_attempts = 0, deadline_at = NULL,
+       debounce_key = NULL, updated_at = clock_timestamp()"""
+
+_CANCEL = f"""
+UPDATE durable.workflows SET {CANCEL_SET}
+ WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('PENDING', 'ENQUEUED')
+RETURNING {rows.WORKFLOW_COLUMNS}"""
+
 _RESUME = f"""
 UPDATE durable.workflows
-   SET status = 'ENQUEUED', executor_id = NULL, recovery_attempts = 0, deadline_at = NULL,
-       debounce_key = NULL, updated_at = clock_timestamp()
+   SET {RESUME_SET}
  WHERE workflow_id = %(wf)s AND namespace = %(ns)s AND status IN ('CANCELLED', 'DEAD_LETTER')
 RETURNING {rows.WORKFLOW_COLUMNS}"""
 
@@ -48,11 +55,14 @@ UPDATE durable.workflows SET status = 'CANCELLED', updated_at = clock_timestamp(
  WHERE deadline_at <= clock_timestamp() AND status IN ('PENDING', 'ENQUEUED')
 RETURNING namespace, workflow_id"""
 
+# A fork keeps the original's search attributes as they are now (those set by steps it
+# re-runs are set again, merged into them), so it is found by the same business keys;
+# `forked_from` tells it apart.
 _FORK_WORKFLOW = f"""
 INSERT INTO durable.workflows (workflow_id, namespace, name, status, input_encoding, input_data,
-                               forked_from, app_version)
+                               forked_from, app_version, attributes)
 SELECT %(new)s, namespace, name, 'ENQUEUED', input_encoding, input_data, workflow_id,
-       coalesce(NULLIF(%(version)s, ''), app_version)
+       coalesce(NULLIF(%(version)s, ''), app_version), attributes
   FROM durable.workflows WHERE workflow_id = %(wf)s AND namespace = %(ns)s
 ON CONFLICT (workflow_id, namespace) DO NOTHING
 RETURNING {rows.WORKFLOW_COLUMNS}"""
@@ -102,7 +112,8 @@ SELECT key, version, encoding, data, set_at FROM durable.events
 _FETCH_BATCH = 20
 
 
-async def _notify_status(conn: AsyncConnection[object], namespace: str, ids: list[str]) -> None:
+async def notify_status_on(conn: AsyncConnection[object], namespace: str, ids: list[str]) -> None:
+    """Wake every coordinator's waiters on these workflows, when `conn` commits."""
     if ids:
         await conn.execute(_NOTIFY_STATUS, {"ns": namespace, "ids": ids})
 
@@ -110,7 +121,7 @@ async def _notify_status(conn: AsyncConnection[object], namespace: str, ids: lis
 async def notify_status(pool: AsyncConnectionPool, namespace: str, ids: list[str]) -> None:
     """Wake every coordinator's waiters on these workflows (their status changed)."""
     async with pool.connection() as conn:
-        await _notify_status(conn, namespace, ids)
+        await notify_status_on(conn, namespace, ids)
 
 
 async def cancel(pool: AsyncConnectionPool, namespace: str, workflow_id: str) -> WorkflowRecord:
@@ -120,11 +131,11 @@ async def cancel(pool: AsyncConnectionPool, namespace: str, workflow_id: str) ->
         cur = await conn.execute(_CANCEL, params)
         row = await cur.fetchone()
         if row is not None:
-            await _notify_status(conn, namespace, [workflow_id])
+            await notify_status_on(conn, namespace, [workflow_id])
             cancelled = rows.workflow(row)
             if cancelled.queue_name is not None:
                 # A slot of its queue may be free now: wake the pollers.
-                await conn.execute(_NOTIFY_WORK, params)
+                await conn.execute(NOTIFY_WORK, params)
             return cancelled
     return await get(pool, namespace, workflow_id)
 
@@ -138,7 +149,7 @@ async def resume(pool: AsyncConnectionPool, namespace: str, workflow_id: str) ->
                 cur = await conn.execute(_RESUME, params)
                 row = await cur.fetchone()
                 if row is not None:
-                    await conn.execute(_NOTIFY_WORK, params)
+                    await conn.execute(NOTIFY_WORK, params)
                     return rows.workflow(row)
         except psycopg.errors.UniqueViolation as exc:
             # Its queue's deduplication ID, freed when it was cancelled, is held again.
@@ -186,7 +197,7 @@ async def fork(
         await conn.execute(_FORK_STEPS, params)
         await conn.execute(_FORK_EVENT_HISTORY, params)
         await conn.execute(_FORK_EVENTS, params)
-        await conn.execute(_NOTIFY_WORK, params)
+        await conn.execute(NOTIFY_WORK, params)
         return rows.workflow(row)
 
 
@@ -196,7 +207,7 @@ async def cancel_expired(pool: AsyncConnectionPool) -> list[tuple[str, str]]:
         cur = await conn.execute(_CANCEL_EXPIRED)
         expired: list[tuple[str, str]] = [(ns, wf) for ns, wf in await cur.fetchall()]
         for namespace in {ns for ns, _ in expired}:
-            await _notify_status(conn, namespace, [wf for ns, wf in expired if ns == namespace])
+            await notify_status_on(conn, namespace, [wf for ns, wf in expired if ns == namespace])
     return expired
 
 
