@@ -990,7 +990,8 @@ def watch_cases() -> list[Case]:
         add(f"after_cursor-{cursor[:12]}", watch(after_cursor=cursor), "after_cursor")
     for label, duration in BAD_DURATIONS.items():
         add(f"timeout-{label}", watch(timeout=duration), "timeout")
-    add("statuses-unknown", watch(filter=pb.ListWorkflowsRequest(statuses=[99])), "filter.statuses")
+    unknown = pb.ListWorkflowsRequest(statuses=[pb.WorkflowStatus.ValueType(99)])
+    add("statuses-unknown", watch(filter=unknown), "filter.statuses")
     for label, value in BAD_NAMES.items():
         if value:
             add(f"name-{label}", watch(filter=pb.ListWorkflowsRequest(name=value)), "filter.name")
@@ -1009,6 +1010,7 @@ def watch_cases() -> list[Case]:
 def test_bad_watch_input_is_rejected_with_invalid_argument_naming_the_field(
     small: Coordinator, case: Case
 ) -> None:
+    assert isinstance(case.request, pb.WatchWorkflowsRequest)
     with pytest.raises(grpc.RpcError) as caught:
         list(small.stub.WatchWorkflows(case.request, timeout=RPC_TIMEOUT))
     err = caught.value
