@@ -165,3 +165,18 @@ class StepTimeoutError(DurableError, TimeoutError):
 
     # The name recorded in Failure.type: `durable.StepTimeoutError` (see the wire contract).
     __module__ = "durable"
+
+
+class WorkflowNotFinishedError(CoordinatorError):
+    """delete_workflow of a workflow (or, with include_children, a descendant) that has not
+    finished; `workflow_id` and `status` name it. Nothing was deleted."""
+
+    reason = "WORKFLOW_NOT_FINISHED"
+
+    @property
+    def workflow_id(self) -> str:
+        return self.metadata.get("workflow_id", "")
+
+    @property
+    def status(self) -> str:
+        return self.metadata.get("status", "")
