@@ -70,6 +70,7 @@ def test_the_async_face_exports_exactly_its_names() -> None:
         "run_step",
         "scheduled_time",
         "send",
+        "set_attributes",
         "set_event",
         "set_schedule",
         "set_start_options",

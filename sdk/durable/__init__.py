@@ -18,6 +18,7 @@ The same decorators on `async def` functions make async workflows and steps, run
 event loop through `durable.aio` (the async face: the same calls, awaited).
 """
 
+from durable._attributes import set_attributes
 from durable._client import Client, configure
 from durable._connection import TLS
 from durable._core.schedules import ScheduleInfo, scheduled
@@ -146,6 +147,7 @@ __all__ = [
     "scheduled",
     "scheduled_time",
     "send",
+    "set_attributes",
     "set_enqueue_options",
     "set_event",
     "set_payload_codecs",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TypeVar
 
@@ -196,6 +196,7 @@ class Client:
         start_at: datetime | None = None,
         debounce_key: str = "",
         debounce: float | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> pb.StartWorkflowResponse:
         """Start (or take over, with an `executor_id`) a workflow; `timeout` in seconds
         cancels it if it has not finished by then. With `queue_name` it is enqueued for a
@@ -216,6 +217,7 @@ class Client:
             start_at=start_at,
             debounce_key=debounce_key,
             debounce=debounce,
+            attributes=attributes,
         )
         return self._hot("start_workflow", self._stub.StartWorkflow, request)
 
@@ -228,6 +230,12 @@ class Client:
 
     def set_event(self, request: pb.SetEventRequest) -> pb.SetEventResponse:
         return self._hot("set_event", self._stub.SetEvent, request)
+
+    def set_attributes(self, request: pb.SetAttributesRequest) -> pb.SetAttributesResponse:
+        """SetAttributes (unary): merge search attributes into a running workflow's, as
+        its step."""
+        reply: pb.SetAttributesResponse = self._unary(self._stub.SetAttributes, request)
+        return reply
 
     def finish_workflow(self, request: pb.FinishWorkflowRequest) -> pb.FinishWorkflowResponse:
         return self._hot("finish_workflow", self._stub.FinishWorkflow, request)

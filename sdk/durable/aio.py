@@ -33,7 +33,7 @@ import concurrent.futures
 import contextvars
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,6 +52,8 @@ from durable._aio.schedules import (
 from durable._aio.worker import Worker
 from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
+from durable._attributes import attributes_of
+from durable._attributes import outside as attributes_outside
 from durable._core import ops, specs
 from durable._core.context import (
     checkpointing,
@@ -114,6 +116,7 @@ __all__ = [
     "run_step",
     "scheduled_time",
     "send",
+    "set_attributes",
     "set_event",
     "set_schedule",
     "set_start_options",
@@ -145,6 +148,21 @@ def patched(name: str) -> Awaitable[bool]:
     if context is None:
         raise outside("patched")
     return drive.start(ops.patched(context, name), context.client)
+
+
+# --- search attributes --------------------------------------------------------------------
+
+
+def set_attributes(
+    attributes: Mapping[str, str | None] | None = None, /, **kv: str | None
+) -> Awaitable[None]:
+    """Merge search attributes into the running async workflow's; checkpointed like a
+    step, as `durable.set_attributes`."""
+    given = attributes_of(attributes, kv, "set_attributes")
+    context = checkpointing("set_attributes", is_async=True)
+    if context is None:
+        raise attributes_outside(in_step())
+    return drive.start(ops.set_attributes(context, given), context.client)
 
 
 # --- events -------------------------------------------------------------------------------
@@ -340,6 +358,7 @@ async def list_workflows(
     page_size: int = 100,
     app_version: str | None = None,
     schedule_name: str | None = None,
+    attributes: Mapping[str, str] | None = None,
     client: AsyncClient | None = None,
 ) -> AsyncIterator[WorkflowInfo]:
     """Workflows, newest first, as `durable.list_workflows`: `async for info in ...`."""
@@ -353,6 +372,7 @@ async def list_workflows(
         page_size,
         app_version=app_version,
         schedule_name=schedule_name,
+        attributes=attributes,
     )
     client = client or default_client()
     while True:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -234,6 +234,7 @@ class AsyncClient:
         start_at: datetime | None = None,
         debounce_key: str = "",
         debounce: float | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> pb.StartWorkflowResponse:
         """As `durable.Client.start_workflow`."""
         request = specs.start_request(
@@ -252,6 +253,7 @@ class AsyncClient:
             start_at=start_at,
             debounce_key=debounce_key,
             debounce=debounce,
+            attributes=attributes,
         )
         reply: pb.StartWorkflowResponse = await self._hot(
             "start_workflow", "StartWorkflow", request
@@ -264,6 +266,11 @@ class AsyncClient:
 
     async def set_event(self, request: pb.SetEventRequest) -> pb.SetEventResponse:
         reply: pb.SetEventResponse = await self._hot("set_event", "SetEvent", request)
+        return reply
+
+    async def set_attributes(self, request: pb.SetAttributesRequest) -> pb.SetAttributesResponse:
+        """As `durable.Client.set_attributes`."""
+        reply: pb.SetAttributesResponse = await self._unary("SetAttributes", request)
         return reply
 
     async def finish_workflow(self, request: pb.FinishWorkflowRequest) -> pb.FinishWorkflowResponse:

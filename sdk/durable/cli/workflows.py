@@ -15,7 +15,7 @@ from durable._client import Client
 from durable._core import specs
 from durable._core.specs import QueueStart, WorkflowStatus
 from durable._management import WorkflowInfo
-from durable._workflow import set_workflow_id
+from durable._workflow import set_start_options, set_workflow_id
 from durable.cli.args import (
     Parser,
     non_negative,
@@ -26,6 +26,7 @@ from durable.cli.args import (
 )
 from durable.cli.console import EXIT_NOT_FOUND, EXIT_OK, note, print_json, print_line
 from durable.cli.formatting import (
+    attributes_text,
     due_text,
     local_time,
     plain,
@@ -75,6 +76,13 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
     start.add_argument("--id", metavar="ID", help="the workflow's ID (default: a UUID)")
     start.add_argument("--queue", metavar="QUEUE", help="enqueue it on this queue")
     start.add_argument(
+        "--attr",
+        type=parse_attribute,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a search attribute to start it with (repeat for several)",
+    )
+    start.add_argument(
         "--wait",
         type=non_negative(float),
         nargs="?",
@@ -99,6 +107,14 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
         help="only these statuses: " + ", ".join(s.value for s in WorkflowStatus),
     )
     listing.add_argument("--name", help="only workflows with this name")
+    listing.add_argument(
+        "--attr",
+        type=parse_attribute,
+        action="append",
+        metavar="KEY=VALUE",
+        help="only workflows whose search attribute KEY is VALUE (repeat for several: all "
+        "must hold)",
+    )
     listing.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
     listing.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
     listing.add_argument(
@@ -175,7 +191,10 @@ def _json_object(text: str) -> dict[str, Any]:
 def _start(args: argparse.Namespace, client: Client) -> int:
     positional = [args.input] if args.input is not None else (args.args or [])
     queue = QueueStart(args.queue) if args.queue else None
-    with set_workflow_id(args.id) if args.id else contextlib.nullcontext():
+    attributes = (
+        set_start_options(attributes=dict(args.attr)) if args.attr else contextlib.nullcontext()
+    )
+    with set_workflow_id(args.id) if args.id else contextlib.nullcontext(), attributes:
         op = specs.begin(
             None, specs.named_spec(args.name), positional, args.kwargs or {}, queue=queue
         )
@@ -235,6 +254,14 @@ def waiting_hint(message: Any, now: datetime | None = None) -> str | None:
     return f"ENQUEUED: waiting for {worker}"
 
 
+def parse_attribute(text: str) -> tuple[str, str]:
+    """A `--attr KEY=VALUE` argument (the coordinator checks the key and value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    return key, value
+
+
 def _list(args: argparse.Namespace, client: Client) -> int:
     found = _management.list_workflows(
         status=args.status,
@@ -243,6 +270,7 @@ def _list(args: argparse.Namespace, client: Client) -> int:
         parent_workflow_id=args.parent,
         queue_name=args.queue,
         app_version=args.version,
+        attributes=dict(args.attr or []),
         page_size=min(args.limit + 1, _management.MAX_PAGE_SIZE)
         if args.limit
         else _management.MAX_PAGE_SIZE,
@@ -273,6 +301,10 @@ def _list(args: argparse.Namespace, client: Client) -> int:
             headers.append("DUE")
             for row, info in zip(rows, shown, strict=True):
                 row.append(due_text(info))
+        if any(info.attributes for info in shown):
+            headers.append("ATTRIBUTES")
+            for row, info in zip(rows, shown, strict=True):
+                row.append(attributes_text(info.attributes) or "-")
         for line in table(headers, rows):
             print_line(line)
     else:
