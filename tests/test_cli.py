@@ -957,6 +957,7 @@ def test_queues_show_prints_limits_totals_and_each_partition(
         "worker_concurrency": 5,
         "rate_limit": None,
         "limits_per_partition": True,
+        "paused": False,
         "total": {"enqueued": 7, "delayed": 1, "running": 0},
         "partitions": [
             {"partition_key": "tenant-a", "enqueued": 3, "delayed": 0, "running": 0},
@@ -1104,3 +1105,181 @@ def test_workflows_start_bad_input_is_one_line_and_exit_2(
 
 def test_workflows_start_needs_a_name(coordinator: Coordinator) -> None:
     assert "NAME" in fails(coordinator, "workflows", "start")
+
+
+# --- retention and deleting workflows -----------------------------------------------------
+
+
+def test_retention_get_set_and_clear(coordinator: Coordinator) -> None:
+    assert ok(coordinator, "retention", "get") == "none: finished workflows are kept forever\n"
+    assert "deleted 30d after their last change (namespace)" in ok(
+        coordinator, "retention", "set", "30d"
+    )
+    assert json.loads(ok(coordinator, "retention", "get", "--json")) == {
+        "finished_after_seconds": 30 * 86400,
+        "from_config": False,
+    }
+    assert "90m" in ok(coordinator, "retention", "set", "5400s")
+    assert "kept forever" in ok(coordinator, "retention", "set", "--clear")
+    assert "at least 60 seconds" in fails(coordinator, "retention", "set", "30s")
+    assert "not a duration" in fails(coordinator, "retention", "set", "soon")
+    assert "not allowed with argument" in fails(coordinator, "retention", "set", "1h", "--clear")
+    assert ok(coordinator, "retention", "get") == "none: finished workflows are kept forever\n"
+
+
+def test_workflows_delete(coordinator: Coordinator, client: durable.Client) -> None:
+    finished, running = start(client), start(client)
+    finish(client, finished)
+    # Not on a terminal: only with --yes.
+    assert "--yes" in fails(coordinator, "workflows", "delete", finished)
+    assert "is PENDING: only finished workflows can be deleted" in fails(
+        coordinator, "workflows", "delete", running, "--yes"
+    )
+    assert ok(coordinator, "workflows", "delete", finished, "--yes") == "deleted 1 workflow\n"
+    assert "does not exist" in fails(coordinator, "workflows", "delete", finished, "--yes", code=1)
+    client.cancel_workflow(running)
+    reply = json.loads(
+        ok(coordinator, "workflows", "delete", running, "--children", "--yes", "--json")
+    )
+    assert reply == {"workflow_id": running, "deleted": 1}
+
+
+# --- bulk actions and queue pause -------------------------------------------------------------
+
+
+def enqueue_some(client: durable.Client, name: str, queue: str, count: int) -> list[str]:
+    ids = [new_id("cli-bulk") for _ in range(count)]
+    for workflow_id in ids:
+        client.start_workflow(
+            workflow_id, name, payload({"args": [], "kwargs": {}}), queue_name=queue
+        )
+    return ids
+
+
+def status_of(client: durable.Client, workflow_id: str) -> int:
+    return client.get_workflow(workflow_id).status
+
+
+def run_without_terminal(coordinator: Coordinator, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(coordinator, *args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cancel_all_dry_run_counts_and_changes_nothing(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name, queue = new_id("cli-bulk"), new_id("cli-q")
+    ids = enqueue_some(client, name, queue, 3)
+    out = ok(coordinator, "workflows", "cancel-all", "--name", name, "--dry-run")
+    assert out == "3 workflows (ENQUEUED or PENDING) would be cancelled\n"
+    reply = json.loads(
+        ok(coordinator, "workflows", "cancel-all", "--queue", queue, "--dry-run", "--json")
+    )
+    assert reply == {"matched": 3, "changed": 0, "dry_run": True}
+    assert all(status_of(client, w) == pb.WORKFLOW_STATUS_ENQUEUED for w in ids)
+
+
+def test_cancel_all_needs_yes_without_a_terminal_and_a_filter_or_all(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name, queue = new_id("cli-bulk"), new_id("cli-q")
+    ids = enqueue_some(client, name, queue, 2)
+    result = run_without_terminal(coordinator, "workflows", "cancel-all", "--name", name)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "durable: 2 workflows (ENQUEUED or PENDING) match; not cancelling them: confirm with"
+        " --yes (stdin is not a terminal)\n"
+    )
+    assert all(status_of(client, w) == pb.WORKFLOW_STATUS_ENQUEUED for w in ids)
+    assert "--all" in fails(coordinator, "workflows", "cancel-all", "--yes")
+    assert "--all" in fails(coordinator, "workflows", "resume-all", "--dry-run")
+    # --all with a dry run only counts.
+    assert "would be cancelled" in ok(coordinator, "workflows", "cancel-all", "--all", "--dry-run")
+
+
+def test_cancel_all_and_resume_all_with_yes_show_progress(
+    coordinator: Coordinator, client: durable.Client
+) -> None:
+    name, queue = new_id("cli-bulk"), new_id("cli-q")
+    ids = enqueue_some(client, name, queue, 3)
+    result = run(coordinator, "workflows", "cancel-all", "--name", name, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "cancelled 3 workflows\n"
+    assert result.stderr.splitlines() == [
+        "durable: 3 workflows (ENQUEUED or PENDING) match",
+        "durable: cancelled 3 of 3 matched so far",
+    ]
+    assert all(status_of(client, w) == pb.WORKFLOW_STATUS_CANCELLED for w in ids)
+    assert ok(coordinator, "workflows", "cancel-all", "--name", name, "--yes") == (
+        "nothing to cancel: no ENQUEUED or PENDING workflow matches\n"
+    )
+    reply = json.loads(
+        ok(
+            coordinator,
+            "workflows",
+            "resume-all",
+            "--name",
+            name,
+            "--status",
+            "cancelled",
+            "--yes",
+            "--json",
+        )
+    )
+    assert reply == {"matched": 3, "changed": 3, "dry_run": False}
+    assert all(status_of(client, w) == pb.WORKFLOW_STATUS_ENQUEUED for w in ids)
+
+
+def test_cancel_all_asks_on_a_terminal(coordinator: Coordinator, client: durable.Client) -> None:
+    name, queue = new_id("cli-bulk"), new_id("cli-q")
+    ids = enqueue_some(client, name, queue, 2)
+
+    def answer(text: bytes) -> subprocess.CompletedProcess[str]:
+        primary, secondary = pty.openpty()
+        try:
+            os.write(primary, text)
+            return subprocess.run(
+                command(coordinator, "workflows", "cancel-all", "--name", name),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=RUN_TIMEOUT,
+                env=environment(),
+                stdin=secondary,
+            )
+        finally:
+            os.close(secondary)
+            os.close(primary)
+
+    declined = answer(b"n\n")
+    assert declined.returncode == 2
+    assert declined.stderr.startswith(
+        "2 workflows (ENQUEUED or PENDING) match. Cancel them? [y/N] "
+    )
+    assert declined.stderr.endswith("durable: nothing cancelled\n")
+    assert all(status_of(client, w) == pb.WORKFLOW_STATUS_ENQUEUED for w in ids)
+    accepted = answer(b"y\n")
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout == "cancelled 2 workflows\n"
+    assert all(status_of(client, w) == pb.WORKFLOW_STATUS_CANCELLED for w in ids)
+
+
+def test_queues_pause_resume_and_show(coordinator: Coordinator) -> None:
+    queue = new_id("cli-paused")
+    assert ok(coordinator, "queues", "pause", queue) == f"queue {queue} paused\n"
+    lines = ok(coordinator, "queues", "show", queue).splitlines()
+    assert lines[4].split() == ["paused", "yes:", "nothing", "new", "is", "handed", "out"]
+    assert json.loads(ok(coordinator, "queues", "show", queue, "--json"))["paused"] is True
+    assert json.loads(ok(coordinator, "queues", "resume", queue, "--json")) == {
+        "name": queue,
+        "paused": False,
+    }
+    assert ok(coordinator, "queues", "show", queue).splitlines()[4].split() == ["paused", "no"]
+    assert "NAME" in fails(coordinator, "queues", "pause")

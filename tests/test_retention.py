@@ -407,3 +407,54 @@ def test_deleting_a_parent_alone_leaves_its_children_with_a_dangling_parent_id(
     listed = stub.ListWorkflows(pb.ListWorkflowsRequest(parent_workflow_id=parent))
     assert [w.workflow_id for w in listed.workflows] == [child]
     assert delete(ops, child) == 1
+
+
+# --- the SDK, both faces ------------------------------------------------------------------
+
+
+def test_sdk_sync_face(fast: Coordinator) -> None:
+    from datetime import timedelta
+
+    import durable
+
+    client = durable.Client(fast.address)
+    try:
+        assert durable.get_retention(client=client) == durable.RetentionPolicy(None)
+        policy = durable.set_retention(timedelta(days=30), client=client)
+        assert policy == durable.RetentionPolicy(timedelta(days=30))
+        assert durable.get_retention(client=client) == policy
+        with pytest.raises(durable.InvalidRequestError, match="finished_after"):
+            durable.set_retention(30, client=client)
+        assert durable.set_retention(None, client=client) == durable.RetentionPolicy(None)
+
+        workflow_id = start_pending(fast.stub)
+        with pytest.raises(durable.WorkflowNotFinishedError) as caught:
+            durable.delete_workflow(workflow_id, client=client)
+        assert (caught.value.workflow_id, caught.value.status) == (workflow_id, "PENDING")
+        finish(fast.stub, workflow_id)
+        assert durable.delete_workflow(workflow_id, include_children=True, client=client) == 1
+        assert durable.delete_workflow(workflow_id, client=client) == 0
+    finally:
+        client.close()
+
+
+def test_sdk_async_face(fast: Coordinator) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    import durable
+    import durable.aio
+
+    async def main() -> None:
+        async with durable.aio.AsyncClient(fast.address) as client:
+            policy = await durable.aio.set_retention(3600, client=client)
+            assert policy == durable.RetentionPolicy(timedelta(hours=1))
+            assert await durable.aio.get_retention(client=client) == policy
+            cleared = await durable.aio.set_retention(None, client=client)
+            assert cleared == durable.RetentionPolicy(None)
+            workflow_id = start_pending(fast.stub)
+            finish(fast.stub, workflow_id)
+            assert await durable.aio.delete_workflow(workflow_id, client=client) == 1
+            assert await durable.aio.delete_workflow(workflow_id, client=client) == 0
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))

@@ -5,6 +5,8 @@ get behind (docs/watch-workflows.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import queue
 import threading
@@ -17,6 +19,8 @@ import grpc
 import psycopg
 import pytest
 
+import durable
+import durable.aio
 from durable.v1 import coordinator_pb2 as pb
 from tests.support import (
     Coordinator,
@@ -313,3 +317,158 @@ def test_cancelling_the_stream_frees_its_subscription(
         while hub_waiters(address) != before and time.monotonic() < deadline:
             time.sleep(0.02)
         assert hub_waiters(address) == before
+
+
+# --- the SDK: durable.watch_workflows and durable.aio.watch_workflows ------------------------
+
+
+def test_the_sdk_iterates_changes_as_dataclasses(coordinator: Coordinator) -> None:
+    name = new_id("watch.sdk").replace("-", "_")
+    client = durable.Client(coordinator.address)
+    try:
+        changes = durable.watch_workflows(name=name, timeout=10, client=client)
+        got: queue.Queue[durable.WorkflowChange] = queue.Queue()
+
+        def read() -> None:
+            with contextlib.suppress(durable.DurableError):  # ends with the client
+                for c in changes:
+                    got.put(c)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(0.3)  # the stream opens "from now"
+        workflow_id = start_pending(coordinator.stub, name=name)
+        finish(coordinator.stub, workflow_id)
+        first, second = got.get(timeout=10), got.get(timeout=10)
+        assert isinstance(first, durable.WorkflowChange)
+        assert (first.workflow_id, first.name, first.status) == (
+            workflow_id,
+            name,
+            durable.WorkflowStatus.PENDING,
+        )
+        assert second.status is durable.WorkflowStatus.SUCCESS
+        assert second.workflow.workflow_id == workflow_id and second.workflow.output is None
+        assert first.changed_at <= second.changed_at and second.changed_at.tzinfo is not None
+        # Resuming after the first change gives the second again, and nothing before it.
+        again = durable.watch_workflows(name=name, after=first.cursor, timeout=1, client=client)
+        assert [c.cursor for c in again] == [second.cursor]
+    finally:
+        client.close()
+
+
+def test_the_sdk_reconnects_after_a_coordinator_restart_without_gaps_or_repeats(
+    database_url: str, other_coordinator: Coordinator
+) -> None:
+    name = new_id("watch.restart").replace("-", "_")
+    watched = Coordinator(database_url)
+    watched.wait_serving()
+    client = durable.Client(watched.address, retry=durable.RetryPolicy(total_seconds=60))
+    got: queue.Queue[durable.WorkflowChange] = queue.Queue()
+
+    def read() -> None:
+        with contextlib.suppress(durable.DurableError):
+            for c in durable.watch_workflows(name=name, timeout=60, client=client):
+                got.put(c)
+                if got.qsize() == 15:
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        time.sleep(0.3)
+        ids = [start_pending(other_coordinator.stub, name=name) for _ in range(5)]
+        assert got.get(timeout=10).workflow_id == ids[0]
+        watched.stop()  # the stream breaks (SHUTTING_DOWN), then connections are refused
+        ids += [start_pending(other_coordinator.stub, name=name) for _ in range(5)]
+        watched = Coordinator(database_url, port=watched.port)
+        watched.wait_serving()
+        ids += [start_pending(other_coordinator.stub, name=name) for _ in range(5)]
+        rest = [got.get(timeout=30).workflow_id for _ in range(14)]
+        assert [ids[0], *rest] == ids
+        reader.join(timeout=10)
+    finally:
+        client.close()
+        watched.stop()
+
+
+def test_the_async_face_watches_too(coordinator: Coordinator) -> None:
+    name = new_id("watch.aio").replace("-", "_")
+
+    async def main() -> list[tuple[str, durable.WorkflowStatus]]:
+        client = durable.aio.AsyncClient(coordinator.address)
+        try:
+            found: list[tuple[str, durable.WorkflowStatus]] = []
+
+            async def read() -> None:
+                async for c in durable.aio.watch_workflows(name=name, timeout=10, client=client):
+                    found.append((c.workflow_id, c.status))
+                    if len(found) == 2:
+                        return
+
+            task = asyncio.create_task(read())
+            await asyncio.sleep(0.3)
+            workflow_id = await asyncio.to_thread(start_pending, coordinator.stub, None, name)
+            await asyncio.to_thread(finish, coordinator.stub, workflow_id)
+            await asyncio.wait_for(task, 10)
+            assert [w for w, _ in found] == [workflow_id, workflow_id]
+            return found
+        finally:
+            await client.close()
+
+    statuses = [s for _, s in asyncio.run(main())]
+    assert statuses == [durable.WorkflowStatus.PENDING, durable.WorkflowStatus.SUCCESS]
+
+
+# --- the CLI: durable workflows watch --------------------------------------------------------
+
+
+def test_the_cli_prints_changes_after_a_cursor_as_lines_or_json(
+    stub: Stub, coordinator: Coordinator, watches: list[Watch]
+) -> None:
+    from tests.test_cli import fails, ok
+
+    name = new_id("watch.cli").replace("-", "_")
+    seen = watch(stub, watches, name=name)
+    first = start_pending(stub, name=name)
+    second = start_pending(stub, name=name)
+    finish(stub, second)
+    (cursor, *_) = [c.cursor for c in seen.changes(3)]
+
+    lines = ok(
+        coordinator,
+        "workflows",
+        "watch",
+        "--name",
+        name,
+        "--after",
+        cursor,
+        "--timeout",
+        "0.5",
+        "--json",
+    ).splitlines()
+    printed = [json.loads(line) for line in lines]
+    assert [(p["workflow_id"], p["status"]) for p in printed] == [
+        (second, "PENDING"),
+        (second, "SUCCESS"),
+    ]
+    assert all(p["name"] == name and p["cursor"] for p in printed)
+
+    text = ok(
+        coordinator,
+        "workflows",
+        "watch",
+        "--name",
+        name,
+        "--status",
+        "SUCCESS",
+        "--after",
+        cursor,
+        "--timeout",
+        "0.5",
+    )
+    (line,) = text.splitlines()
+    assert "SUCCESS" in line and second in line and first not in line
+
+    assert "after_cursor" in fails(
+        coordinator, "workflows", "watch", "--after", "nope", "--timeout", "1"
+    )

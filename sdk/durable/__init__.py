@@ -19,6 +19,14 @@ event loop through `durable.aio` (the async face: the same calls, awaited).
 """
 
 from durable._attributes import set_attributes
+from durable._bulk import (
+    BulkProgress,
+    BulkResult,
+    cancel_workflows,
+    pause_queue,
+    resume_queue,
+    resume_workflows,
+)
 from durable._client import Client, configure
 from durable._connection import TLS
 from durable._core.schedules import ScheduleInfo, scheduled
@@ -38,6 +46,7 @@ from durable._management import (
     resume_workflow,
 )
 from durable._messages import recv, send
+from durable._operations import RetentionPolicy, delete_workflow, get_retention, set_retention
 from durable._patches import deprecate_patch, patched
 from durable._payloads import PayloadCodec, RawPayload
 from durable._payloads import set_codecs as set_payload_codecs
@@ -56,6 +65,7 @@ from durable._schedules import (
 from durable._sleep import sleep
 from durable._step_retry import StepRetry
 from durable._steps import set_step_timeout, step, step_idempotency_key
+from durable._watch import WorkflowChange, watch_workflows
 from durable._worker import Worker
 from durable._workflow import (
     WorkflowHandle,
@@ -83,6 +93,7 @@ from durable.errors import (
     WorkflowCancelledError,
     WorkflowConflictError,
     WorkflowDeadLetterError,
+    WorkflowNotFinishedError,
     WorkflowNotFoundError,
     WorkflowNotPendingError,
     WorkflowOwnershipLostError,
@@ -90,6 +101,8 @@ from durable.errors import (
 
 __all__ = [
     "TLS",
+    "BulkProgress",
+    "BulkResult",
     "Client",
     "CoordinatorError",
     "CoordinatorUnavailableError",
@@ -107,6 +120,7 @@ __all__ = [
     "QueueLoad",
     "RawPayload",
     "RecordedError",
+    "RetentionPolicy",
     "RetryPolicy",
     "ScheduleInfo",
     "StepAttemptInfo",
@@ -116,22 +130,27 @@ __all__ = [
     "UnauthenticatedError",
     "Worker",
     "WorkflowCancelledError",
+    "WorkflowChange",
     "WorkflowConflictError",
     "WorkflowDeadLetterError",
     "WorkflowHandle",
     "WorkflowInfo",
+    "WorkflowNotFinishedError",
     "WorkflowNotFoundError",
     "WorkflowNotPendingError",
     "WorkflowOwnershipLostError",
     "WorkflowStatus",
     "cancel_workflow",
+    "cancel_workflows",
     "configure",
     "current_workflow_id",
     "delete_schedule",
+    "delete_workflow",
     "deprecate_patch",
     "fork_workflow",
     "get_event",
     "get_queue",
+    "get_retention",
     "get_schedule",
     "get_workflow",
     "list_events",
@@ -139,10 +158,13 @@ __all__ = [
     "list_steps",
     "list_workflows",
     "patched",
+    "pause_queue",
     "pause_schedule",
     "recv",
+    "resume_queue",
     "resume_schedule",
     "resume_workflow",
+    "resume_workflows",
     "retrieve_workflow",
     "scheduled",
     "scheduled_time",
@@ -151,6 +173,7 @@ __all__ = [
     "set_enqueue_options",
     "set_event",
     "set_payload_codecs",
+    "set_retention",
     "set_schedule",
     "set_start_options",
     "set_step_timeout",
@@ -162,5 +185,6 @@ __all__ = [
     "step_idempotency_key",
     "trigger_schedule",
     "watch_event",
+    "watch_workflows",
     "workflow",
 ]

@@ -32,12 +32,19 @@ from durable._stream import SessionStream
 from durable.errors import CoordinatorError
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from durable.v1 import operations_pb2 as opb
+from durable.v1 import operations_pb2_grpc as opb_grpc
 from durable.v1 import schedules_pb2 as spb
 from durable.v1 import schedules_pb2_grpc as spb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# The deadline of a bulk action's stream (it works through its batches meanwhile).
+BULK_TIMEOUT_SECONDS = 3600.0
 
 T = TypeVar("T")
+
+# The initial metadata a WatchWorkflows stream starts with: its start cursor.
+WATCH_START_METADATA = "durable-watch-cursor"
 
 
 def _call(attempt: Callable[[], T], retry: RetryPolicy, retry_on: frozenset[grpc.StatusCode]) -> T:
@@ -76,6 +83,7 @@ class Client:
         self._channel = open_channel(self.target, token, tls or TLS.from_env())
         self._stub = pb_grpc.CoordinatorServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
+        self._operations = opb_grpc.OperationsServiceStub(self._channel)
         self._use_session = calls.use_session(session)
         self._stream_lock = threading.Lock()
         self._stream: SessionStream | None = None
@@ -131,6 +139,77 @@ class Client:
             self.retry,
             RETRY_READ if read else RETRY_UNAVAILABLE,
         )
+
+    # --- retention and deleting workflows (OperationsService) ------------------------------
+
+    def set_retention(self, seconds: float | None) -> opb.RetentionPolicy:
+        """Set the namespace's retention (finished workflows are deleted this many seconds
+        after their last change), or remove it (None); the policy in force after."""
+        request = (
+            opb.SetRetentionRequest(clear=True)
+            if seconds is None
+            else opb.SetRetentionRequest(finished_after=duration(seconds))
+        )
+        reply: opb.SetRetentionResponse = self._unary(self._operations.SetRetention, request)
+        return reply.policy
+
+    def get_retention(self) -> opb.RetentionPolicy:
+        request = opb.GetRetentionRequest()
+        reply: opb.GetRetentionResponse = self._unary(
+            self._operations.GetRetention, request, read=True
+        )
+        return reply.policy
+
+    def delete_workflow(self, workflow_id: str, include_children: bool = False) -> int:
+        """Delete a finished workflow (and its descendants); how many were deleted."""
+        request = opb.DeleteWorkflowRequest(
+            workflow_id=workflow_id, include_children=include_children
+        )
+        reply: opb.DeleteWorkflowResponse = self._unary(self._operations.DeleteWorkflow, request)
+        return reply.deleted
+
+    # --- bulk actions and queue pause (OperationsService) ----------------------------------
+
+    def bulk_action(
+        self, method: str, request: opb.CancelWorkflowsRequest | opb.ResumeWorkflowsRequest
+    ) -> Iterator[opb.BulkProgress]:
+        """The progress of CancelWorkflows or ResumeWorkflows (`method`), one message per
+        batch; cancelled if the caller stops iterating early. If the coordinator becomes
+        unavailable mid-way the call is made again (what was changed no longer matches),
+        and the counts go on from what earlier attempts changed."""
+        backoff = Backoff(self.retry)
+        before = 0  # changed by attempts that broke off
+        while True:
+            stream = getattr(self._operations, method)(request, timeout=BULK_TIMEOUT_SECONDS)
+            changed = 0
+            try:
+                for message in stream:
+                    backoff.reset()
+                    progress = message.progress
+                    changed = progress.changed
+                    yield opb.BulkProgress(
+                        matched=before + progress.matched,
+                        changed=before + progress.changed,
+                        done=progress.done,
+                    )
+                return
+            except grpc.RpcError as error:
+                time.sleep(calls.retry_pause(error, RETRY_UNAVAILABLE, backoff))
+                before += changed
+            finally:
+                stream.cancel()
+
+    def set_queue_paused(self, name: str, paused: bool) -> pb.QueueConfig:
+        """PauseQueue or ResumeQueue; the queue's configuration after."""
+        if paused:
+            reply: opb.PauseQueueResponse = self._unary(
+                self._operations.PauseQueue, opb.PauseQueueRequest(name=name)
+            )
+            return reply.queue
+        resumed: opb.ResumeQueueResponse = self._unary(
+            self._operations.ResumeQueue, opb.ResumeQueueRequest(name=name)
+        )
+        return resumed.queue
 
     # --- schedules (ScheduleService) -------------------------------------------------------
 
@@ -431,6 +510,46 @@ class Client:
             if message.HasField("event"):
                 return message.event
         return None
+
+    def watch_workflows(
+        self, where: pb.ListWorkflowsRequest, *, after: str = "", timeout: float | None = None
+    ) -> Iterator[pb.WatchWorkflowsResponse]:
+        """The WatchWorkflows stream's messages (changes, then `timed_out` once `timeout`
+        passes; without one the stream is reopened forever); cancelled if the caller stops
+        iterating early. If the coordinator becomes unavailable the stream is opened again
+        after the last change it yielded (or the first stream's start), so no change is
+        lost or repeated. A cursor that has expired raises CoordinatorError
+        (CURSOR_EXPIRED)."""
+        deadline = Deadline(timeout) if timeout is not None else None
+        cursor = after
+        backoff = Backoff(self.retry)
+        while True:
+            request = pb.WatchWorkflowsRequest(filter=where, after_cursor=cursor)
+            left = None
+            if deadline is not None:
+                left = deadline.left()
+                request.timeout.CopyFrom(duration(left))
+            stream = self._stub.WatchWorkflows(
+                request, timeout=None if left is None else left + WAIT_MARGIN_SECONDS
+            )
+            try:
+                if not cursor:  # the start, to resume from if cut before any change
+                    start = dict(stream.initial_metadata() or ()).get(WATCH_START_METADATA)
+                    cursor = str(start or "")
+                for message in stream:
+                    backoff.reset()
+                    if message.HasField("change"):
+                        cursor = message.change.cursor
+                    elif deadline is None:
+                        break  # the server's longest wait passed: open it again
+                    yield message
+                else:
+                    return
+                continue
+            except grpc.RpcError as error:
+                time.sleep(calls.retry_pause(error, RETRY_UNAVAILABLE, backoff))
+            finally:
+                stream.cancel()
 
 
 _default: Client | None = None

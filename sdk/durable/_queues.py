@@ -126,6 +126,15 @@ class Queue:
         serving the queue does this when it starts."""
         (client or default_client()).configure_queue(self._config)
 
+    def pause(self, *, client: Client | None = None) -> None:
+        """Pause this queue, as `durable.pause_queue`: workers are handed none of its
+        workflows until `resume()`; those running go on. Survives coordinator restarts."""
+        (client or default_client()).set_queue_paused(self.name, True)
+
+    def resume(self, *, client: Client | None = None) -> None:
+        """Resume this queue, as `durable.resume_queue`."""
+        (client or default_client()).set_queue_paused(self.name, False)
+
     @overload
     def enqueue(self, fn: str, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
     @overload
@@ -216,7 +225,8 @@ class QueueLoad:
 class QueueInfo:
     """A queue's limits as stored (None: no limit; all None for a queue never
     configured), its total load, and the load of its busiest partitions (most enqueued
-    first); `partitions_truncated` when more partitions exist than were returned."""
+    first); `partitions_truncated` when more partitions exist than were returned;
+    `paused` while the queue is paused (`durable.pause_queue`): nothing new is handed out."""
 
     name: str
     concurrency: int | None
@@ -226,6 +236,7 @@ class QueueInfo:
     total: QueueLoad
     partitions: list[QueueLoad]
     partitions_truncated: bool
+    paused: bool = False
 
 
 def _load(message: pb.QueueLoad) -> QueueLoad:
@@ -246,6 +257,7 @@ def queue_info(reply: pb.GetQueueResponse) -> QueueInfo:
         total=_load(reply.total),
         partitions=[_load(p) for p in reply.partitions],
         partitions_truncated=reply.partitions_truncated,
+        paused=config.paused,
     )
 
 

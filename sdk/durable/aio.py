@@ -39,7 +39,9 @@ from typing import Any, ParamSpec, TypeVar
 
 from durable import _drive, _payloads
 from durable._aio import drive
+from durable._aio.bulk import cancel_workflows, pause_queue, resume_queue, resume_workflows
 from durable._aio.client import AsyncClient, close, configure, default_client
+from durable._aio.operations import delete_workflow, get_retention, set_retention
 from durable._aio.schedules import (
     delete_schedule,
     get_schedule,
@@ -49,6 +51,7 @@ from durable._aio.schedules import (
     set_schedule,
     trigger_schedule,
 )
+from durable._aio.watch import watch_workflows
 from durable._aio.worker import Worker
 from durable._aio.workflows import AsyncWorkflowHandle, start_workflow
 from durable._aio.workflows import enqueue as _enqueue
@@ -92,15 +95,18 @@ __all__ = [
     "AsyncWorkflowHandle",
     "Worker",
     "cancel_workflow",
+    "cancel_workflows",
     "close",
     "configure",
     "current_workflow_id",
     "delete_schedule",
+    "delete_workflow",
     "deprecate_patch",
     "enqueue",
     "fork_workflow",
     "get_event",
     "get_queue",
+    "get_retention",
     "get_schedule",
     "get_workflow",
     "list_events",
@@ -108,16 +114,20 @@ __all__ = [
     "list_steps",
     "list_workflows",
     "patched",
+    "pause_queue",
     "pause_schedule",
     "recv",
+    "resume_queue",
     "resume_schedule",
     "resume_workflow",
+    "resume_workflows",
     "retrieve_workflow",
     "run_step",
     "scheduled_time",
     "send",
     "set_attributes",
     "set_event",
+    "set_retention",
     "set_schedule",
     "set_start_options",
     "set_step_timeout",
@@ -128,6 +138,7 @@ __all__ = [
     "step_idempotency_key",
     "trigger_schedule",
     "watch_event",
+    "watch_workflows",
 ]
 
 P = ParamSpec("P")

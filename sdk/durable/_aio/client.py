@@ -34,10 +34,14 @@ from durable._retry import Backoff, RetryPolicy
 from durable.errors import CoordinatorError, DurableError
 from durable.v1 import coordinator_pb2 as pb
 from durable.v1 import coordinator_pb2_grpc as pb_grpc
+from durable.v1 import operations_pb2 as opb
+from durable.v1 import operations_pb2_grpc as opb_grpc
 from durable.v1 import schedules_pb2 as spb
 from durable.v1 import schedules_pb2_grpc as spb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# The deadline of a bulk action's stream (it works through its batches meanwhile).
+BULK_TIMEOUT_SECONDS = 3600.0
 
 T = TypeVar("T")
 
@@ -81,6 +85,7 @@ class AsyncClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub_: pb_grpc.CoordinatorServiceAsyncStub | None = None
         self._schedules_: spb_grpc.ScheduleServiceAsyncStub | None = None
+        self._operations_: opb_grpc.OperationsServiceAsyncStub | None = None
         self._stream: AsyncSessionStream | None = None
         self._closed = False
 
@@ -108,12 +113,91 @@ class AsyncClient:
             self._schedules_ = spb_grpc.ScheduleServiceStub(self._channel)
         return self._schedules_
 
+    @property
+    def _operations(self) -> opb_grpc.OperationsServiceAsyncStub:
+        _ = self._stub  # opens the channel on this loop, or says why it cannot
+        if self._operations_ is None:
+            assert self._channel is not None
+            self._operations_ = opb_grpc.OperationsServiceStub(self._channel)
+        return self._operations_
+
+    async def _operations_call(self, method: str, request: Message, *, read: bool = False) -> Any:
+        return await _call(
+            lambda: getattr(self._operations, method)(request, timeout=CALL_TIMEOUT_SECONDS),
+            self.retry,
+            RETRY_READ if read else RETRY_UNAVAILABLE,
+        )
+
     async def _schedule_call(self, method: str, request: Message, *, read: bool = False) -> Any:
         return await _call(
             lambda: getattr(self._schedules, method)(request, timeout=CALL_TIMEOUT_SECONDS),
             self.retry,
             RETRY_READ if read else RETRY_UNAVAILABLE,
         )
+
+    # --- retention and deleting workflows (OperationsService) ------------------------------
+
+    async def set_retention(self, seconds: float | None) -> opb.RetentionPolicy:
+        """As `durable.Client.set_retention`."""
+        request = (
+            opb.SetRetentionRequest(clear=True)
+            if seconds is None
+            else opb.SetRetentionRequest(finished_after=duration(seconds))
+        )
+        reply: opb.SetRetentionResponse = await self._operations_call("SetRetention", request)
+        return reply.policy
+
+    async def get_retention(self) -> opb.RetentionPolicy:
+        reply: opb.GetRetentionResponse = await self._operations_call(
+            "GetRetention", opb.GetRetentionRequest(), read=True
+        )
+        return reply.policy
+
+    async def delete_workflow(self, workflow_id: str, include_children: bool = False) -> int:
+        """As `durable.Client.delete_workflow`."""
+        request = opb.DeleteWorkflowRequest(
+            workflow_id=workflow_id, include_children=include_children
+        )
+        reply: opb.DeleteWorkflowResponse = await self._operations_call("DeleteWorkflow", request)
+        return reply.deleted
+
+    # --- bulk actions and queue pause (OperationsService) ----------------------------------
+
+    async def bulk_action(
+        self, method: str, request: opb.CancelWorkflowsRequest | opb.ResumeWorkflowsRequest
+    ) -> AsyncIterator[opb.BulkProgress]:
+        """As `durable.Client.bulk_action`."""
+        backoff = Backoff(self.retry)
+        before = 0  # changed by attempts that broke off
+        while True:
+            stream = getattr(self._operations, method)(request, timeout=BULK_TIMEOUT_SECONDS)
+            changed = 0
+            try:
+                async for message in stream:
+                    backoff.reset()
+                    progress = message.progress
+                    changed = progress.changed
+                    yield opb.BulkProgress(
+                        matched=before + progress.matched,
+                        changed=before + progress.changed,
+                        done=progress.done,
+                    )
+                return
+            except grpc.RpcError as error:
+                pause = calls.retry_pause(error, RETRY_UNAVAILABLE, backoff)
+                before += changed
+            finally:
+                stream.cancel()
+            await asyncio.sleep(pause)
+
+    async def set_queue_paused(self, name: str, paused: bool) -> pb.QueueConfig:
+        """As `durable.Client.set_queue_paused`."""
+        if paused:
+            reply = await self._operations_call("PauseQueue", opb.PauseQueueRequest(name=name))
+        else:
+            reply = await self._operations_call("ResumeQueue", opb.ResumeQueueRequest(name=name))
+        queue: pb.QueueConfig = reply.queue
+        return queue
 
     # --- schedules (ScheduleService) -------------------------------------------------------
 
@@ -361,6 +445,46 @@ class AsyncClient:
                         after = message.event.version
                     yield message
                 return
+            except grpc.RpcError as error:
+                pause = calls.retry_pause(error, RETRY_UNAVAILABLE, backoff)
+            finally:
+                stream.cancel()
+            await asyncio.sleep(pause)
+
+    async def watch_workflows(
+        self, where: pb.ListWorkflowsRequest, *, after: str = "", timeout: float | None = None
+    ) -> AsyncIterator[pb.WatchWorkflowsResponse]:
+        """The WatchWorkflows stream's messages, as `durable.Client.watch_workflows`:
+        reopened after the last change (or the first stream's start) when the coordinator
+        becomes unavailable, forever without a timeout."""
+        deadline = Deadline(timeout) if timeout is not None else None
+        cursor = after
+        backoff = Backoff(self.retry)
+        while True:
+            request = pb.WatchWorkflowsRequest(filter=where, after_cursor=cursor)
+            left = None
+            if deadline is not None:
+                left = deadline.left()
+                request.timeout.CopyFrom(duration(left))
+            stream = self._stub.WatchWorkflows(
+                request, timeout=None if left is None else left + WAIT_MARGIN_SECONDS
+            )
+            pause = 0.0
+            try:
+                if not cursor:  # the start, to resume from if cut before any change
+                    start = dict(await stream.initial_metadata() or ()).get("durable-watch-cursor")
+                    cursor = str(start or "")
+                ended = True
+                async for message in stream:
+                    backoff.reset()
+                    if message.HasField("change"):
+                        cursor = message.change.cursor
+                    elif deadline is None:
+                        ended = False  # the server's longest wait passed: open it again
+                        break
+                    yield message
+                if ended:
+                    return
             except grpc.RpcError as error:
                 pause = calls.retry_pause(error, RETRY_UNAVAILABLE, backoff)
             finally:

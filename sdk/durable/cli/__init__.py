@@ -8,6 +8,8 @@
     durable workflows cancel ID
     durable workflows resume ID
     durable workflows fork ID --from-step N [--new-id NEW] [--version VERSION]
+    durable workflows cancel-all | resume-all [FILTERS] [--all] [--dry-run] [--yes]
+    durable workflows delete ID [--children] [--yes]
     durable schedules list [--workflow NAME]
     durable schedules show NAME
     durable schedules pause NAME | resume NAME | delete NAME | trigger NAME
@@ -15,6 +17,8 @@
     durable events watch ID KEY [--timeout SECONDS]
     durable messages send ID JSON [--topic TOPIC] [--idempotency-key KEY]
     durable queues show NAME [--max-partitions N]
+    durable queues pause NAME | resume NAME
+    durable retention get | set DURATION | set --clear
 
 Every command takes `--json` for machine-readable output. Exit status: 0 on success, 1 when
 a wait ended without what it waited for (a timeout, or a workflow that finished without
@@ -38,7 +42,7 @@ from collections.abc import Sequence
 from durable._client import Client
 from durable._connection import TLS
 from durable._retry import RetryPolicy
-from durable.cli import events, messages, queues, schedules, workflows
+from durable.cli import events, messages, queues, retention, schedules, workflows
 from durable.cli.args import Parser, non_negative, parse_since
 from durable.cli.console import (
     EXIT_ERROR,
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parser(groups)
     messages.add_parser(groups)
     queues.add_parser(groups)
+    retention.add_parser(groups)
     add_ui_parser(groups)  # `durable ui` (the `ui` extra's web stack loads only when run)
     return parser
 

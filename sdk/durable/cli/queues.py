@@ -1,4 +1,5 @@
-"""`durable queues show`: a queue's limits and what waits and runs on it, per partition."""
+"""`durable queues show`: a queue's limits, whether it is paused, and what waits and runs
+on it, per partition; `durable queues pause` / `resume`."""
 
 from __future__ import annotations
 
@@ -45,6 +46,21 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=_show)
 
+    pause = commands.add_parser(
+        "pause",
+        help="pause a queue: workers are handed none of its workflows until it is resumed",
+        description="Pause queue NAME: from now on no worker is handed any of its workflows "
+        "until `queues resume NAME`; those running go on. Survives coordinator restarts; "
+        "`queues show` shows it. Pausing a paused queue changes nothing.",
+    )
+    resume = commands.add_parser(
+        "resume", help="resume a paused queue: its waiting workflows are handed out again"
+    )
+    for command, run in ((pause, _pause), (resume, _resume)):
+        command.add_argument("name", metavar="NAME")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        command.set_defaults(run=run)
+
 
 def queue_json(info: QueueInfo) -> dict[str, Any]:
     return {
@@ -57,6 +73,7 @@ def queue_json(info: QueueInfo) -> dict[str, Any]:
             else None
         ),
         "limits_per_partition": info.limits_per_partition,
+        "paused": info.paused,
         "total": {k: v for k, v in dataclasses.asdict(info.total).items() if k != "partition_key"},
         "partitions": [dataclasses.asdict(p) for p in info.partitions],
         "partitions_truncated": info.partitions_truncated,
@@ -72,6 +89,7 @@ def queue_lines(info: QueueInfo) -> list[str]:
         f"concurrency         {info.concurrency or 'none'}{scope if info.concurrency else ''}",
         f"worker concurrency  {info.worker_concurrency or 'none'}",
         f"rate limit          {rate}",
+        f"paused              {'yes: nothing new is handed out' if info.paused else 'no'}",
         f"total               {total.enqueued} enqueued ({total.delayed} delayed),"
         f" {total.running} running",
     ]
@@ -97,3 +115,20 @@ def _show(args: argparse.Namespace, client: Client) -> int:
     if info.partitions_truncated:
         note(f"only the {len(info.partitions)} busiest partitions are shown (--max-partitions)")
     return EXIT_OK
+
+
+def _set_paused(args: argparse.Namespace, client: Client, paused: bool) -> int:
+    config = client.set_queue_paused(args.name, paused)
+    if args.json:
+        print_json({"name": config.name, "paused": config.paused})
+    else:
+        print_line(f"queue {config.name} {'paused' if config.paused else 'resumed'}")
+    return EXIT_OK
+
+
+def _pause(args: argparse.Namespace, client: Client) -> int:
+    return _set_paused(args, client, True)
+
+
+def _resume(args: argparse.Namespace, client: Client) -> int:
+    return _set_paused(args, client, False)

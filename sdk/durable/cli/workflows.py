@@ -1,4 +1,4 @@
-"""`durable workflows start/list/show/cancel/resume/fork`."""
+"""`durable workflows start/list/show/cancel/resume/fork/delete`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from durable import _drive, _management
+from durable import _drive, _management, _operations
 from durable._client import Client
 from durable._core import specs
 from durable._core.specs import QueueStart, WorkflowStatus
@@ -24,7 +24,7 @@ from durable.cli.args import (
     parse_status,
     whole_number,
 )
-from durable.cli.console import EXIT_NOT_FOUND, EXIT_OK, note, print_json, print_line
+from durable.cli.console import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, note, print_json, print_line
 from durable.cli.formatting import (
     attributes_text,
     due_text,
@@ -170,8 +170,31 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
     )
     fork.set_defaults(run=_fork)
 
-    for command in (start, listing, show, cancel, resume, fork):
+    delete = commands.add_parser(
+        "delete",
+        help="delete a finished workflow with its steps, events and messages",
+        description="Delete a finished workflow (SUCCESS, ERROR, CANCELLED, DEAD_LETTER) "
+        "with its steps, events and messages; with --children its child workflows too, "
+        "recursively. An unfinished one (any, with --children) is an error and nothing is "
+        "deleted. Asks for confirmation unless --yes. Exit 1 if it did not exist.",
+    )
+    delete.add_argument("workflow_id", metavar="ID")
+    delete.add_argument(
+        "--children", action="store_true", help="also delete its child workflows, recursively"
+    )
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(run=_delete)
+
+    for command in (start, listing, show, cancel, resume, fork, delete):
         command.add_argument("--json", action="store_true", help="print JSON")
+
+    from durable.cli import bulk  # here: it takes parse_attribute from this module
+
+    bulk.add_commands(commands, parse_attribute)
+
+    from durable.cli import watch  # here too: it takes parse_attribute from this module
+
+    watch.add_command(commands, parse_attribute)
 
 
 def _json_array(text: str) -> list[Any]:
@@ -368,4 +391,26 @@ def _fork(args: argparse.Namespace, client: Client) -> int:
         client=client,
     )
     _print_status(args, _management.get_workflow(handle.workflow_id, client=client))
+    return EXIT_OK
+
+
+def _delete(args: argparse.Namespace, client: Client) -> int:
+    what = f"workflow {args.workflow_id!r}" + (" and its children" if args.children else "")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            note(f"not deleting {what}: confirm with --yes (stdin is not a terminal)")
+            return EXIT_ERROR
+        sys.stderr.write(f"delete {what}? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            note("nothing deleted")
+            return EXIT_ERROR
+    deleted = _operations.delete_workflow(args.workflow_id, args.children, client=client)
+    if args.json:
+        print_json({"workflow_id": args.workflow_id, "deleted": deleted})
+    if not deleted:
+        note(f"workflow {args.workflow_id!r} does not exist; nothing deleted")
+        return EXIT_NOT_FOUND
+    if not args.json:
+        print_line(f"deleted {deleted} workflow{'s' if deleted != 1 else ''}")
     return EXIT_OK

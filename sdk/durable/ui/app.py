@@ -1,7 +1,8 @@
 """The dashboard's ASGI app (Starlette) and its server (uvicorn).
 
 Pages: `/` (the workflow list), `/workflows/{id}` (one workflow). The workflow page
-subscribes to `/live/{id}`, its live feed (server-sent events, see durable.ui.live). The
+subscribes to `/live/{id}`, its live feed (server-sent events, see durable.ui.live); the
+list's first page to `/live-list`, fed by WatchWorkflows. The
 buttons post to `/actions/{cancel,resume,fork}`. Everything the page needs is served from
 `/static`; nothing comes from elsewhere.
 """
@@ -159,6 +160,16 @@ def create_app(client: AsyncClient, *, allowed_hosts: list[str] | None = None) -
             headers=_SSE_HEADERS,
         )
 
+    async def list_feed(request: Request) -> Response:
+        where, _, _, _ = _filters(request)
+        versions = bool(request.query_params.get("versions"))
+        after = request.headers.get("last-event-id", "")
+        return StreamingResponse(
+            live.list_feed(client, where, versions, after),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+
     async def action(request: Request) -> Response:
         # JSON only: a cross-site form cannot send it without a CORS preflight, which this
         # app never grants, so another web page cannot act through the dashboard.
@@ -212,6 +223,7 @@ def create_app(client: AsyncClient, *, allowed_hosts: list[str] | None = None) -
         Route("/api/ping", ping),
         Route("/workflows/{workflow_id:path}", workflow),
         Route("/live/{workflow_id:path}", feed),
+        Route("/live-list", list_feed),
         Route("/actions/{action}", action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

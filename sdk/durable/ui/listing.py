@@ -61,19 +61,23 @@ def _duration(row: Row, now: datetime) -> str:
     return f"{took((now - info.created_at).total_seconds())} so far"
 
 
-def _rows(rows: list[Row], now: datetime, versions: bool) -> str:
-    if not rows:
-        return '<tr><td colspan="8" class="empty">No workflows match.</td></tr>'
-    return "\n".join(
-        f'<tr data-workflow-id="{e(r.info.workflow_id)}">'
+def row_html(r: Row, now: datetime, versions: bool) -> str:
+    """One workflow's row (also sent alone by the live list, durable.ui.live.list_feed)."""
+    return (
+        f'<tr data-workflow-id="{e(r.info.workflow_id)}" data-status="{e(r.info.status.value)}">'
         f'<td><a href="{e(workflow_url(r.info.workflow_id))}">{e(r.info.workflow_id)}</a></td>'
         f"<td>{e(r.info.name)}</td><td>{badge(r.info.status)}</td>"
         f"<td>{e(r.info.queue_name or '')}</td>"
         + (f"<td>{e(r.version)}</td>" if versions else "")
         + f"<td>{moment(r.info.created_at)}</td><td>{moment(r.info.updated_at)}</td>"
         f"<td>{e(_duration(r, now))}</td></tr>"
-        for r in rows
     )
+
+
+def _rows(rows: list[Row], now: datetime, versions: bool) -> str:
+    if not rows:
+        return '<tr class="empty-row"><td colspan="8" class="empty">No workflows match.</td></tr>'
+    return "\n".join(row_html(r, now, versions) for r in rows)
 
 
 def list_page(
@@ -98,10 +102,20 @@ def list_page(
         # The application version, where the coordinator records one for these workflows.
         versions = any(r.version for r in page.rows)
         version = "<th>Version</th>" if versions else ""
+        # The first page follows WatchWorkflows (/live-list): new workflows appear on top
+        # and rows change status in place, without a reload.
+        live = ""
+        if not token:
+            src = "/live-list?" + query({**params, "versions": "1" if versions else ""})
+            live = f' data-live-list="{e(src)}"'
         body.append(
-            '<table class="workflows"><thead><tr><th>ID</th><th>Name</th><th>Status</th>'
-            f"<th>Queue</th>{version}<th>Created</th><th>Updated</th><th>Duration</th>"
-            f"</tr></thead><tbody>{_rows(page.rows, now, versions)}</tbody></table>"
+            '<p class="note">List: <span id="list-live">'
+            + ("connecting…" if live else "not live (a later page)")
+            + "</span></p>"
+            f'<table class="workflows"{live}><thead><tr><th>ID</th><th>Name</th>'
+            f"<th>Status</th><th>Queue</th>{version}<th>Created</th><th>Updated</th>"
+            f"<th>Duration</th></tr></thead><tbody>{_rows(page.rows, now, versions)}</tbody>"
+            "</table>"
         )
         pager = []
         if token:

@@ -27,8 +27,10 @@ from typing import Any
 
 from durable import _payloads
 from durable._aio.client import AsyncClient
+from durable._watch import change as watch_change
+from durable._watch import watch_request
 from durable.errors import DurableError
-from durable.ui import detail, html, reads
+from durable.ui import detail, html, listing, reads
 from durable.ui.html import FINISHED
 from durable.ui.problems import problem
 from durable.v1 import coordinator_pb2 as pb
@@ -203,3 +205,59 @@ async def feed(client: AsyncClient, workflow_id: str) -> AsyncIterator[str]:
         yield sse("problem", json.dumps({"kind": found.kind, "message": found.message}))
     finally:
         await state.close()
+
+
+async def list_feed(
+    client: AsyncClient, where: reads.ListFilter, versions: bool, after: str = ""
+) -> AsyncIterator[str]:
+    """The list page's live feed: a `row` event (JSON: the workflow's ID and its row's HTML,
+    or `remove` when it no longer matches the status filter) per status change, from
+    WatchWorkflows filtered by name. Each event's `id` is the change's cursor, so the
+    browser's automatic reconnect (Last-Event-ID, passed here as `after`) misses nothing."""
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=256)
+
+    async def watch() -> None:
+        request = watch_request(None, where.name or None, None, None, None, None, None)
+        stream = client.watch_workflows(request, after=after, timeout=FOLLOW_SECONDS)
+        try:
+            async for message in stream:
+                if message.HasField("change"):
+                    await queue.put(("change", message.change))
+            await queue.put(("end", None))
+        except DurableError as error:
+            await queue.put(("error", error))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    task = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield ": watching\n\n"
+        while True:
+            try:
+                kind, item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except asyncio.TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                found = problem(item, client.target)
+                yield sse("problem", json.dumps({"kind": found.kind, "message": found.message}))
+                return
+            changed = watch_change(item)
+            info = changed.workflow
+            if not where.matches(item.workflow) or (
+                where.created_before is not None and info.created_at >= where.created_before
+            ):
+                continue
+            shown = not where.statuses or changed.status in where.statuses
+            data: dict[str, Any] = {"workflow_id": changed.workflow_id, "remove": not shown}
+            if shown:
+                now = datetime.now(timezone.utc)
+                data["html"] = listing.row_html(reads.row(item.workflow), now, versions)
+            yield f"id: {changed.cursor}\n" + sse("row", json.dumps(data))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

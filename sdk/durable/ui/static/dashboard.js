@@ -132,6 +132,40 @@
 
   connect();
 
+  // --- the live list (WatchWorkflows through /live-list) ----------------------------
+
+  const liveList = document.querySelector("table.workflows[data-live-list]");
+  if (liveList) {
+    const state = document.getElementById("list-live");
+    const rows = liveList.querySelector("tbody");
+    const list = new EventSource(liveList.dataset.liveList);
+    list.onopen = () => (state.textContent = "live");
+    list.onerror = () => (state.textContent = "reconnecting…");
+    list.addEventListener("row", (event) => {
+      const data = JSON.parse(event.data);
+      const old = rows.querySelector(`tr[data-workflow-id="${CSS.escape(data.workflow_id)}"]`);
+      if (data.remove) {
+        if (old) old.remove();
+        return;
+      }
+      const holder = document.createElement("template");
+      holder.innerHTML = data.html.trim();
+      const row = holder.content.firstElementChild;
+      localTimes(row);
+      if (old) {
+        old.replaceWith(row);
+      } else {
+        const empty = rows.querySelector("tr.empty-row");
+        if (empty) empty.remove();
+        rows.insertBefore(row, rows.firstElementChild);
+      }
+    });
+    list.addEventListener("problem", (event) => {
+      state.textContent = "stopped: " + JSON.parse(event.data).message;
+      list.close();
+    });
+  }
+
   // --- actions ----------------------------------------------------------------------
 
   const actions = document.querySelector(".actions");
