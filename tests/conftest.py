@@ -11,6 +11,14 @@ from pathlib import Path
 
 import pytest
 
+# The suite starts helper programs (pg_ctl as another user, node, coordinators) with
+# fork + exec from a process whose gRPC threads are running. With gRPC's fork handlers
+# installed, the child runs gRPC code between fork and exec, and that has crashed the child
+# before pg_ctl ran ("Check failed: next_worker->state == KICKED"). Nothing here forks
+# without exec, which is all fork support is for: leave the handlers out. Set before gRPC
+# is first imported (by the imports below).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from coordinator.embedded import start_embedded_postgres
 from tests.support import (
     Activity,
