@@ -83,3 +83,66 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def parse_attribute(text: str) -> tuple[str, str]:
+    """A `--attr KEY=VALUE` argument (the coordinator checks the key and value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    return key, value
+
+
+def add_filter_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    statuses: str = "only these statuses",
+    since: bool = True,
+) -> None:
+    """The workflow filter options `workflows list`, `cancel-all`/`resume-all` and `watch`
+    share (read back by `filter_keywords`); `statuses` says what --status selects."""
+    parser.add_argument(
+        "--status",
+        type=parse_status,
+        nargs="+",
+        action="extend",
+        metavar="STATUS",
+        help=f"{statuses}: " + ", ".join(s.value for s in WorkflowStatus),
+    )
+    parser.add_argument("--name", help="only workflows with this name")
+    parser.add_argument(
+        "--attr",
+        type=parse_attribute,
+        action="append",
+        metavar="KEY=VALUE",
+        help="only workflows whose search attribute KEY is VALUE (repeat for several: all "
+        "must hold)",
+    )
+    parser.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
+    parser.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
+    parser.add_argument(
+        "--version", metavar="VERSION", help="only workflows of this application version"
+    )
+    if since:
+        parser.add_argument(
+            "--since",
+            type=parse_since,
+            metavar="WHEN",
+            help="only workflows created since: an ISO 8601 time (local unless it names a "
+            "zone) or a duration ago such as 30m, 1h, 2d",
+        )
+
+
+def filter_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The SDK's filter keywords (`list_workflows`') from `add_filter_arguments` options."""
+    keywords: dict[str, Any] = {
+        "status": args.status,
+        "name": args.name,
+        "parent_workflow_id": args.parent,
+        "queue_name": args.queue,
+        "app_version": args.version,
+        "attributes": dict(args.attr or []),
+    }
+    if "since" in args:
+        keywords["created_after"] = args.since
+    return keywords

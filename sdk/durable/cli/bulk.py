@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from durable import _bulk
 from durable._bulk import BulkProgress
 from durable._client import Client
-from durable._core.specs import WorkflowStatus
-from durable.cli.args import Parser, parse_since, parse_status
+from durable.cli.args import Parser, add_filter_arguments, filter_keywords
 from durable.cli.console import EXIT_ERROR, EXIT_OK, note, print_json, print_line
 
 _ACTIONS = {
@@ -33,10 +31,7 @@ _ACTIONS = {
 }
 
 
-def add_commands(
-    commands: argparse._SubParsersAction[Parser],
-    parse_attribute: Any,
-) -> None:
+def add_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add `cancel-all` and `resume-all` to the `workflows` group's commands."""
     for command, (_, verb, _ing, _past, statuses) in _ACTIONS.items():
         parser = commands.add_parser(
@@ -50,33 +45,7 @@ def add_commands(
             "any filter every workflow of the namespace matches: that needs --all. "
             "Ctrl-C stops it after the batch under way; earlier batches stay done.",
         )
-        parser.add_argument(
-            "--status",
-            type=parse_status,
-            nargs="+",
-            action="extend",
-            metavar="STATUS",
-            help="only these statuses: " + ", ".join(s.value for s in WorkflowStatus),
-        )
-        parser.add_argument("--name", help="only workflows with this name")
-        parser.add_argument(
-            "--attr",
-            type=parse_attribute,
-            action="append",
-            metavar="KEY=VALUE",
-            help="only workflows whose search attribute KEY is VALUE (repeat: all must hold)",
-        )
-        parser.add_argument("--parent", metavar="ID", help="only child workflows of ID")
-        parser.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
-        parser.add_argument(
-            "--version", metavar="VERSION", help="only workflows of this application version"
-        )
-        parser.add_argument(
-            "--since",
-            type=parse_since,
-            metavar="WHEN",
-            help="only workflows created since: an ISO 8601 time or a duration ago (30m, 2d)",
-        )
+        add_filter_arguments(parser)
         parser.add_argument(
             "--all",
             action="store_true",
@@ -90,25 +59,13 @@ def add_commands(
         parser.set_defaults(run=_run, bulk_command=command)
 
 
-def _filters(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "status": args.status,
-        "name": args.name,
-        "created_after": args.since,
-        "parent_workflow_id": args.parent,
-        "queue_name": args.queue,
-        "app_version": args.version,
-        "attributes": dict(args.attr or []),
-    }
-
-
 def _plural(n: int) -> str:
     return f"{n} workflow{'s' if n != 1 else ''}"
 
 
 def _run(args: argparse.Namespace, client: Client) -> int:
     action, verb, verbing, past, statuses = _ACTIONS[args.bulk_command]
-    filters = _filters(args)
+    filters = filter_keywords(args)
     if not args.all and not any(filters.values()):
         note(
             "no filter given: that matches every workflow of the namespace; add --all to mean"

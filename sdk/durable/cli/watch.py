@@ -6,21 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from durable._client import Client
-from durable._core.specs import WorkflowStatus
 from durable._watch import WorkflowChange, watch_workflows
-from durable.cli.args import Parser, non_negative, parse_status
+from durable.cli.args import Parser, add_filter_arguments, filter_keywords, non_negative
 from durable.cli.console import EXIT_OK, print_line
 from durable.cli.formatting import json_time, local_time
 
 
-def add_command(
-    commands: argparse._SubParsersAction[Parser],
-    parse_attribute: Callable[[str], tuple[str, str]],
-) -> None:
+def add_command(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add `watch` to the `workflows` commands."""
     watch = commands.add_parser(
         "watch",
@@ -30,27 +25,7 @@ def add_command(
         "line each, until --timeout or Ctrl-C. Each change has a cursor: --after CURSOR "
         "resumes after it, missing nothing in between.",
     )
-    watch.add_argument(
-        "--status",
-        type=parse_status,
-        nargs="+",
-        action="extend",
-        metavar="STATUS",
-        help="only changes to these statuses: " + ", ".join(s.value for s in WorkflowStatus),
-    )
-    watch.add_argument("--name", help="only workflows with this name")
-    watch.add_argument(
-        "--attr",
-        type=parse_attribute,
-        action="append",
-        metavar="KEY=VALUE",
-        help="only workflows whose search attribute KEY is VALUE (repeat for several)",
-    )
-    watch.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
-    watch.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
-    watch.add_argument(
-        "--version", metavar="VERSION", help="only workflows of this application version"
-    )
+    add_filter_arguments(watch, statuses="only changes to these statuses", since=False)
     watch.add_argument(
         "--after", metavar="CURSOR", help="resume after this change's cursor (default: now)"
     )
@@ -94,12 +69,7 @@ def change_line(change: WorkflowChange) -> str:
 
 def _watch(args: argparse.Namespace, client: Client) -> int:
     changes = watch_workflows(
-        status=args.status,
-        name=args.name,
-        queue_name=args.queue,
-        attributes=dict(args.attr or []),
-        parent_workflow_id=args.parent,
-        app_version=args.version,
+        **filter_keywords(args),
         after=args.after,
         timeout=args.timeout,
         client=client,

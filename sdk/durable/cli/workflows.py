@@ -16,12 +16,14 @@ from durable._core import specs
 from durable._core.specs import QueueStart, WorkflowStatus
 from durable._management import WorkflowInfo
 from durable._workflow import set_start_options, set_workflow_id
+from durable.cli import bulk, watch
 from durable.cli.args import (
     Parser,
+    add_filter_arguments,
+    filter_keywords,
     non_negative,
+    parse_attribute,
     parse_json,
-    parse_since,
-    parse_status,
     whole_number,
 )
 from durable.cli.console import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, note, print_json, print_line
@@ -98,35 +100,7 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
         help="list workflows, newest first",
         description="List workflows, newest first. ATTEMPTS counts recoveries after a worker died.",
     )
-    listing.add_argument(
-        "--status",
-        type=parse_status,
-        nargs="+",
-        action="extend",
-        metavar="STATUS",
-        help="only these statuses: " + ", ".join(s.value for s in WorkflowStatus),
-    )
-    listing.add_argument("--name", help="only workflows with this name")
-    listing.add_argument(
-        "--attr",
-        type=parse_attribute,
-        action="append",
-        metavar="KEY=VALUE",
-        help="only workflows whose search attribute KEY is VALUE (repeat for several: all "
-        "must hold)",
-    )
-    listing.add_argument("--parent", metavar="ID", help="only child workflows of workflow ID")
-    listing.add_argument("--queue", metavar="NAME", help="only workflows enqueued on NAME")
-    listing.add_argument(
-        "--version", metavar="VERSION", help="only workflows of this application version"
-    )
-    listing.add_argument(
-        "--since",
-        type=parse_since,
-        metavar="WHEN",
-        help="only workflows created since: an ISO 8601 time (local unless it names a "
-        "zone) or a duration ago such as 30m, 1h, 2d",
-    )
+    add_filter_arguments(listing)
     listing.add_argument(
         "--limit",
         type=whole_number(0),
@@ -188,13 +162,8 @@ def add_parser(groups: argparse._SubParsersAction[Parser]) -> None:
     for command in (start, listing, show, cancel, resume, fork, delete):
         command.add_argument("--json", action="store_true", help="print JSON")
 
-    from durable.cli import bulk  # here: it takes parse_attribute from this module
-
-    bulk.add_commands(commands, parse_attribute)
-
-    from durable.cli import watch  # here too: it takes parse_attribute from this module
-
-    watch.add_command(commands, parse_attribute)
+    bulk.add_commands(commands)
+    watch.add_command(commands)
 
 
 def _json_array(text: str) -> list[Any]:
@@ -277,23 +246,9 @@ def waiting_hint(message: Any, now: datetime | None = None) -> str | None:
     return f"ENQUEUED: waiting for {worker}"
 
 
-def parse_attribute(text: str) -> tuple[str, str]:
-    """A `--attr KEY=VALUE` argument (the coordinator checks the key and value)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
-    return key, value
-
-
 def _list(args: argparse.Namespace, client: Client) -> int:
     found = _management.list_workflows(
-        status=args.status,
-        name=args.name,
-        created_after=args.since,
-        parent_workflow_id=args.parent,
-        queue_name=args.queue,
-        app_version=args.version,
-        attributes=dict(args.attr or []),
+        **filter_keywords(args),
         page_size=min(args.limit + 1, _management.MAX_PAGE_SIZE)
         if args.limit
         else _management.MAX_PAGE_SIZE,
