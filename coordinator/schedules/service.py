@@ -137,7 +137,7 @@ class ScheduleService(spb_grpc.ScheduleServiceServicer):
         return self._auth.namespace(context.invocation_metadata())
 
     async def _message(self, record: ScheduleRecord) -> spb.Schedule:
-        now, _ = await schedules.next_due(self._pool)
+        now = await schedules.database_now(self._pool)
         return schedule_message(record, now)
 
     @unary
@@ -195,7 +195,7 @@ class ScheduleService(spb_grpc.ScheduleServiceServicer):
                 else ""
             ),
         )
-        now, _ = await schedules.next_due(self._pool)
+        now = await schedules.database_now(self._pool)
         return spb.ListSchedulesResponse(
             schedules=[schedule_message(r, now) for r in found], next_page_token=next_token
         )

@@ -409,6 +409,12 @@ async def start_due(pool: AsyncConnectionPool, limit: int = 50) -> TickRun:
     return TickRun(started, len(found))
 
 
+async def database_now(pool: AsyncConnectionPool) -> datetime:
+    """The database's clock, which schedules' ticks are read against."""
+    async with pool.connection() as conn:
+        return await _now(conn)
+
+
 async def next_due(pool: AsyncConnectionPool) -> tuple[datetime, datetime | None]:
     """The database's time now, and the earliest next tick of any running schedule."""
     async with pool.connection() as conn:
