@@ -397,6 +397,13 @@ class Started:
         return self.reply.workflow
 
 
+def _runs_here(spec: WorkflowSpec, queue: QueueStart | None, timing: StartTiming | None) -> bool:
+    """Whether the starter's session runs the workflow it starts: not one enqueued (its
+    queue's), started by name (a worker's that registers the name), or due later (a
+    worker claims it when due)."""
+    return queue is None and not spec.by_name and timing is None
+
+
 def begin(
     context: WorkflowContext | None,
     spec: WorkflowSpec,
@@ -429,9 +436,7 @@ def begin(
         # Under a worker started in this process, the workflow is that worker's: if the
         # process dies, another worker recovers it. A queued one is its queue's to run, one
         # started by name a worker's that registers the name.
-        executor_id = "" if queue or spec.by_name else session_executor
-        if timing is not None:
-            executor_id = ""
+        executor_id = session_executor if _runs_here(spec, queue, timing) else ""
         call = _start(
             workflow_id,
             spec,
@@ -464,9 +469,7 @@ def begin(
         workflow_id = chosen_id or child_workflow_id(context.workflow_id, step_id)
     # The child runs under the parent's session, so a worker recovering the parent's work
     # after a crash recovers the child's too.
-    executor_id = "" if queue or spec.by_name else context.executor_id
-    if timing is not None:
-        executor_id = ""
+    executor_id = context.executor_id if _runs_here(spec, queue, timing) else ""
     call = _start(
         workflow_id,
         spec,
